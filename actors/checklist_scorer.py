@@ -1,0 +1,106 @@
+"""The scoring stage: decoded frames in, per-question p_yes out.
+
+A callable class for Ray Data's actor pool: the model is loaded once in `__init__`, each
+`__call__` answers every question of every decoded row of the batch. Knows nothing of Ray.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import numpy as np
+
+from actors.adapters import load_adapter
+from actors.adapters.base import MediaInput
+from schemas import status
+from schemas.checklist_set import checklists_from_json
+from schemas.job_config import DecodeConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+# Test hook for fault-tolerance tests: the first scorer call of the job (across all actors)
+# records its pid in this file and exits hard, so exactly one actor dies mid-batch and Ray
+# must restart it and retry the batch. Unset in normal runs.
+CRASH_ONCE_ENV = "VRSCORE_TEST_CRASH_ONCE_FILE"
+
+
+def frames_of(row_frames: bytes, row_shape: np.ndarray) -> np.ndarray:
+    shape = tuple(int(s) for s in row_shape)
+    return np.frombuffer(row_frames, dtype=np.uint8).reshape(shape)
+
+
+class ChecklistScorer:
+    """Ray Data stage: adds `p_yes` (float32 array per row, None for rows not ok)."""
+
+    def __init__(self, model: dict, decode: dict, checklists_json: str):
+        self.model_cfg = ModelConfig.model_validate(model)
+        self.checklists = checklists_from_json(checklists_json)
+        self.adapters = {}
+        # One model, but each checklist may carry its own system prompt.
+        t0 = time.perf_counter()
+        for kind, checklist in self.checklists.items():
+            key = checklist.system_prompt
+            shared = next((a for k, a in self.adapters.items() if self.checklists[k].system_prompt == key), None)
+            self.adapters[kind] = shared or load_adapter(
+                self.model_cfg, DecodeConfig.model_validate(decode), system_prompt=key
+            )
+        log.info("scorer ready in %.1fs (model %s)", time.perf_counter() - t0, self.model_cfg.model)
+
+    def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[np.ndarray]:
+        adapter = self.adapters[kind]
+        return adapter.score(items, questions) if self.model_cfg.share_prefix else adapter.score_reference(items, questions)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        _maybe_crash_for_test()
+        n = len(batch["id"])
+        p_yes = np.empty(n, dtype=object)
+        p_yes[:] = None
+        statuses = np.array(batch["status"], dtype=object)
+        errors = np.array(batch["error"], dtype=object)
+        prompts = batch["prompt"] if "prompt" in batch else np.full(n, None, dtype=object)
+        for kind in ("image", "video"):
+            rows = [i for i in range(n) if statuses[i] == status.OK and batch["media_type"][i] == kind]
+            if not rows:
+                continue
+            checklist = self.checklists[kind]
+            items = [
+                MediaInput(
+                    frames=frames_of(batch["frames"][i], batch["frames_shape"][i]),
+                    media_type=kind,
+                    fps=None if np.isnan(batch["fps"][i]) else float(batch["fps"][i]),
+                )
+                for i in rows
+            ]
+            questions = [checklist.render(prompts[i]) for i in rows]
+            try:
+                results = self._score(kind, items, questions)
+            except Exception:
+                # One bad item must not sink its batch: retry one by one to isolate it.
+                results = []
+                for item, qs in zip(items, questions):
+                    try:
+                        results.append(self._score(kind, [item], [qs])[0])
+                    except Exception as exc:  # noqa: BLE001 - the message goes into the row
+                        results.append(exc)
+            for i, res in zip(rows, results):
+                if isinstance(res, Exception):
+                    statuses[i], errors[i] = status.SCORE_ERROR, f"{type(res).__name__}: {res}"
+                else:
+                    p_yes[i] = np.asarray(res, dtype=np.float32)
+        out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
+        out.update(p_yes=p_yes, status=statuses, error=errors)
+        return out
+
+
+def _maybe_crash_for_test() -> None:
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if not marker:
+        return
+    pid = str(os.getpid())
+    seen = open(marker).read().split() if os.path.exists(marker) else []
+    if seen:  # one crash per job is enough
+        return
+    with open(marker, "a") as f:
+        f.write(pid + "\n")
+    os._exit(3)

@@ -1,0 +1,118 @@
+"""`vrscore score`: config -> build -> run -> summary."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.ray_runtime import init_ray
+from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
+from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
+from schemas import status
+from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
+from schemas.job_config import JobConfig
+from schemas.manifest import ManifestError
+from schemas.scores import dimension_columns, scores_schema
+
+log = logging.getLogger(__name__)
+SCORES_DIR, CHECKLIST_FILE, JOB_FILE = "scores", "checklist.json", "job.json"
+
+
+@dataclass
+class JobSummary:
+    rows: int
+    ok: int
+    errors_by_status: dict[str, int]
+    dimension_means: dict[str, float | None]
+    score_mean: float | None
+    seconds: float
+    out: str
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def errors(self) -> int:
+        return sum(self.errors_by_status.values())
+
+    def format(self) -> str:
+        lines = [
+            f"rows {self.rows}   ok {self.ok}   errors {self.errors}   ({self.seconds:.1f}s)",
+            f"rows in = ok + errors: {self.rows} = {self.ok} + {self.errors}",
+        ]
+        for kind, n in sorted(self.errors_by_status.items()):
+            lines.append(f"  {kind:<18} {n}")
+        lines.append(f"{'mean score':<24} {_fmt(self.score_mean)}")
+        for col, mean in self.dimension_means.items():
+            lines.append(f"{'mean ' + col:<24} {_fmt(mean)}")
+        lines.append(f"scores: {join(self.out, SCORES_DIR)}/  ({len(self.files)} files)")
+        lines.append(f"checklist: {join(self.out, CHECKLIST_FILE)}   job: {join(self.out, JOB_FILE)}")
+        return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.4f}"
+
+
+def check_unique_ids(cfg: JobConfig) -> int:
+    """Refuse null or duplicate ids before any work; returns the row count."""
+    ids = read_manifest(cfg, ["id"])
+    n = ids.count()
+    nulls = ids.filter(expr="id is null").count() if n else 0
+    if nulls:
+        raise ManifestError(f"{nulls} manifest rows have a null id")
+    dupes = ids.groupby("id").count().filter(expr="`count()` > 1")
+    n_dupes = dupes.count()
+    if n_dupes:
+        shown = ", ".join(f"{r['id']!r} x{r['count()']}" for r in dupes.take(10))
+        raise ManifestError(f"{n_dupes} ids appear more than once in the manifest (ids must be unique): {shown}")
+    return n
+
+
+def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float) -> JobSummary:
+    fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
+    table = pq.ParquetDataset(path, filesystem=fs).read(columns=["status", "score", *dim_cols])
+    counts = {r["values"]: r["counts"] for r in pc.value_counts(table["status"]).to_pylist()}
+    ok = counts.pop(status.OK, 0)
+
+    def mean(col: str) -> float | None:
+        m = pc.mean(table[col]).as_py()
+        return None if m is None else float(m)
+
+    return JobSummary(
+        rows=table.num_rows, ok=ok, errors_by_status=counts, score_mean=mean("score"),
+        dimension_means={c: mean(c) for c in dim_cols}, seconds=seconds, out=cfg.out,
+        files=[f for f in pq.ParquetDataset(path, filesystem=fs).files],
+    )
+
+
+def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool = False) -> JobSummary:
+    t0 = time.perf_counter()
+    checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
+    info = inspect_manifest(cfg, checklists)
+    dims = all_dimensions(checklists)
+    checklists_json = checklists_to_json(checklists)
+    job_json = cfg.model_dump_json(indent=2)
+    schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
+                           model_id=cfg.model.model, job_json=job_json)
+    out_fs = fsspec_filesystem(cfg.out, cfg.storage)
+    scores_uri = join(cfg.out, SCORES_DIR)
+    if out_fs.exists(scores_uri) and out_fs.ls(scores_uri):
+        raise FileExistsError(f"{scores_uri} already holds output; choose another --out")
+
+    init_ray(ray_address, quiet=quiet)
+    n_rows = check_unique_ids(cfg)
+    log.info("scoring %d rows with %s", n_rows, cfg.model.model)
+    out_fs.makedirs(cfg.out, exist_ok=True)
+    out_fs.pipe_file(join(cfg.out, CHECKLIST_FILE), checklists_json.encode())
+    out_fs.pipe_file(join(cfg.out, JOB_FILE), json.dumps(json.loads(job_json), indent=2).encode())
+
+    ds = build_score_dataset(cfg, checklists, info, schema, checklists_json)
+    fs, path = arrow_filesystem(scores_uri, cfg.storage)
+    ds.write_parquet(path, filesystem=fs, schema=schema)
+    return summarize(cfg, list(dimension_columns(dims).values()), time.perf_counter() - t0)
+
+
+__all__ = ["JobSummary", "run_score_job"]

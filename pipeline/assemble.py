@@ -1,0 +1,71 @@
+"""Turn scored rows into the output table: answers, weighted scores, dimension columns.
+
+Pure over a batch: the scores schema is built once by the job and passed in, so the writer
+never infers a schema.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.weighting import aggregate
+from schemas import status
+from schemas.checklist import Checklist
+from schemas.scores import dimension_columns
+
+
+class ScoreAssembler:
+    """Ray Data stage (a plain function object): numpy batch in, pyarrow table out."""
+
+    def __init__(self, checklists: dict[str, Checklist], schema: pa.Schema, alignment_column: str | None = None):
+        self.checklists = checklists
+        self.schema = schema
+        self.alignment_column = alignment_column
+        dims = [d for c in checklists.values() for d in c.dimensions]
+        self.dim_cols = dimension_columns(list(dict.fromkeys(dims)))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        n = len(batch["id"])
+        cols: dict[str, list] = {f.name: [None] * n for f in self.schema}
+        for name in cols:
+            if name in batch and name not in ("p_yes",):
+                cols[name] = [_py(v) for v in batch[name]]
+        cols["group"] = [g if g is not None else p for g, p in zip(cols["group"], cols["prompt"])]
+        for kind, checklist in self.checklists.items():
+            rows = [i for i in range(n) if batch["media_type"][i] == kind]
+            for i in rows:
+                cols["checklist"][i] = checklist.name
+            rows = [i for i in rows if batch["status"][i] == status.OK and batch["p_yes"][i] is not None]
+            if not rows:
+                continue
+            p = np.stack([np.asarray(batch["p_yes"][i], dtype=np.float32) for i in rows])
+            align = None
+            if self.alignment_column:
+                align = np.array([_float_or_nan(batch[self.alignment_column][i]) for i in rows])
+            agg = aggregate(checklist, p, align)
+            for j, i in enumerate(rows):
+                cols["p_yes"][i] = p[j].tolist()
+                cols["answers"][i] = agg.answers[j].tolist()
+                cols["score"][i] = float(agg.score[j])
+                cols["score_soft"][i] = float(agg.score_soft[j])
+                for dim, values in agg.dimensions.items():
+                    cols[self.dim_cols[dim]][i] = float(values[j])
+        return pa.Table.from_pydict(cols, schema=self.schema)
+
+
+def _py(value):
+    """numpy scalars/arrays from Ray's numpy batches -> plain Python for pyarrow."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _float_or_nan(value) -> float:
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")

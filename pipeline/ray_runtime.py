@@ -1,0 +1,40 @@
+"""Connect to a Ray cluster or start a local one in process."""
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+log = logging.getLogger(__name__)
+
+# Workers import this package; the driver's environment decides how loud they are.
+_QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOG_LEVEL": "ERROR", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int | None = None) -> None:
+    """`address` (or RAY_ADDRESS) joins an existing cluster; otherwise a local Ray starts here.
+
+    A local Ray gets at least 4 logical CPUs: decode and scoring actors each hold one, and
+    Ray Data's read tasks need one more, so on a 2-core machine a strict count would stall
+    the pipeline (the actors hold the budget the reads need). Threads, not logical CPUs,
+    decide the real compute use.
+    """
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    env = dict(_QUIET_ENV) if quiet else {}
+    kwargs = dict(
+        include_dashboard=False,
+        log_to_driver=not quiet,
+        runtime_env={"env_vars": env} if quiet else None,
+    )
+    if address:
+        log.info("joining Ray cluster at %s", address)
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), **kwargs)
+    if quiet:
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False

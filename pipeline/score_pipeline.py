@@ -1,0 +1,121 @@
+"""Wire the scoring stages into a Ray Data pipeline. The only place that knows about Ray
+resources: read -> validate -> decode (CPU actors) -> score (model actors) -> assemble -> write.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import ray
+from ray.data import ActorPoolStrategy, Dataset
+
+from pipeline.assemble import ScoreAssembler
+from pipeline.storage import arrow_filesystem, storage_options
+from schemas import manifest
+from schemas.checklist import Checklist
+from schemas.job_config import JobConfig
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    columns: list[str]
+    schema: pa.Schema  # of the columns read
+    keep_fields: list[pa.Field]
+
+
+def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> ManifestInfo:
+    """Check the manifest's columns from its Parquet footer, before any work."""
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    try:
+        dataset = pq.ParquetDataset(path, filesystem=fs)
+    except (FileNotFoundError, OSError) as exc:
+        raise manifest.ManifestError(f"cannot open manifest {cfg.manifest}: {exc}") from exc
+    schema = dataset.schema
+    needs_prompt = any(c.uses_prompt for c in checklists.values())
+    cols = manifest.columns_to_read(
+        schema, needs_prompt=needs_prompt, keep_columns=cfg.keep_columns, alignment_column=cfg.alignment_column
+    )
+    return ManifestInfo(
+        columns=cols,
+        schema=pa.schema([schema.field(c) for c in cols]),
+        keep_fields=[schema.field(c) for c in cfg.keep_columns],
+    )
+
+
+def read_manifest(cfg: JobConfig, columns: list[str]) -> Dataset:
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    return ray.data.read_parquet(path, filesystem=fs, columns=columns)
+
+
+def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, bool]) -> dict[str, np.ndarray]:
+    """Per-row checks before any I/O: status/error columns, media_type and group filled in."""
+    n = len(batch["id"])
+    none = np.full(n, None, dtype=object)
+    media, prompts = batch.get("media_type", none), batch.get("prompt", none)
+    out_media, out_status, out_error = (np.empty(n, dtype=object) for _ in range(3))
+    for i in range(n):
+        out_media[i], out_status[i], out_error[i] = manifest.check_row(
+            batch["uri"][i], media[i], prompts[i], prompt_needed_for
+        )
+    out = dict(batch)
+    out.update(
+        id=np.array([str(x) for x in batch["id"]], dtype=object),
+        media_type=out_media,
+        prompt=np.array(prompts, dtype=object),
+        group=np.array([g if g is not None else p for g, p in zip(batch.get("group", none), prompts)], dtype=object),
+        status=out_status,
+        error=out_error,
+    )
+    return out
+
+
+def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: ManifestInfo,
+                        out_schema: pa.Schema, checklists_json: str, ds: Dataset | None = None) -> Dataset:
+    """The lazy dataset of output rows (a pyarrow table per batch, `out_schema`)."""
+    from actors.checklist_scorer import ChecklistScorer  # heavy imports stay out of the driver's startup
+    from actors.media_decoder import MediaDecoder
+
+    res = cfg.resources
+    ds = ds if ds is not None else read_manifest(cfg, info.columns)
+    ds = ds.map_batches(
+        functools.partial(validate_rows, prompt_needed_for={k: c.uses_prompt for k, c in checklists.items()}),
+        batch_format="numpy",
+        batch_size=res.decode_batch_size,
+    )
+    # Media URIs may live on another filesystem than the manifest: options per protocol.
+    media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
+    ds = ds.map_batches(
+        MediaDecoder,
+        fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts},
+        compute=ActorPoolStrategy(min_size=1, max_size=max(1, res.scorer_actors * 2)),
+        num_cpus=res.decode_cpus,
+        batch_size=res.decode_batch_size,
+        batch_format="numpy",
+    )
+    ds = ds.map_batches(
+        ChecklistScorer,
+        fn_constructor_kwargs={
+            "model": cfg.model.model_dump(),
+            "decode": cfg.decode.model_dump(),
+            "checklists_json": checklists_json,
+        },
+        compute=ActorPoolStrategy(
+            min_size=res.scorer_actors, max_size=res.scorer_max_actors or res.scorer_actors,
+            max_tasks_in_flight_per_actor=2,
+        ),
+        num_gpus=res.num_gpus_per_actor,
+        num_cpus=res.num_cpus_per_actor,
+        batch_size=res.batch_size,
+        batch_format="numpy",
+        max_restarts=-1,
+        max_task_retries=-1,
+    )
+    return ds.map_batches(
+        ScoreAssembler(checklists, out_schema, cfg.alignment_column),
+        batch_format="numpy",
+        batch_size=None,
+    )
+

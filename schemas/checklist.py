@@ -1,0 +1,146 @@
+"""The checklist: questions, their dimensions and weights, masks and the aggregation rule.
+
+This module owns the checklist schema. Our own format is YAML or JSON (see
+`schemas/checklists/*.yaml`); the published VisionReward question/weight files are turned
+into the same model by `schemas/visionreward_format.py`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROMPT_PLACEHOLDER = "[[prompt]]"
+QUESTION_PLACEHOLDER = "[[question]]"
+_ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Question(_Strict):
+    id: str = Field(..., description="Stable snake_case id; used in filters (q.<id>) and output metadata.")
+    text: str = Field(..., description="The yes/no question. May contain [[prompt]] (the generation prompt).")
+    dimension: str | None = Field(
+        ..., description="Dimension this question scores (e.g. 'quality'); null for gating questions that only mask others."
+    )
+    weight: float = Field(1.0, description="Weight of this question's +1/-1 answer in the aggregation.")
+
+
+class Mask(_Strict):
+    """A question whose 'no' zeroes other questions (VisionReward: no hands -> hand questions don't count)."""
+
+    question: str = Field(..., description="Id of the gating question.")
+    zeroes: list[str] = Field(..., description="Ids of the questions zeroed when the gating question is answered no.")
+
+
+class Aggregation(_Strict):
+    rule: Literal["mean", "linear"] = Field(
+        ...,
+        description="'mean': mean over questions of weight*answer (VisionReward video). "
+        "'linear': sum of weight*answer + alignment_weight*alignment + intercept (VisionReward image).",
+    )
+    intercept: float = Field(0.0, description="Added to the total score (linear rule only).")
+    alignment_weight: float = Field(
+        0.0, description="Weight of an external text-image alignment probability (linear rule only)."
+    )
+    alignment_default: float = Field(
+        0.7,
+        description="Alignment value used when the manifest gives none. 0.7 is the constant the "
+        "upstream VisionReward image inference script uses in place of VQAScore.",
+    )
+
+
+class Checklist(_Strict):
+    name: str = Field(..., description="Name of the checklist, written into every output.")
+    media_type: Literal["image", "video", "any"] = Field(..., description="Media kind the checklist is written for.")
+    prompt_template: str = Field(
+        QUESTION_PLACEHOLDER,
+        description="User text sent to the model; [[question]] is replaced by the question text "
+        "(after [[prompt]] substitution). Use it to add an instruction such as 'Answer yes or no.'.",
+    )
+    system_prompt: str | None = Field(None, description="System message; null = the model's default.")
+    questions: list[Question] = Field(..., min_length=1)
+    aggregation: Aggregation
+    masks: list[Mask] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Checklist":
+        ids = [q.id for q in self.questions]
+        bad = [i for i in ids if not _ID_RE.match(i)]
+        if bad:
+            raise ValueError(f"question ids must be snake_case ([a-z][a-z0-9_]*): {bad}")
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate question ids: {dupes}")
+        if QUESTION_PLACEHOLDER not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain {QUESTION_PLACEHOLDER}")
+        known = set(ids)
+        for m in self.masks:
+            unknown = [i for i in [m.question, *m.zeroes] if i not in known]
+            if unknown:
+                raise ValueError(f"mask on {m.question!r} names unknown question ids: {unknown}")
+        if not self.dimensions:
+            raise ValueError("no question has a dimension: nothing would be scored")
+        return self
+
+    @property
+    def question_ids(self) -> list[str]:
+        return [q.id for q in self.questions]
+
+    @property
+    def dimensions(self) -> list[str]:
+        """Dimension names in first-appearance order."""
+        seen: dict[str, None] = {}
+        for q in self.questions:
+            if q.dimension is not None:
+                seen.setdefault(q.dimension, None)
+        return list(seen)
+
+    @property
+    def uses_prompt(self) -> bool:
+        return any(PROMPT_PLACEHOLDER in t for t in [self.prompt_template, *(q.text for q in self.questions)])
+
+    def render(self, prompt: str | None) -> list[str]:
+        """The user texts sent to the model for one item, in question order."""
+        if self.uses_prompt and prompt is None:
+            raise ValueError(f"checklist {self.name!r} needs a prompt ([[prompt]]) and the row has none")
+        out = []
+        for q in self.questions:
+            text = self.prompt_template.replace(QUESTION_PLACEHOLDER, q.text.strip())
+            out.append(text.replace(PROMPT_PLACEHOLDER, prompt) if prompt is not None else text)
+        return out
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def dimension_column(name: str) -> str:
+    """Output column of a dimension: 'Safety&Emotion' -> 'dim_safety_emotion'."""
+    snake = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
+    return f"dim_{snake}"
+
+
+def load_checklist_file(path: str | Path) -> Checklist:
+    """Load our YAML/JSON checklist format (local path)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checklist file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a checklist file must hold a mapping, got {type(data).__name__}")
+    return Checklist.model_validate(data)
+
+
+DEFAULTS_DIR = Path(__file__).parent / "checklists"
+DEFAULT_CHECKLISTS = {"image": DEFAULTS_DIR / "image_default.yaml", "video": DEFAULTS_DIR / "video_default.yaml"}
+
+
+def default_checklist(media_type: str) -> Checklist:
+    return load_checklist_file(DEFAULT_CHECKLISTS[media_type])

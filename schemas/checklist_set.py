@@ -1,0 +1,69 @@
+"""Resolve the job's checklist arguments into one checklist per media kind."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.checklist import Checklist, default_checklist, load_checklist_file
+from schemas.visionreward_format import load_visionreward
+
+MEDIA_TYPES = ("image", "video")
+
+
+def resolve_checklists(
+    specs: list[str], weights: list[str] | None = None, dimensions: str | None = None
+) -> dict[str, Checklist]:
+    """{'image': Checklist, 'video': Checklist} (either may be absent) from CLI/config specs.
+
+    A later spec for the same media kind is an error rather than a silent override.
+    """
+    weights = list(weights or [])
+    out: dict[str, Checklist] = {}
+
+    def put(kind: str, checklist: Checklist, source: str) -> None:
+        if kind in out:
+            raise ValueError(f"two checklists for {kind}s ({out[kind].name!r} and {source}); give one per media kind")
+        out[kind] = checklist
+
+    for spec in specs:
+        if spec == "default":
+            for kind in MEDIA_TYPES:
+                if kind not in out:
+                    out[kind] = default_checklist(kind)
+            continue
+        suffix = Path(spec).suffix.lower()
+        if suffix == ".txt":
+            if not weights:
+                raise ValueError(f"{spec}: a VisionReward question list needs its weight file (--weights)")
+            checklist = load_visionreward(spec, weights.pop(0), dimensions)
+        elif suffix in (".yaml", ".yml", ".json"):
+            checklist = load_checklist_file(spec)
+        else:
+            raise ValueError(f"{spec}: unknown checklist format (expected .yaml, .yml, .json or VisionReward .txt)")
+        kinds = MEDIA_TYPES if checklist.media_type == "any" else (checklist.media_type,)
+        for kind in kinds:
+            put(kind, checklist, spec)
+    if weights:
+        raise ValueError(f"unused weight files {weights}: each belongs to one VisionReward *_qa.txt checklist")
+    if not out:
+        raise ValueError("no checklist given")
+    return out
+
+
+def checklists_to_json(checklists: dict[str, Checklist]) -> str:
+    """The job's checklists as written to checklist.json and into the Parquet metadata."""
+    return json.dumps({k: json.loads(c.to_json()) for k, c in checklists.items()}, indent=2)
+
+
+def checklists_from_json(text: str) -> dict[str, Checklist]:
+    return {k: Checklist.model_validate(v) for k, v in json.loads(text).items()}
+
+
+def all_dimensions(checklists: dict[str, Checklist]) -> list[str]:
+    """Union of dimension names, in first-appearance order over image then video."""
+    seen: dict[str, None] = {}
+    for kind in MEDIA_TYPES:
+        if kind in checklists:
+            for d in checklists[kind].dimensions:
+                seen.setdefault(d, None)
+    return list(seen)

@@ -1,0 +1,161 @@
+"""Job configuration: one pydantic model per concern, every field documents itself.
+
+A job is config -> build -> run. The CLI fills `JobConfig` from flags, an optional
+YAML file and `--set key=value` overrides; `job.json` beside the output is this model
+dumped, so a run can be reproduced from its own output directory.
+"""
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_FRAMES_RE = re.compile(r"^(uniform:[1-9][0-9]*|visionreward(:[1-9][0-9]*)?)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DecodeConfig(_Strict):
+    """How media become frames (the CPU stage)."""
+
+    frames: str = Field(
+        "uniform:8",
+        description="Video frame sampling. 'uniform:N' spreads N frames evenly over the whole "
+        "video; 'visionreward' takes one frame per second from the start, at most 24, as the "
+        "VisionReward inference script does ('visionreward:M' caps at M instead).",
+    )
+    resize_factor: int = Field(
+        28,
+        description="Frame sides are rounded to a multiple of this (patch size x spatial merge: "
+        "28 for the Qwen2-VL family), so the model's processor never resizes again.",
+    )
+    image_min_pixels: int = Field(56 * 56, description="Lower bound on pixels per image after resize.")
+    image_max_pixels: int = Field(
+        1024 * 28 * 28,
+        description="Upper bound on pixels per image after resize; more pixels = more visual "
+        "tokens = slower scoring and more memory.",
+    )
+    video_min_pixels: int = Field(128 * 28 * 28, description="Lower bound on pixels per video frame.")
+    video_max_pixels: int = Field(
+        256 * 28 * 28,
+        description="Upper bound on pixels per video frame. Frames are resized while decoding, so "
+        "large videos never move full-size frames through the object store.",
+    )
+    max_source_pixels: int = Field(
+        8192 * 8192,
+        description="Images or video frames larger than this (width x height, before resize) are "
+        "refused as 'too_large' rather than decoded (decompression-bomb guard).",
+    )
+    max_bytes: int = Field(
+        2 * 1024**3, description="Media files larger than this many bytes are refused as 'too_large'."
+    )
+    timeout_s: float = Field(
+        120.0,
+        description="A single item's read + decode is abandoned after this many seconds and the row "
+        "gets status 'timeout'.",
+    )
+    allowed_schemes: list[str] = Field(
+        default_factory=lambda: ["file", "s3", "gs", "gcs", "az", "abfs", "http", "https"],
+        description="URI schemes a manifest may point at ('file' covers plain paths). A uri with "
+        "another scheme becomes an 'invalid_uri' row, so a manifest cannot make workers read "
+        "from places the operator did not allow.",
+    )
+
+    @field_validator("frames")
+    @classmethod
+    def _check_frames(cls, v: str) -> str:
+        if not _FRAMES_RE.match(v):
+            raise ValueError(f"frames must be 'uniform:N' or 'visionreward[:M]', got {v!r}")
+        return v
+
+
+class ModelConfig(_Strict):
+    """Which vision-language model answers the checklist, and how it runs."""
+
+    model: str = Field(..., description="A transformers model id or local path (or fsspec URI of a saved model).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="'auto' = bfloat16 on GPU, float32 on CPU (bf16 on CPU is slower and noisier)."
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="'auto' = cuda when a GPU is visible to the actor.")
+    attn_implementation: str = Field("sdpa", description="transformers attention backend ('sdpa', 'eager', 'flash_attention_2').")
+    trust_remote_code: bool = Field(
+        False, description="Allow model repos to run their own Python code. Off unless asked for."
+    )
+    yes_words: list[str] = Field(
+        default_factory=lambda: ["Yes", "yes"],
+        description="Answer tokens that mean yes; their logits are pooled (log-sum-exp) so 'Yes' vs "
+        "'yes' never matters. Each must be a single token of the model's tokenizer.",
+    )
+    no_words: list[str] = Field(default_factory=lambda: ["No", "no"], description="Answer tokens that mean no (pooled likewise).")
+    share_prefix: bool = Field(
+        True,
+        description="Encode each item's media and prompt prefix once and run only the question "
+        "suffixes against its key/value cache. False = one full forward per question (reference path).",
+    )
+    token_budget: int = Field(
+        16384,
+        description="Upper bound on tokens held in one forward of the scorer (prefix tokens of the "
+        "batched items + question rows x (prefix + suffix)). Bigger fills the GPU better; too big "
+        "runs out of memory. Items are packed greedily up to it.",
+    )
+
+
+class ResourcesConfig(_Strict):
+    """Where each stage runs. Applied in one place: pipeline/."""
+
+    scorer_actors: int = Field(1, ge=1, description="Size of the scorer actor pool (one model copy each).")
+    scorer_max_actors: int | None = Field(None, description="Let the scorer pool autoscale up to this size (None = fixed).")
+    num_gpus_per_actor: float = Field(
+        0.0, ge=0, description="GPUs per scorer actor; 1 on a GPU cluster, 0.5 packs two actors per GPU."
+    )
+    num_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each scorer actor.")
+    decode_cpus: float = Field(1.0, gt=0, description="CPUs per decode task; leave CPUs free for reads and decode.")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Rows per scorer call. The actor packs them into forwards under token_budget; "
+        "larger batches amortise more but hold more frames in memory.",
+    )
+    decode_batch_size: int = Field(8, ge=1, description="Rows per decode task.")
+
+
+class StorageConfig(_Strict):
+    """Options for remote filesystems. Credentials come from the standard AWS environment or
+    profiles unless set here; they are never written to outputs or logs."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (e.g. MinIO); None = AWS.")
+    region: str | None = Field(None, description="S3 region; None = from the environment/profile.")
+    profile: str | None = Field(None, description="AWS profile name from ~/.aws; None = default chain.")
+    anon: bool = Field(False, description="Read public buckets without credentials.")
+
+
+class JobConfig(_Strict):
+    """Everything `vrscore score` needs."""
+
+    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, prompt, group].")
+    checklist: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="Checklists, one per media kind: 'default' (ours, for images and videos), a "
+        "YAML/JSON file in our format (its media_type says which kind it scores), or a VisionReward "
+        "*_qa.txt (paired in order with `weights`). Rows of a kind with no checklist become "
+        "'unsupported_media' rows.",
+    )
+    weights: list[str] = Field(default_factory=list, description="VisionReward weight files, in the order of the *_qa.txt checklists.")
+    dimensions: str | None = Field(None, description="VisionReward dimensions.json mapping question texts to dimensions.")
+    out: str = Field(..., description="Output directory (local path or URI): scores/, checklist.json, job.json.")
+    keep_columns: list[str] = Field(default_factory=list, description="Extra manifest columns carried through to the output.")
+    alignment_column: str | None = Field(
+        None,
+        description="Manifest column holding an external text-image alignment probability (e.g. "
+        "VQAScore) for checklists with an alignment term; without it the checklist's default is used.",
+    )
+    max_error_fraction: float = Field(
+        1.0, ge=0, le=1, description="Exit non-zero when more than this fraction of rows failed."
+    )
+    model: ModelConfig
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)

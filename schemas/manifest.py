@@ -1,0 +1,89 @@
+"""The input manifest: which columns a job reads and how each row is checked.
+
+Required: `id` (unique string), `uri` (path or URI). Optional: `media_type` ('image' or
+'video', inferred from the extension when absent or null), `prompt`, `group` (defaults to
+the prompt). Anything else is carried through only when asked for (`keep_columns`).
+"""
+from __future__ import annotations
+
+import posixpath
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from schemas import status
+
+REQUIRED = ("id", "uri")
+OPTIONAL = ("media_type", "prompt", "group")
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"})
+
+
+class ManifestError(ValueError):
+    """The manifest as a whole is unusable; raised before any work starts."""
+
+
+def columns_to_read(
+    schema: pa.Schema, *, needs_prompt: bool, keep_columns: list[str], alignment_column: str | None = None
+) -> list[str]:
+    """The manifest columns a job reads, after checking the required ones exist."""
+    names = set(schema.names)
+    for col in REQUIRED:
+        if col not in names:
+            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)})")
+    if needs_prompt and "prompt" not in names:
+        raise ManifestError("the checklist uses [[prompt]] but the manifest has no 'prompt' column")
+    wanted = [*keep_columns, *([alignment_column] if alignment_column else [])]
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ManifestError(f"columns asked for are not in the manifest: {missing}")
+    reserved = [c for c in keep_columns if c in RESERVED_OUTPUT_COLUMNS]
+    if reserved:
+        raise ManifestError(f"--keep-columns names output columns of vrscore itself: {reserved}")
+    cols = [*REQUIRED, *(c for c in OPTIONAL if c in names), *wanted]
+    return list(dict.fromkeys(cols))
+
+
+RESERVED_OUTPUT_COLUMNS = frozenset(
+    {"id", "uri", "media_type", "prompt", "group", "checklist", "status", "error", "p_yes", "answers",
+     "score", "score_soft"}
+)
+
+
+def uri_extension(uri: str) -> str:
+    path = urlparse(uri).path if "://" in uri else uri
+    return posixpath.splitext(path.lower())[1]
+
+
+def infer_media_type(uri: str) -> str | None:
+    ext = uri_extension(uri)
+    if ext in IMAGE_EXTS:
+        return "image"
+    if ext in VIDEO_EXTS:
+        return "video"
+    return None
+
+
+def check_row(
+    uri: str | None, media_type: str | None, prompt: str | None, prompt_needed_for: dict[str, bool]
+) -> tuple[str | None, str, str | None]:
+    """(media_type, status, error) of one manifest row, before any I/O.
+
+    `prompt_needed_for` maps each media kind that has a checklist to whether it uses [[prompt]].
+    """
+    if uri is None or not str(uri).strip():
+        return media_type, status.INVALID_ROW, "uri is null or empty"
+    if media_type is None or media_type == "":
+        media_type = infer_media_type(uri)
+        if media_type is None:
+            ext = uri_extension(uri) or "(none)"
+            return None, status.UNSUPPORTED_MEDIA, (
+                f"cannot tell image from video by the extension {ext!r}; set the media_type column"
+            )
+    elif media_type not in ("image", "video"):
+        return media_type, status.UNSUPPORTED_MEDIA, f"media_type must be 'image' or 'video', got {media_type!r}"
+    if media_type not in prompt_needed_for:
+        return media_type, status.UNSUPPORTED_MEDIA, f"the job has no checklist for {media_type}s"
+    if prompt_needed_for[media_type] and (prompt is None or not str(prompt).strip()):
+        return media_type, status.INVALID_ROW, "prompt is null or empty but the checklist uses [[prompt]]"
+    return media_type, status.OK, None

@@ -1,0 +1,78 @@
+"""The scores output: one row per manifest row, an explicit Arrow schema, self-describing.
+
+Columns: id, uri, media_type, prompt, group, checklist (name of the checklist that scored
+the row), status, error, p_yes (list<float32>, in that checklist's question order),
+answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
+(null where the row's checklist lacks that dimension or the row failed), then any
+carried-through manifest columns. The checklists, model id and job config travel in the
+Parquet schema metadata and in checklist.json / job.json beside the data.
+"""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from schemas.checklist import Checklist, dimension_column
+
+META_CHECKLISTS = b"vrscore.checklists"
+META_MODEL = b"vrscore.model"
+META_JOB = b"vrscore.job"
+META_VERSION = b"vrscore.version"
+FORMAT_VERSION = "1"
+
+BASE_FIELDS = [
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("uri", pa.string()),
+    pa.field("media_type", pa.string()),
+    pa.field("prompt", pa.string()),
+    pa.field("group", pa.string()),
+    pa.field("checklist", pa.string()),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error", pa.string()),
+    pa.field("p_yes", pa.list_(pa.float32())),
+    pa.field("answers", pa.list_(pa.int8())),
+    pa.field("score", pa.float64()),
+    pa.field("score_soft", pa.float64()),
+]
+
+
+def dimension_columns(dimensions: list[str]) -> dict[str, str]:
+    """Dimension name -> output column, refusing two names that collide as columns."""
+    cols: dict[str, str] = {}
+    for d in dimensions:
+        col = dimension_column(d)
+        clash = [k for k, v in cols.items() if v == col]
+        if clash:
+            raise ValueError(f"dimensions {clash[0]!r} and {d!r} both map to column {col!r}")
+        cols[d] = col
+    return cols
+
+
+def scores_schema(
+    dimensions: list[str],
+    keep_fields: list[pa.Field] | None = None,
+    *,
+    checklists_json: str | None = None,
+    model_id: str | None = None,
+    job_json: str | None = None,
+) -> pa.Schema:
+    fields = list(BASE_FIELDS)
+    fields += [pa.field(c, pa.float64()) for c in dimension_columns(dimensions).values()]
+    fields += list(keep_fields or [])
+    meta = {META_VERSION: FORMAT_VERSION.encode()}
+    if checklists_json is not None:
+        meta[META_CHECKLISTS] = checklists_json.encode()
+    if model_id is not None:
+        meta[META_MODEL] = model_id.encode()
+    if job_json is not None:
+        meta[META_JOB] = job_json.encode()
+    return pa.schema(fields, metadata=meta)
+
+
+def read_checklists_metadata(schema: pa.Schema) -> dict[str, Checklist]:
+    """The checklists a scores file was made with (from its Parquet metadata)."""
+    meta = schema.metadata or {}
+    if META_CHECKLISTS not in meta:
+        raise ValueError("not a vrscore scores file: no checklist in its metadata")
+    return {k: Checklist.model_validate(v) for k, v in json.loads(meta[META_CHECKLISTS]).items()}
