@@ -31,7 +31,11 @@ def frames_of(row_frames: bytes, row_shape: np.ndarray) -> np.ndarray:
 
 
 class ChecklistScorer:
-    """Ray Data stage: adds `p_yes` (float32 array per row, None for rows not ok)."""
+    """Ray Data stage: adds `p_yes` as raw float32 bytes per row (b"" for rows not ok).
+
+    Bytes, not arrays: question lists differ in length between checklists, and ragged
+    numpy columns mixed with nulls do not convert reliably to Arrow blocks.
+    """
 
     def __init__(self, model: dict, decode: dict, checklists_json: str):
         self.model_cfg = ModelConfig.model_validate(model)
@@ -54,8 +58,7 @@ class ChecklistScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_crash_for_test()
         n = len(batch["id"])
-        p_yes = np.empty(n, dtype=object)
-        p_yes[:] = None
+        p_yes = np.full(n, b"", dtype=object)
         statuses = np.array(batch["status"], dtype=object)
         errors = np.array(batch["error"], dtype=object)
         prompts = batch["prompt"] if "prompt" in batch else np.full(n, None, dtype=object)
@@ -87,7 +90,7 @@ class ChecklistScorer:
                 if isinstance(res, Exception):
                     statuses[i], errors[i] = status.SCORE_ERROR, f"{type(res).__name__}: {res}"
                 else:
-                    p_yes[i] = np.asarray(res, dtype=np.float32)
+                    p_yes[i] = np.asarray(res, dtype=np.float32).tobytes()
         out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
         out.update(p_yes=p_yes, status=statuses, error=errors)
         return out

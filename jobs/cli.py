@@ -13,6 +13,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score_command", "score every row of a Parquet manifest with a checklist"),
     "demo": ("jobs.demo", "make synthetic media and a tiny random model, then score them end to end"),
     "make-demo-model": ("jobs.demo_model_command", "build a tiny random-weight Qwen2-VL model (offline)"),
+    "filter": ("jobs.filter_command", "keep scored rows by conditions on scores, dimensions and questions"),
+    "pairs": ("jobs.pairs_command", "mine chosen/rejected preference pairs within groups (Parquet, DPO JSON)"),
+    "eval": ("jobs.eval_command", "agreement of the scores with human pairwise preferences"),
+    "report": ("jobs.report_command", "a self-contained HTML report of a scores output"),
+    "compare": ("jobs.compare_command", "score two media with one checklist and model and say which is better"),
 }
 
 

@@ -34,7 +34,7 @@ def write_demo_media(media_dir: Path) -> list[dict]:
     for g, (group, prompt) in enumerate(PROMPTS.items()):
         for k, fmt in enumerate(("png", "jpeg", "webp")):
             path = media_dir / f"{group}_img{k}.{'jpg' if fmt == 'jpeg' else fmt}"
-            write_image(path, size=(320 + 32 * k, 240), seed=10 * g + k, fmt=fmt)
+            write_image(path, size=(320 + 32 * k, 240), seed=10 * g + k)
             rows.append({"id": f"{group}/img{k}", "uri": str(path), "prompt": prompt, "group": group})
         for k in range(2):
             path = media_dir / f"{group}_vid{k}.mp4"

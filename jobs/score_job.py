@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -56,19 +57,27 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:+.4f}"
 
 
-def check_unique_ids(cfg: JobConfig) -> int:
-    """Refuse null or duplicate ids before any work; returns the row count."""
-    ids = read_manifest(cfg, ["id"])
-    n = ids.count()
-    nulls = ids.filter(expr="id is null").count() if n else 0
+def _id_problems(counts: pa.Table) -> pa.Table:
+    """Rows of groupby('id').count() that are null ids or duplicates."""
+    bad = pc.or_(pc.is_null(counts["id"]), pc.greater(counts["count()"], 1))
+    return counts.filter(bad)
+
+
+def check_unique_ids(cfg: JobConfig) -> None:
+    """Refuse null or duplicate ids before any work (distributed: ids never reach the driver)."""
+    problems = (
+        read_manifest(cfg, ["id"]).groupby("id").count()
+        .map_batches(_id_problems, batch_format="pyarrow").materialize()
+    )
+    if problems.count() == 0:
+        return
+    rows = problems.take(11)
+    nulls = [r for r in rows if r["id"] is None]
     if nulls:
-        raise ManifestError(f"{nulls} manifest rows have a null id")
-    dupes = ids.groupby("id").count().filter(expr="`count()` > 1")
-    n_dupes = dupes.count()
-    if n_dupes:
-        shown = ", ".join(f"{r['id']!r} x{r['count()']}" for r in dupes.take(10))
-        raise ManifestError(f"{n_dupes} ids appear more than once in the manifest (ids must be unique): {shown}")
-    return n
+        raise ManifestError(f"{nulls[0]['count()']} manifest rows have a null id; ids must be unique strings")
+    n_dupes = problems.count()
+    shown = ", ".join(f"{r['id']!r} x{r['count()']}" for r in rows[:10])
+    raise ManifestError(f"{n_dupes} ids appear more than once in the manifest (ids must be unique): {shown}")
 
 
 def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float) -> JobSummary:
@@ -103,8 +112,8 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         raise FileExistsError(f"{scores_uri} already holds output; choose another --out")
 
     init_ray(ray_address, quiet=quiet)
-    n_rows = check_unique_ids(cfg)
-    log.info("scoring %d rows with %s", n_rows, cfg.model.model)
+    check_unique_ids(cfg)
+    log.info("scoring %s with %s", cfg.manifest, cfg.model.model)
     out_fs.makedirs(cfg.out, exist_ok=True)
     out_fs.pipe_file(join(cfg.out, CHECKLIST_FILE), checklists_json.encode())
     out_fs.pipe_file(join(cfg.out, JOB_FILE), json.dumps(json.loads(job_json), indent=2).encode())

@@ -35,10 +35,10 @@ class ScoreAssembler:
             rows = [i for i in range(n) if batch["media_type"][i] == kind]
             for i in rows:
                 cols["checklist"][i] = checklist.name
-            rows = [i for i in rows if batch["status"][i] == status.OK and batch["p_yes"][i] is not None]
+            rows = [i for i in rows if batch["status"][i] == status.OK and len(batch["p_yes"][i])]
             if not rows:
                 continue
-            p = np.stack([np.asarray(batch["p_yes"][i], dtype=np.float32) for i in rows])
+            p = np.stack([np.frombuffer(batch["p_yes"][i], dtype=np.float32) for i in rows])
             align = None
             if self.alignment_column:
                 align = np.array([_float_or_nan(batch[self.alignment_column][i]) for i in rows])
@@ -56,11 +56,11 @@ class ScoreAssembler:
 def _py(value):
     """numpy scalars/arrays from Ray's numpy batches -> plain Python for pyarrow."""
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, float) and np.isnan(value):
-        return None
+        return None  # Ray's numpy batches turn nulls of all-null columns into NaN
     return value
 
 

@@ -19,8 +19,9 @@ from schemas.checklist_set import all_dimensions, resolve_checklists
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from schemas.scores import read_checklists_metadata, scores_schema
 from tests.paths import MEDIA, VR_DIMS, VR_VIDEO_QA, VR_VIDEO_W
+from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def _manifest(tmp: Path) -> tuple[Path, dict[str, str]]:
@@ -36,7 +37,7 @@ def _manifest(tmp: Path) -> tuple[Path, dict[str, str]]:
 
     for k, fmt in enumerate(["png", "jpeg", "webp"]):
         p = media / f"img{k}.{fmt}"
-        write_image(p, size=(160 + 16 * k, 120), seed=k, fmt=fmt)
+        write_image(p, size=(160 + 16 * k, 120), seed=k)
         add(f"img{k}", p, status.OK)
     p = media / "clip.mp4"
     write_video(p, n_frames=20, size=(128, 96), fps=10, seed=5)

@@ -1,0 +1,51 @@
+"""What every checklist adapter takes and returns; model code behind it knows nothing of Ray."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+MEDIA_TYPES = ("image", "video")
+
+
+@dataclass(frozen=True, eq=False)
+class MediaInput:
+    """Decoded frames of one item.
+
+    frames: uint8 (T, H, W, 3) RGB; T == 1 for an image.
+    media_type: "image" or "video".
+    fps: the sampling rate of the given frames (frames per second of the source timeline),
+        used for Qwen2.5-VL's temporal positions; None = unknown.
+    """
+
+    frames: np.ndarray
+    media_type: str
+    fps: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.media_type not in MEDIA_TYPES:
+            raise ValueError(f"media_type must be one of {MEDIA_TYPES}, got {self.media_type!r}")
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3 or f.shape[0] < 1:
+            shape = getattr(f, "shape", None)
+            raise ValueError(f"frames must be a uint8 array of shape (T, H, W, 3), got {type(f).__name__} {shape}")
+        if self.media_type == "image" and f.shape[0] != 1:
+            raise ValueError(f"an image has exactly one frame, got {f.shape[0]}")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+
+
+class ChecklistAdapter(Protocol):
+    """Answers yes/no checklist questions about media with a vision-language model."""
+
+    model_id: str
+
+    def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Fast path. Per item i, float32 p_yes of shape (len(questions[i]),)."""
+        ...
+
+    def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """One complete forward per (item, question), nothing shared: the ground truth for `score`."""
+        ...

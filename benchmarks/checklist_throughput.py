@@ -1,0 +1,155 @@
+"""Checklist scoring throughput: the shared-prefix fast path (`score`) against one full forward
+per question (`score_reference`), on a random-weight model of a chosen size. Run by hand:
+
+    python benchmarks/checklist_throughput.py                        # bench preset, 2 CPU cores
+    python benchmarks/checklist_throughput.py --preset qwen2_vl_2b --device cuda --dtype bfloat16
+
+Cases: (a) a 24-frame video with the 29-question VisionReward video checklist, (b) an image with
+the 30-question VisionReward image checklist. Frames are random (the cost does not depend on
+content); sizes are fixed so nothing is resized: the visual token count is printed with P.
+Both paths run side by side in each repeat; figures are medians over repeats. The analytic
+ceiling Q(P+S)/(P+QS) is the language-model speed-up for prefix length P, mean suffix S and Q
+questions; the vision tower runs Q times per item in the reference and once in `score`, so the
+measured ratio can exceed it. On CUDA it also prints the fraction of the bf16 peak reached,
+counting 2 x parameters x tokens for the language model and the vision tower (attention scores,
+padding and the yes/no head not counted), and the peak GPU memory.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from actors.adapters import MediaInput, load_adapter
+from actors.adapters.qwen2_vl_inputs import common_prefix_length
+from actors.demo_model import build_demo_model
+from schemas.job_config import DecodeConfig, ModelConfig
+
+VR = Path(__file__).resolve().parents[2] / "shared" / "data" / "visionreward"
+VIDEO_QA = VR / "VisionReward_Video" / "VisionReward_video_qa_select.txt"
+IMAGE_QA = VR / "VisionReward_Image" / "VisionReward_image_qa_select.txt"
+PROMPT = ("A golden retriever runs along a beach at sunset, waves rolling in behind it, "
+          "cinematic slow motion shot with warm lighting")
+# Dense bf16 tensor-core peak of an H100 SXM (NVIDIA datasheet, without sparsity).
+H100_BF16_PEAK_FLOPS = 989e12
+
+
+def checklist(path: Path) -> list[str]:
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.replace("[[prompt]]", PROMPT) for line in lines]
+
+
+def make_items(kind: str, n: int, frames: int, side: int, seed: int) -> list[MediaInput]:
+    rng = np.random.default_rng(seed)
+    t = frames if kind == "video" else 1
+    return [MediaInput(rng.integers(0, 256, (t, side, side, 3), dtype=np.uint8), kind, fps=1.0 if kind == "video" else None)
+            for _ in range(n)]
+
+
+def measure(fn, items: list[MediaInput], questions: list[list[str]], cuda: bool) -> tuple[float, list[np.ndarray], int]:
+    """Seconds, result and peak GPU memory (bytes; 0 on CPU) of one call."""
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = fn(items, questions)
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, out, torch.cuda.max_memory_allocated() if cuda else 0
+
+
+def vision_params(model) -> int:
+    return sum(p.numel() for p in model.model.visual.parameters())
+
+
+def language_params(model) -> int:
+    """Parameters touched per token by the decoder (embedding lookups cost no FLOPs)."""
+    lm = model.model.language_model
+    return sum(p.numel() for p in lm.parameters()) - lm.embed_tokens.weight.numel()
+
+
+def run_case(label: str, adapter, items: list[MediaInput], questions: list[str], repeats: int, cuda: bool) -> None:
+    qs = [questions] * len(items)
+    prepared = adapter.prepare(items[0], questions)
+    p = common_prefix_length(prepared.sequences)
+    s = float(np.mean([len(seq) - p for seq in prepared.sequences]))
+    q = len(questions)
+    patches = prepared.visual.pixel_values.shape[0]
+    print(f"{label}: {len(items)} items/call, Q = {q} questions, prefix P = {p} tokens "
+          f"({prepared.visual.num_tokens} visual, {patches} vision patches), mean suffix S = {s:.1f} tokens")
+
+    measure(adapter.score, items[:1], qs[:1], cuda)  # warm-up: allocator, kernels, lazy inits
+    measure(adapter.score_reference, items[:1], [questions[:1]], cuda)
+    paths = {"score": adapter.score, "score_reference": adapter.score_reference}
+    runs: dict[str, list] = {name: [] for name in paths}
+    for _ in range(repeats):  # alternate, so that drifts of the machine hit both alike
+        for name, fn in paths.items():
+            runs[name].append(measure(fn, items, qs, cuda))
+    rate = {name: len(items) / statistics.median(r[0] for r in rs) for name, rs in runs.items()}
+    memory = {name: max(r[2] for r in rs) for name, rs in runs.items()}
+    diff = max(float(np.abs(f - r).max()) for f, r in zip(runs["score"][-1][1], runs["score_reference"][-1][1]))
+    print(f"{label}: max |score - score_reference| = {diff:.2e}")
+    for path in paths:
+        print(f"{label}: {path:<16} {rate[path]:8.3f} items/s (median of {repeats})")
+    if cuda:
+        model = adapter.model
+        vision_flops = 2 * vision_params(model) * patches
+        lm = 2 * language_params(model)
+        fast_flops = vision_flops + lm * (p + q * s)
+        ref_flops = q * (vision_flops + lm * (p + s))
+        for path, flops in (("score", fast_flops), ("score_reference", ref_flops)):
+            print(f"{label}: {path:<16} {flops * rate[path] / H100_BF16_PEAK_FLOPS:8.1%} of bf16 peak, "
+                  f"peak memory {memory[path] / 2**30:.2f} GiB")
+    print(f"{label}: ceiling Q(P+S)/(P+QS) = {q * (p + s) / (p + q * s):.1f}x")
+    print(f"{label}: ratio score / score_reference = {rate['score'] / rate['score_reference']:.1f}x")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="bench", choices=["tiny", "bench", "qwen2_vl_2b"])
+    ap.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl"])
+    ap.add_argument("--model-dir", type=Path, help="reuse a model built earlier (else built in a temp folder)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--items", type=int, default=1, help="items per scoring call")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--token-budget", type=int, default=ModelConfig.model_fields["token_budget"].default)
+    ap.add_argument("--frames", type=int, default=24)
+    ap.add_argument("--video-side", type=int, default=224, help="video frame side in pixels (a multiple of 28)")
+    ap.add_argument("--image-side", type=int, default=448, help="image side in pixels (a multiple of 28)")
+    ap.add_argument("--cases", default="video,image", help="comma-separated: video, image")
+    ap.add_argument("--video-qa", type=Path, default=VIDEO_QA, help="VisionReward video checklist (*_qa_select.txt)")
+    ap.add_argument("--image-qa", type=Path, default=IMAGE_QA, help="VisionReward image checklist (*_qa_select.txt)")
+    args = ap.parse_args()
+
+    cuda = args.device == "cuda"
+    if cuda:
+        print(f"device: {torch.cuda.get_device_name()}; bf16 peak assumed {H100_BF16_PEAK_FLOPS / 1e12:.0f} TFLOP/s "
+              "(H100 SXM dense)")
+    else:
+        print(f"device: cpu, {torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir or build_demo_model(Path(tmp) / "model", preset=args.preset, family=args.family)
+        # pixel bounds that keep the chosen frame sizes as they are
+        decode = DecodeConfig(video_min_pixels=args.video_side**2, video_max_pixels=args.video_side**2,
+                              image_min_pixels=args.image_side**2, image_max_pixels=args.image_side**2)
+        adapter = load_adapter(ModelConfig(model=str(model_dir), device=args.device, dtype=args.dtype,
+                                           token_budget=args.token_budget), decode)
+        print(f"model: {args.preset} {args.family}, {sum(p.numel() for p in adapter.model.parameters()) / 1e6:.1f}M "
+              f"parameters, {args.dtype}, token_budget {args.token_budget}")
+        cases = {"video": ("(a) video", args.video_qa), "image": ("(b) image", args.image_qa)}
+        for seed, key in enumerate(args.cases.split(",")):
+            label, qa = cases[key]
+            frames, side = (args.frames, args.video_side) if key == "video" else (1, args.image_side)
+            run_case(label, adapter, make_items(key, args.items, frames, side, seed), checklist(qa), args.repeats, cuda)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""A small, safe row-filter language over scores tables.
+
+    dim_quality >= 0.2 and q.hands_correct >= 0.5
+    not (score < 0 or media_type == "video")
+
+Grammar: comparisons (<, <=, >, >=, ==, !=, chained), `and`, `or`, `not`, parentheses,
+numbers, strings, column names and `q.<question_id>`, the p_yes of that question in the
+row's own checklist (rows of one file can come from different checklists, e.g. images and
+videos). The text is parsed with Python's `ast` and only whitelisted nodes are compiled;
+nothing is ever evaluated as Python.
+
+Nulls follow SQL: a comparison with a missing value (a failed row's score, a question the
+row's checklist lacks) is unknown, `not unknown` is unknown, and only rows whose condition
+is true are kept.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.checklist import Checklist
+
+Evaluator = Callable[[pa.Table], pa.Array]
+_COMPARE = {ast.Lt: pc.less, ast.LtE: pc.less_equal, ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
+            ast.Eq: pc.equal, ast.NotEq: pc.not_equal}
+
+
+class FilterError(ValueError):
+    """The filter text is not valid; the message names the offending part."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    text: str  # source text of this top-level `and` term
+    evaluate: Evaluator  # table -> boolean array (nulls = unknown)
+
+
+@dataclass(frozen=True)
+class RowFilter:
+    text: str
+    conditions: list[Condition]  # the top-level `and` terms, in order
+    columns: list[str]  # columns the filter reads
+
+    def keep_mask(self, table: pa.Table) -> np.ndarray:
+        mask = np.ones(table.num_rows, dtype=bool)
+        for cond in self.conditions:
+            mask &= _true(cond.evaluate(table))
+        return mask
+
+    def drop_reasons(self, table: pa.Table) -> np.ndarray:
+        """Per row: None when kept, else the first condition that is not true (with
+        '(no value)' when it is unknown), so every dropped row has exactly one reason."""
+        reasons = np.full(table.num_rows, None, dtype=object)
+        undecided = np.ones(table.num_rows, dtype=bool)
+        for cond in self.conditions:
+            value = cond.evaluate(table)
+            false, null = _false(value) & undecided, _null(value) & undecided
+            reasons[false] = cond.text
+            reasons[null] = f"{cond.text} (no value)"
+            undecided &= ~(false | null)
+        return reasons
+
+
+def _true(a: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(a, False), dtype=bool)
+
+
+def _false(a: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.invert(a), False), dtype=bool)
+
+
+def _null(a: pa.Array) -> np.ndarray:
+    return np.asarray(pc.is_null(a), dtype=bool)
+
+
+def parse_filter(text: str, schema: pa.Schema, checklists: dict[str, Checklist]) -> RowFilter:
+    """Compile `text` against a scores schema and its checklists (keyed by checklist name)."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise FilterError(f"cannot parse filter {text!r}: {exc.msg}") from None
+    compiler = _Compiler(text.strip(), schema, checklists)
+    terms = _and_terms(tree.body)
+    conditions = [Condition(compiler.source(t), compiler.boolean(t)) for t in terms]
+    return RowFilter(text.strip(), conditions, sorted(compiler.columns))
+
+
+def _and_terms(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.And):
+        return [t for v in node.values for t in _and_terms(v)]
+    return [node]
+
+
+class _Compiler:
+    def __init__(self, text: str, schema: pa.Schema, checklists: dict[str, Checklist]):
+        self.text, self.schema, self.checklists = text, schema, checklists
+        self.columns: set[str] = set()
+
+    def source(self, node: ast.expr) -> str:
+        return ast.get_source_segment(self.text, node) or ast.unparse(node)
+
+    def boolean(self, node: ast.expr) -> Evaluator:
+        if isinstance(node, ast.BoolOp):
+            parts = [self.boolean(v) for v in node.values]
+            combine = pc.and_kleene if isinstance(node.op, ast.And) else pc.or_kleene
+
+            def bool_op(t: pa.Table) -> pa.Array:
+                out = parts[0](t)
+                for part in parts[1:]:
+                    out = combine(out, part(t))
+                return out
+            return bool_op
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self.boolean(node.operand)
+            return lambda t: pc.invert(inner(t))
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        raise FilterError(f"{self.source(node)!r} is not a condition; use comparisons joined by and/or/not")
+
+    def compare(self, node: ast.Compare) -> Evaluator:
+        operands = [self.value(node.left), *(self.value(c) for c in node.comparators)]
+        for (kind_a, _), (kind_b, _), op in zip(operands, operands[1:], node.ops):
+            if type(op) not in _COMPARE:
+                raise FilterError(f"operator {type(op).__name__} in {self.source(node)!r} is not allowed")
+            if kind_a != kind_b:
+                raise FilterError(f"{self.source(node)!r} compares a {kind_a} with a {kind_b}")
+        steps = [(_COMPARE[type(op)], a[1], b[1]) for op, a, b in zip(node.ops, operands, operands[1:])]
+
+        def compare(t: pa.Table) -> pa.Array:
+            out = None
+            for fn, left, right in steps:  # a < b < c means a < b and b < c
+                step = fn(left(t), right(t))
+                out = step if out is None else pc.and_kleene(out, step)
+            return out
+        return compare
+
+    def value(self, node: ast.expr) -> tuple[str, Callable[[pa.Table], pa.Array | pa.Scalar]]:
+        """(kind, evaluator) with kind 'number' or 'text'."""
+        negative = isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+        literal = node.operand if negative else node
+        if isinstance(literal, ast.Constant):
+            value = literal.value
+            if isinstance(value, str) and not negative:
+                text = pa.scalar(value)
+                return "text", lambda t: text
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise FilterError(f"{self.source(node)!r}: only numbers and quoted strings are allowed")
+            number = pa.scalar(-float(value) if negative else float(value))
+            return "number", lambda t: number
+        if isinstance(node, ast.Name):
+            return self.column(node.id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "q":
+            return "number", self.question(node.attr)
+        raise FilterError(f"{self.source(node)!r} is not allowed: use numbers, strings, column names or q.<question_id>")
+
+    def column(self, name: str) -> tuple[str, Evaluator]:
+        if name not in self.schema.names:
+            hint = difflib.get_close_matches(name, self.schema.names, n=1)
+            raise FilterError(f"unknown column {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; columns: {', '.join(self.schema.names)}")
+        typ = self.schema.field(name).type
+        if pa.types.is_integer(typ) or pa.types.is_floating(typ):
+            kind = "number"
+        elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            kind = "text"
+        else:
+            raise FilterError(f"column {name!r} is of type {typ} and cannot be compared"
+                              + ("; use q.<question_id> for one question's p_yes" if name == "p_yes" else ""))
+        self.columns.add(name)
+        return kind, lambda t: t[name]
+
+    def question(self, qid: str) -> Evaluator:
+        index = {name: c.question_ids.index(qid) for name, c in self.checklists.items() if qid in c.question_ids}
+        if not index:
+            known = sorted({i for c in self.checklists.values() for i in c.question_ids})
+            hint = difflib.get_close_matches(qid, known, n=1)
+            raise FilterError(f"unknown question q.{qid}" + (f" (did you mean q.{hint[0]}?)" if hint else "")
+                              + f"; questions of {', '.join(sorted(self.checklists))}: {', '.join(known)}")
+        self.columns.update(("checklist", "p_yes"))
+        return lambda t: question_p_yes(t, index)
+
+
+def question_p_yes(table: pa.Table, index: dict[str, int]) -> pa.Array:
+    """p_yes of one question per row: `index` maps checklist name -> position of the
+    question; null where the row's checklist lacks it or the row has no p_yes."""
+    lists = table["p_yes"].combine_chunks()
+    names = table["checklist"].to_pylist()
+    offsets = lists.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    pos = np.array([index.get(n, -1) if n is not None else -1 for n in names], dtype=np.int64)
+    valid = (pos >= 0) & (pos < lengths) & ~np.asarray(lists.is_null(), dtype=bool)
+    picked = lists.values.to_numpy(zero_copy_only=False)[offsets[:-1][valid] + pos[valid]]
+    out = np.zeros(len(pos))
+    # p_yes is stored as float32: widen through its shortest decimal form, so that a
+    # stored 0.3 compares equal to the 0.3 a user types (not as 0.30000001192...).
+    out[valid] = picked.astype(np.float32).astype(str).astype(np.float64)
+    return pa.array(out, mask=~valid, type=pa.float64())

@@ -1,0 +1,70 @@
+"""Which video frames to decode: pure functions over frame counts and timestamps.
+
+`DecodeConfig.frames` names a strategy; `parse_frames_spec` turns it into a `FramesSpec`,
+and the index functions turn a video's length (or its frame timestamps) into the frame
+indices to decode. Nothing here opens a file, so the rules test without media.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+# The VisionReward inference script samples at most this many one-per-second frames.
+VISIONREWARD_MAX_FRAMES = 24
+
+
+class FramesSpec(NamedTuple):
+    """A parsed `DecodeConfig.frames`: the strategy and its frame count (or cap)."""
+
+    kind: Literal["uniform", "visionreward"]
+    n: int
+
+
+def parse_frames_spec(spec: str) -> FramesSpec:
+    """Parse 'uniform:N', 'visionreward' or 'visionreward:M' (N, M >= 1)."""
+    kind, sep, count = spec.partition(":")
+    if kind == "visionreward" and not sep:
+        return FramesSpec("visionreward", VISIONREWARD_MAX_FRAMES)
+    if kind in ("uniform", "visionreward") and count.isdigit() and int(count) >= 1:
+        return FramesSpec(kind, int(count))  # type: ignore[arg-type]
+    raise ValueError(f"frames must be 'uniform:N' or 'visionreward[:M]' with N, M >= 1, got {spec!r}")
+
+
+def uniform_indices(n_total: int, n: int) -> np.ndarray:
+    """`n` frame indices spread evenly over a video of `n_total` frames, first and last
+    frame included (the Qwen2-VL sampling rule: linspace, rounded half to even).
+
+    A video with at most `n` frames gives every frame once, so the result never repeats
+    an index and never leaves [0, n_total).
+    """
+    if n_total < 1 or n < 1:
+        raise ValueError(f"need n_total >= 1 and n >= 1, got n_total={n_total}, n={n}")
+    if n_total <= n:
+        return np.arange(n_total, dtype=np.int64)
+    return np.linspace(0, n_total - 1, n).round().astype(np.int64)
+
+
+def visionreward_indices(timestamps: Sequence[float], max_frames: int = VISIONREWARD_MAX_FRAMES) -> np.ndarray:
+    """The VisionReward 'chat' strategy: for each whole second s in
+    range(round(max(timestamps)) + 1), the first frame whose timestamp is closest to s,
+    stopping after `max_frames`. Indices may repeat, as upstream: a frame that is the
+    nearest to two seconds (a gap in the timestamps) is taken twice.
+
+    `timestamps` are frame start times in seconds (decord's `get_frame_timestamp(...)[:, 0]`).
+    Distances are computed in the dtype of the timestamps, as upstream does on decord's
+    float32 values, so ties break identically.
+    """
+    ts = np.asarray(timestamps)
+    if ts.ndim != 1 or ts.size == 0:
+        raise ValueError("timestamps must be a non-empty 1-D sequence")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    if not np.issubdtype(ts.dtype, np.floating):
+        ts = ts.astype(np.float64)
+    # Python's round() on the max, as upstream: half to even (2.5 -> 2).
+    max_second = round(float(ts.max())) + 1
+    seconds = range(min(max_second, max_frames))
+    # np.argmin returns the first minimum, as list.index(min(...)) does.
+    return np.array([int(np.argmin(np.abs(ts - ts.dtype.type(s)))) for s in seconds], dtype=np.int64)

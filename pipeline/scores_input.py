@@ -1,0 +1,115 @@
+"""Open the output of `vrscore score` (or of `vrscore filter`) for the downstream jobs.
+
+A scores location is either a job directory (DIR/scores/*.parquet beside checklist.json)
+or the Parquet file/directory itself; local path or URI. Only the Parquet footer is read
+here: the data stays in the cluster and is read by Ray Data workers.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
+from schemas.checklist import Checklist
+from schemas.job_config import StorageConfig
+from schemas.scores import META_MODEL, read_checklists_metadata
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+SCORES_DIR = "scores"
+CHECKLIST_FILE = "checklist.json"
+
+
+@dataclass(frozen=True)
+class ScoresInput:
+    data_uri: str  # the Parquet file or directory
+    schema: pa.Schema  # with the vrscore metadata
+    checklists: dict[str, Checklist]  # by media kind, as in the metadata
+    storage: StorageConfig
+
+    @property
+    def checklists_by_name(self) -> dict[str, Checklist]:
+        """Rows name their checklist (the `checklist` column), not their media kind."""
+        return {c.name: c for c in self.checklists.values()}
+
+    @property
+    def dimension_columns(self) -> list[str]:
+        return [n for n in self.schema.names if n.startswith("dim_")]
+
+    @property
+    def model_id(self) -> str | None:
+        raw = (self.schema.metadata or {}).get(META_MODEL)
+        return raw.decode() if raw else None
+
+    def read(self, columns: list[str] | None = None) -> "Dataset":
+        import ray  # the CLI imports this module for --help: keep Ray out of that path
+
+        fs, path = arrow_filesystem(self.data_uri, self.storage)
+        return ray.data.read_parquet(path, filesystem=fs, columns=columns)
+
+    def require_columns(self, columns: list[str], what: str) -> None:
+        missing = [c for c in columns if c not in self.schema.names]
+        if missing:
+            raise ValueError(f"{what}: the scores have no column {missing[0]!r} (columns: {', '.join(self.schema.names)})")
+
+
+def open_scores(uri: str, storage: StorageConfig) -> ScoresInput:
+    """The scores at `uri`; raises ValueError when it is not a vrscore scores output."""
+    fs = fsspec_filesystem(uri, storage)
+    data_uri = join(uri, SCORES_DIR) if fs.isdir(join(uri, SCORES_DIR)) else uri
+    if not fs.exists(data_uri):
+        raise FileNotFoundError(f"no scores at {uri}")
+    arrow_fs, path = arrow_filesystem(data_uri, storage)
+    try:
+        schema = pq.ParquetDataset(path, filesystem=arrow_fs).schema
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ValueError(f"cannot read scores Parquet at {data_uri}: {exc}") from exc
+    return ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage)
+
+
+def prepare_output(out: str, storage: StorageConfig, subdirs: list[str]) -> None:
+    """Refuse to mix two runs' files in one output: Ray names its files uniquely, so a rerun
+    into the same place would silently duplicate every row."""
+    fs = fsspec_filesystem(out, storage)
+    for sub in subdirs:
+        target = join(out, sub)
+        if fs.exists(target) and fs.ls(target):
+            raise FileExistsError(f"{target} already holds output; choose another --out")
+    fs.makedirs(out, exist_ok=True)
+
+
+def write_empty_if_missing(uri: str, schema: pa.Schema, storage: StorageConfig) -> None:
+    """Ray writes no file for an empty dataset; leave a readable empty Parquet with the
+    schema instead, so an empty result still opens like any other."""
+    fs = fsspec_filesystem(uri, storage)
+    if fs.exists(uri) and fs.ls(uri):
+        return
+    fs.makedirs(uri, exist_ok=True)
+    arrow_fs, path = arrow_filesystem(uri, storage)
+    pq.write_table(schema.empty_table(), f"{path}/empty.parquet", filesystem=arrow_fs)
+
+
+def write_text(uri: str, text: str, storage: StorageConfig) -> None:
+    fsspec_filesystem(uri, storage).pipe_file(uri, text.encode())
+
+
+def add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("storage (S3 and compatible)")
+    g.add_argument("--endpoint-url", help=StorageConfig.model_fields["endpoint_url"].description)
+    g.add_argument("--region", help=StorageConfig.model_fields["region"].description)
+    g.add_argument("--profile", help=StorageConfig.model_fields["profile"].description)
+    g.add_argument("--anon", action="store_true", help=StorageConfig.model_fields["anon"].description)
+
+
+def add_ray_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def storage_from_args(args: argparse.Namespace) -> StorageConfig:
+    return StorageConfig(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile, anon=args.anon)

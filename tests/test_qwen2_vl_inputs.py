@@ -1,0 +1,142 @@
+"""Our numpy/PIL input preparation against transformers' stock Qwen2-VL processors."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as stock_smart_resize
+
+from actors.adapters.qwen2_vl_inputs import (
+    VisionSpec,
+    common_prefix_length,
+    expand_placeholder,
+    pack_forwards,
+    prepare_visual,
+    smart_resize,
+)
+
+MIN_PIXELS, MAX_PIXELS = 56 * 56, 160 * 160
+
+
+@pytest.fixture(scope="module")
+def spec(demo_model_dir) -> VisionSpec:
+    return VisionSpec.from_json(demo_model_dir / "preprocessor_config.json")
+
+
+@pytest.fixture(scope="module")
+def stock_images(demo_model_dir) -> Qwen2VLImageProcessorPil:
+    return Qwen2VLImageProcessorPil.from_pretrained(
+        demo_model_dir, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
+
+
+def _frames(rng: np.random.Generator, t: int, h: int, w: int) -> np.ndarray:
+    return rng.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+def test_smart_resize_is_the_stock_arithmetic():
+    rng = np.random.default_rng(0)
+    for h, w in [(28, 28), (1, 150), (57, 101), (1080, 1920), *rng.integers(10, 3000, (200, 2)).tolist()]:
+        assert smart_resize(h, w, 28, MIN_PIXELS, MAX_PIXELS) == stock_smart_resize(h, w, 28, MIN_PIXELS, MAX_PIXELS)
+    assert smart_resize(56, 84, 56, MIN_PIXELS, MAX_PIXELS) == (56, 112)
+
+
+@pytest.mark.parametrize("size", [(56, 84), (112, 56), (57, 101), (300, 200), (20, 30)],
+                         ids=["valid", "valid-portrait", "resized", "downscaled", "upscaled"])
+def test_image_prep_equals_the_stock_image_processor(spec, stock_images, size):
+    image = _frames(np.random.default_rng(1), 1, *size)
+    stock = stock_images(images=[image[0]], return_tensors="np")
+    ours = prepare_visual(image, spec, MIN_PIXELS, MAX_PIXELS)
+    assert ours.grid_thw == tuple(stock["image_grid_thw"][0])
+    np.testing.assert_array_equal(ours.pixel_values, stock["pixel_values"])
+    assert ours.num_tokens == np.prod(ours.grid_thw) // spec.merge_size**2
+
+
+def test_a_video_of_one_repeated_frame_equals_that_image(spec, stock_images):
+    """The stock image processor repeats an image over the temporal patch: a video of that frame
+    repeated must give the same patches (checks the temporal axis sits where the stock one does)."""
+    frame = _frames(np.random.default_rng(2), 1, 84, 56)
+    stock = stock_images(images=[frame[0]], return_tensors="np")["pixel_values"]
+    for repeats in (1, 2):  # 1: padded with its own last frame
+        video = prepare_visual(np.repeat(frame, repeats, axis=0), spec, MIN_PIXELS, MAX_PIXELS)
+        np.testing.assert_array_equal(video.pixel_values, stock)
+
+
+def test_video_frames_land_on_their_temporal_slots_and_odd_lengths_repeat_the_last(spec):
+    t, tp, p = 5, spec.temporal_patch_size, spec.patch_size
+    # frame k is a constant image of grey level 40*k: each patch column block then tells its frame
+    video = np.stack([np.full((56, 84, 3), 40 * k, np.uint8) for k in range(t)])
+    out = prepare_visual(video, spec, MIN_PIXELS, MAX_PIXELS)
+    gt, gh, gw = out.grid_thw
+    assert (gt, gh, gw) == (3, 4, 6) and out.num_tokens == 3 * 4 * 6 // 4
+    patches = out.pixel_values.reshape(gt, gh * gw, 3, tp, p, p)
+    mean, std = np.array(spec.image_mean), np.array(spec.image_std)
+    for slot in range(gt * tp):
+        level = 40 * min(slot, t - 1)  # slot 5 is padding: a copy of frame 4
+        expected = (level / 255 - mean) / std
+        got = patches[slot // tp, :, :, slot % tp]  # (tokens, channel, y, x)
+        np.testing.assert_allclose(got, np.broadcast_to(expected[None, :, None, None], got.shape), atol=1e-5)
+
+
+def test_resize_factor_must_be_a_multiple_of_patch_times_merge(spec):
+    frames = _frames(np.random.default_rng(3), 1, 56, 56)
+    assert prepare_visual(frames, spec, MIN_PIXELS, MAX_PIXELS, resize_factor=56).grid_thw == (1, 4, 4)
+    with pytest.raises(ValueError, match="multiple"):
+        prepare_visual(frames, spec, MIN_PIXELS, MAX_PIXELS, resize_factor=32)
+
+
+def test_expand_placeholder_and_common_prefix():
+    ids = np.array([1, 2, 9, 3])
+    np.testing.assert_array_equal(expand_placeholder(ids, 9, 3), [1, 2, 9, 9, 9, 3])
+    with pytest.raises(ValueError, match="exactly one"):
+        expand_placeholder(np.array([9, 9]), 9, 2)
+    seqs = [np.array([1, 2, 3, 4]), np.array([1, 2, 3, 5, 6]), np.array([1, 2, 7])]
+    assert common_prefix_length(seqs) == 2
+    # identical sequences keep one token each for the answer position
+    assert common_prefix_length([np.array([1, 2, 3])] * 2) == 2
+    assert common_prefix_length([np.array([1, 2, 3]), np.array([1, 2, 3, 4])]) == 2
+
+
+def test_pack_forwards_respects_the_budget_and_covers_every_row_once():
+    rng = np.random.default_rng(4)
+    prefix = rng.integers(50, 400, 30).tolist()
+    suffix = [rng.integers(1, 40, rng.integers(0, 8)).tolist() for _ in range(30)]
+    budget = 2000
+    forwards = pack_forwards(prefix, suffix, budget)
+    rows = [r for f in forwards for chunk in f.row_chunks for r in chunk]
+    assert sorted(rows) == [(i, q) for i in range(30) for q in range(len(suffix[i]))]
+    assert [i for f in forwards for i in f.items] == [i for i in range(30) if suffix[i]]
+    assert len(forwards) > 1
+    for f in forwards:
+        p = max(prefix[i] for i in f.items)
+        for chunk in f.row_chunks:
+            s = max(suffix[i][q] for i, q in chunk)
+            assert len(f.items) * p + len(chunk) * (p + s) <= budget or len(chunk) == 1
+
+
+def test_an_item_over_the_budget_gets_its_questions_chunked():
+    forwards = pack_forwards([1000, 10], [[20] * 10, [5]], token_budget=4000)
+    assert [f.items for f in forwards] == [[0], [1]]
+    assert [len(c) for c in forwards[0].row_chunks] == [2, 2, 2, 2, 2]  # 1000 + 2 * 1020 <= 4000 < 1000 + 3 * 1020
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="the stock video processor needs torchvision")
+@pytest.mark.parametrize("shape", [(5, 56, 84), (4, 112, 56), (3, 57, 101), (24, 224, 224)],
+                         ids=["odd-valid", "even-valid", "odd-resized", "24x224"])
+def test_video_prep_agrees_with_the_stock_video_processor(spec, shape):
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    stock = Qwen2VLVideoProcessor(size={"shortest_edge": MIN_PIXELS, "longest_edge": 224 * 224},
+                                  image_mean=list(spec.image_mean), image_std=list(spec.image_std))
+    video = _frames(np.random.default_rng(5), *shape)
+    expected = stock(videos=[video], return_tensors="np", do_sample_frames=False, cap_pixels_per_frame=False)
+    ours = prepare_visual(video, spec, MIN_PIXELS, 224 * 224)
+    assert ours.grid_thw == tuple(expected["video_grid_thw"][0])
+    diff = np.abs(ours.pixel_values - expected["pixel_values_videos"])
+    if smart_resize(shape[1], shape[2], spec.factor, MIN_PIXELS, 224 * 224) == shape[1:]:
+        assert diff.max() < 1e-5  # no resize: the same arithmetic up to float32 rounding
+    else:
+        # PIL's and torchvision's antialiased bicubic filters differ by a grey level here and there
+        assert diff.mean() < 0.01 and np.quantile(diff, 0.99) < 0.05
