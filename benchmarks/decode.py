@@ -10,7 +10,7 @@ output size, reading the bytes from local disk:
                 trip and one copy of the frames per row)
 Files: synthetic H.264 clips (64 frames 256x256, 300 frames 640x360) and the real 1080p
 video2dataset_test_video.mp4. Figures are medians over repeats of frames per second, the
-variants interleaved within each repeat so machine drift hits all of them alike.
+variants interleaved (in rotating order) so machine drift hits all of them alike.
 """
 from __future__ import annotations
 
@@ -81,11 +81,13 @@ def main() -> None:
                 "MediaDecoder": lambda p: stage(decoder, p)}
         seconds: dict[tuple[str, str], list[float]] = {}
         frames: dict[str, int] = {}
-        for _ in range(args.repeats):
+        names = list(runs)
+        for repeat in range(args.repeats):
+            order = names[repeat % len(names):] + names[:repeat % len(names)]  # no variant always first
             for set_name, paths in sets.items():
-                for run_name, run in runs.items():
+                for run_name in order:
                     t0 = time.perf_counter()
-                    frames[set_name] = run(paths)
+                    frames[set_name] = runs[run_name](paths)
                     seconds.setdefault((set_name, run_name), []).append(time.perf_counter() - t0)
         decoder.close()
     median = {key: statistics.median(values) for key, values in seconds.items()}

@@ -25,6 +25,7 @@ from schemas.status import OK
 PAIRS_DIR = "pairs"
 FORMATS = ("parquet", *DPO_FORMATS)
 ROWS_PER_FILE = 250_000  # pairs are small rows: fewer, larger files than one per shuffle partition
+ROWS_PER_PARTITION = 250_000  # each shuffle partition is one task's worth of groups
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-by", default="group",
                    help="column whose equal values form a group (default 'group': the manifest's group, "
                    "else the prompt)")
+    p.add_argument("--partitions", type=int,
+                   help=f"shuffle partitions for grouping (default: one per {ROWS_PER_PARTITION:,} rows, at most 200)")
     p.add_argument("--format", default="parquet",
                    help=f"comma-separated outputs among {', '.join(FORMATS)} (parquet is always written)")
     add_storage_arguments(p)
@@ -86,10 +89,13 @@ def dpo_datasink(path: str, fmt: str, **kwargs):
     return DpoJsonLinesDatasink(path, file_format="jsonl", **kwargs)
 
 
-def run_pairs(scores: ScoresInput, out: str, options: dict, formats: list[str]) -> dict:
+def run_pairs(scores: ScoresInput, out: str, options: dict, formats: list[str], partitions: int | None = None) -> dict:
     """Write the pairs; returns the summary (options and counts)."""
     from ray.data.aggregate import Mean
 
+    # Ray's default partition count suits big data; on small inputs it means hundreds of
+    # near-empty tasks and files. Scale it with the input instead.
+    partitions = partitions or min(200, max(1, -(-scores.count_rows() // ROWS_PER_PARTITION)))
     dims = scores.dimension_columns
     group_by, score_column = options["group_by"], options["score_column"]
     columns = list(dict.fromkeys(["id", "uri", "media_type", "prompt", "group", "checklist", "status",
@@ -102,7 +108,7 @@ def run_pairs(scores: ScoresInput, out: str, options: dict, formats: list[str]) 
     # Materialised once: the shuffle is the expensive part, and every output reads the pairs.
     pairs = (scores.read(columns)
              .map_batches(functools.partial(_ok_rows, group_by=group_by, score_column=score_column), batch_format="pyarrow")
-             .groupby(group_by).map_groups(mine, batch_format="pyarrow")
+             .groupby(group_by, num_partitions=partitions).map_groups(mine, batch_format="pyarrow")
              .materialize())
     schema = pairs_schema(dims, json.dumps(options))
     fs, path = arrow_filesystem(join(out, PAIRS_DIR), scores.storage)
@@ -134,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                "seed": args.seed, "group_by": args.group_by}
     prepare_output(args.out, storage, [PAIRS_DIR, *formats])
     init_ray(args.ray_address, quiet=args.quiet)
-    summary = run_pairs(scores, args.out, options, formats)
+    summary = run_pairs(scores, args.out, options, formats, args.partitions)
     write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
     gap = summary["mean_score_gap"]
     print(f"{summary['pairs']} pairs ({args.strategy}, margin {args.margin} on {args.score_column})"

@@ -1,8 +1,8 @@
 """`vrscore score`: config -> build -> run -> summary."""
 from __future__ import annotations
 
-import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -10,6 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ray.data import DataContext
+from ray.data.checkpoint import CheckpointConfig
+
+from jobs.output_dir import CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, prepare_output
 from pipeline.ray_runtime import init_ray
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
@@ -20,7 +24,6 @@ from schemas.manifest import ManifestError
 from schemas.scores import dimension_columns, scores_schema
 
 log = logging.getLogger(__name__)
-SCORES_DIR, CHECKLIST_FILE, JOB_FILE = "scores", "checklist.json", "job.json"
 
 
 @dataclass
@@ -106,21 +109,27 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     job_json = cfg.model_dump_json(indent=2)
     schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
                            model_id=cfg.model.model, job_json=job_json)
-    out_fs = fsspec_filesystem(cfg.out, cfg.storage)
-    scores_uri = join(cfg.out, SCORES_DIR)
-    if out_fs.exists(scores_uri) and out_fs.ls(scores_uri):
-        raise FileExistsError(f"{scores_uri} already holds output; choose another --out")
-
     init_ray(ray_address, quiet=quiet)
     check_unique_ids(cfg)
-    log.info("scoring %s with %s", cfg.manifest, cfg.model.model)
-    out_fs.makedirs(cfg.out, exist_ok=True)
-    out_fs.pipe_file(join(cfg.out, CHECKLIST_FILE), checklists_json.encode())
-    out_fs.pipe_file(join(cfg.out, JOB_FILE), json.dumps(json.loads(job_json), indent=2).encode())
+    resumed = prepare_output(fsspec_filesystem(cfg.out, cfg.storage), cfg.out, job_json, checklists_json)
+    log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
 
-    ds = build_score_dataset(cfg, checklists, info, schema, checklists_json)
-    fs, path = arrow_filesystem(scores_uri, cfg.storage)
-    ds.write_parquet(path, filesystem=fs, schema=schema)
+    fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
+    ckpt_fs, ckpt_path = arrow_filesystem(join(cfg.out, CHECKPOINT_DIR), cfg.storage)
+    ctx = DataContext.get_current()
+    # Ray Data's checkpoint: a two-phase commit per output file (pending ids, data file,
+    # commit), so a job killed at any moment resumes without losing or duplicating rows.
+    # Kept after success, so rerunning a finished job writes nothing. Set before the dataset
+    # is built: a Dataset captures the DataContext when it is created.
+    ctx.checkpoint_config = CheckpointConfig(
+        id_column="id", checkpoint_path=ckpt_path if ckpt_fs is not None else os.path.abspath(ckpt_path),
+        delete_checkpoint_on_success=False, override_filesystem=ckpt_fs,
+    )
+    try:
+        ds = build_score_dataset(cfg, checklists, info, schema, checklists_json)
+        ds.write_parquet(path, filesystem=fs, schema=schema)
+    finally:
+        ctx.checkpoint_config = None
     return summarize(cfg, list(dimension_columns(dims).values()), time.perf_counter() - t0)
 
 

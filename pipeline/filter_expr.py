@@ -124,10 +124,11 @@ class _Compiler:
         raise FilterError(f"{self.source(node)!r} is not a condition; use comparisons joined by and/or/not")
 
     def compare(self, node: ast.Compare) -> Evaluator:
-        operands = [self.value(node.left), *(self.value(c) for c in node.comparators)]
-        for (kind_a, _), (kind_b, _), op in zip(operands, operands[1:], node.ops):
+        for op in node.ops:
             if type(op) not in _COMPARE:
                 raise FilterError(f"operator {type(op).__name__} in {self.source(node)!r} is not allowed")
+        operands = [self.value(node.left), *(self.value(c) for c in node.comparators)]
+        for (kind_a, _), (kind_b, _) in zip(operands, operands[1:]):
             if kind_a != kind_b:
                 raise FilterError(f"{self.source(node)!r} compares a {kind_a} with a {kind_b}")
         steps = [(_COMPARE[type(op)], a[1], b[1]) for op, a, b in zip(node.ops, operands, operands[1:])]

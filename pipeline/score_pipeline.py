@@ -113,9 +113,11 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
         max_restarts=-1,
         max_task_retries=-1,
     )
-    return ds.map_batches(
+    ds = ds.map_batches(
         ScoreAssembler(checklists, out_schema, cfg.alignment_column),
         batch_format="numpy",
         batch_size=None,
     )
+    # Bounded blocks -> bounded files: each written file commits its rows for resume.
+    return ds.repartition(target_num_rows_per_block=res.rows_per_file)
 

@@ -46,11 +46,17 @@ class ScoresInput:
         raw = (self.schema.metadata or {}).get(META_MODEL)
         return raw.decode() if raw else None
 
+    def count_rows(self) -> int:
+        """Row count from the Parquet footers, without reading any data."""
+        fs, path = arrow_filesystem(self.data_uri, self.storage)
+        return sum(f.metadata.num_rows for f in pq.ParquetDataset(path, filesystem=fs).fragments)
+
     def read(self, columns: list[str] | None = None) -> "Dataset":
         import ray  # the CLI imports this module for --help: keep Ray out of that path
 
         fs, path = arrow_filesystem(self.data_uri, self.storage)
-        return ray.data.read_parquet(path, filesystem=fs, columns=columns)
+        ds = ray.data.read_parquet(path, filesystem=fs)
+        return ds.select_columns(columns) if columns else ds  # projected into the Parquet read
 
     def require_columns(self, columns: list[str], what: str) -> None:
         missing = [c for c in columns if c not in self.schema.names]

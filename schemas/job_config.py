@@ -120,6 +120,12 @@ class ResourcesConfig(_Strict):
         "larger batches amortise more but hold more frames in memory.",
     )
     decode_batch_size: int = Field(8, ge=1, description="Rows per decode task.")
+    rows_per_file: int = Field(
+        1000,
+        ge=1,
+        description="Rows per output Parquet file. Each file is also a resume checkpoint: smaller "
+        "files mean less rework after a crash, larger ones fewer files.",
+    )
 
 
 class StorageConfig(_Strict):

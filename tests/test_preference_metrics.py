@@ -15,6 +15,8 @@ def brute_tau(h, m):
     with all pairs |m| <= eps as model ties; the smallest eps reaching the best value."""
     pairs = [(int(a), float(b)) for a, b in zip(h, m) if not np.isnan(b)]
     best, best_eps = None, None
+    if not pairs:
+        return best, best_eps
     for eps in [-1.0] + sorted({abs(b) for _, b in pairs}):
         good = 0
         for hi, mi in pairs:
@@ -40,7 +42,7 @@ def test_hand_computed_counts_and_accuracies():
     assert suff_stats(h, m, 0.2).__dict__ == {"c": 1, "d": 0, "th": 1, "tm": 3, "thm": 1}
     assert accuracy_ties_dropped(h, m) == pytest.approx(2 / 4)  # m = 0 with h = 1 is discordant at eps = -1
     assert imagereward_accuracy(h, m) == pytest.approx(2 / 5)  # the unscored pair counts as wrong
-    # eps=-1: 2/6; eps=0: C=2 (0.5, -0.1), Thm=1 -> 3/6; eps=0.1: C=1, Thm=1 -> 2/6; ...
+    # eps=-1: 2/6; eps=0: C=2, Thm=1 -> 3/6; 0.1, 0.2: 2/6; 0.3: C=1, Thm=2 -> 3/6 (not smaller); 0.5: 2/6
     assert tie_calibrated_accuracy(h, m) == pytest.approx((3 / 6, 0.0))
 
 

@@ -3,7 +3,6 @@ every manifest row accounted for, scores recomputable from the written p_yes."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image, write_video
+from jobs.output_dir import OutputMismatchError
 from jobs.score_job import run_score_job
 from pipeline.weighting import aggregate
 from schemas import status
@@ -120,6 +120,9 @@ def test_visionreward_video_checklist_and_refusal_to_overwrite(tmp_path, demo_mo
         answers = np.where(np.array(r["p_yes"]) >= 0.5, 1, -1)
         assert r["score"] == pytest.approx(float(np.mean(answers * weight)))
         assert r["group"] == r["prompt"]
-    with pytest.raises(FileExistsError):
-        run_score_job(cfg, quiet=True)
-    shutil.rmtree(tmp_path / "out")
+    files = sorted(p.name for p in (tmp_path / "out" / "scores").iterdir())
+    again = run_score_job(cfg, quiet=True)  # a finished job rerun: resumes, writes nothing new
+    assert again.rows == 3 and sorted(p.name for p in (tmp_path / "out" / "scores").iterdir()) == files
+    changed = cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"frames": "uniform:2"})})
+    with pytest.raises(OutputMismatchError, match="decode.frames: 'visionreward' -> 'uniform:2'"):
+        run_score_job(changed, quiet=True)
