@@ -13,6 +13,7 @@ import numpy as np
 
 from actors.adapters import load_adapter
 from actors.adapters.base import MediaInput
+from pipeline.null_columns import nulls_as_none
 from schemas import status
 from schemas.checklist_set import checklists_from_json
 from schemas.job_config import DecodeConfig, ModelConfig
@@ -57,6 +58,7 @@ class ChecklistScorer:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_crash_for_test()
+        batch = nulls_as_none(batch)
         n = len(batch["id"])
         p_yes = np.full(n, b"", dtype=object)
         statuses = np.array(batch["status"], dtype=object)

@@ -6,8 +6,8 @@ Why a child process (actors/decode_worker.py): decord/FFmpeg can hang or segfaul
 corrupt input; a hung child is killed at `timeout_s` (status 'timeout') and a crashed one
 is an exit code (status 'decode_error'), where a thread could be neither stopped nor
 survived. Cost, measured on 2 cores: 0.5 s to start the child once per stage instance, then
-0.3 ms per row plus about 1 ms per MB of frames (4 ms for 8 frames of 448x448), a few
-percent of the decode itself (benchmarks/decode.py).
+0.3 ms per row plus about 1 ms per MB of frames (4 ms for 8 frames of 448x448): 5-15% of
+a small clip's decode, nothing against a 1080p one (benchmarks/decode.py).
 
 Output columns, added to all input columns:
   frames        object array of bytes: the (T, H, W, 3) uint8 RGB frames, C order; b"" on failure
@@ -24,6 +24,7 @@ import numpy as np
 
 from actors.decode_worker import DecodeWorker
 from actors.media_io import MediaError
+from pipeline.null_columns import nulls_as_none
 from schemas import status as st
 from schemas.job_config import DecodeConfig
 
@@ -51,6 +52,7 @@ class MediaDecoder:
         self._worker = DecodeWorker(self._cfg.model_dump(), _check_storage_options(storage_options))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = nulls_as_none(batch)
         n = len(batch["uri"])
         status = np.array(batch["status"], dtype=object)  # object: a fixed-width str array would truncate
         error = np.array(batch["error"], dtype=object)

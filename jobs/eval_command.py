@@ -86,7 +86,8 @@ def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
         h = table["preference"].to_numpy(zero_copy_only=False)
         if not np.isin(h, [-1, 0, 1]).all():
             raise ValueError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
-        return HumanPairs(*(table[c].cast(pa.string()).to_pylist() for c in ("group", "a_id", "b_id")), h.astype(np.int64))
+        group, a, b = (table[c].cast(pa.string()).to_pylist() for c in ("group", "a_id", "b_id"))
+        return HumanPairs(group, a, b, h.astype(np.int64))
     if {"group", "id", "rank"} <= names:
         table = table.sort_by("group")
         groups, starts = np.unique(np.array(table["group"].cast(pa.string()).to_pylist()), return_index=True)
@@ -138,7 +139,8 @@ def format_table(results: dict[str, PreferenceMetrics]) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.2f}"
 
-    head = f"{'measure':<22} {'pairs':>7} {'h-ties':>7} {'scored':>7} {'acc(IR)':>8} {'acc(-ties)':>10} {'tau*':>7} {'eps*':>8}"
+    head = (f"{'measure':<22} {'pairs':>7} {'h-ties':>7} {'scored':>7} {'acc(IR)':>8} {'acc(-ties)':>10} "
+            f"{'tau*':>7} {'eps*':>8}")
     lines = [head, "-" * len(head)]
     for name, r in results.items():
         eps = "-" if r.eps_star is None else f"{r.eps_star:.4g}"

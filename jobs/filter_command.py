@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.filter_expr import RowFilter, parse_filter
 from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
-                                   open_scores, prepare_output, storage_from_args, write_empty_if_missing,
+                                   open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,
                                    write_text)
 from pipeline.storage import arrow_filesystem, join
 from schemas.checklist_set import checklists_to_json
@@ -88,7 +88,8 @@ def run_filter(scores: ScoresInput, where: str | None, keep_errors: bool, out: s
     by_reason: dict[str, int] = {}
     # One small row per (batch, reason): summed here rather than by a cluster-wide groupby,
     # which costs a shuffle for a handful of numbers.
-    for r in scores.read(columns).map_batches(functools.partial(_reason_counts, **options), batch_format="pyarrow").iter_rows():
+    counted = scores.read(columns).map_batches(functools.partial(_reason_counts, **options), batch_format="pyarrow")
+    for r in counted.iter_rows():
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + int(r["rows"])
     n_kept = by_reason.pop(KEPT, 0)
     return FilterSummary(scores=scores.data_uri, where=where, errors="keep" if keep_errors else "drop",
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     scores = open_scores(args.scores, storage)
     if args.where:  # a bad condition fails here, before Ray starts
         parse_filter(args.where, scores.schema, scores.checklists_by_name)
-    prepare_output(args.out, storage, [SCORES_DIR])
+    refuse_existing_output(args.out, storage, [SCORES_DIR])
     init_ray(args.ray_address, quiet=args.quiet)
     summary = run_filter(scores, args.where, args.errors == "keep", args.out)
     write_text(join(args.out, "filter.json"), json.dumps(asdict(summary), indent=2), storage)

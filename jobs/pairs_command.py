@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from pipeline.pair_mining import STRATEGIES, mine_pairs
 from pipeline.scores_input import (ScoresInput, add_ray_arguments, add_storage_arguments, open_scores,
-                                   prepare_output, storage_from_args, write_empty_if_missing, write_text)
+                                   refuse_existing_output, storage_from_args, write_empty_if_missing, write_text)
 from pipeline.storage import arrow_filesystem, join
 from schemas.checklist import dimension_column
 from schemas.pairs import DPO_FORMATS, gap_column, pairs_schema
@@ -78,7 +78,8 @@ def _ok_rows(batch: pa.Table, group_by: str, score_column: str) -> pa.Table:
 
 def dpo_datasink(path: str, fmt: str, **kwargs):
     """A Ray datasink writing pairs as JSON Lines records of a DPO trainer's format.
-    (Ray's write_json goes through pandas, which escapes every '/' of the uris.)"""
+    (Ray's write_json goes through pandas, which escapes every '/' of the uris.) Built
+    here so that `vrscore --help` does not import Ray; workers get it by value."""
     from ray.data.datasource import BlockBasedFileDatasink
 
     class DpoJsonLinesDatasink(BlockBasedFileDatasink):
@@ -107,7 +108,8 @@ def run_pairs(scores: ScoresInput, out: str, options: dict, formats: list[str], 
     )
     # Materialised once: the shuffle is the expensive part, and every output reads the pairs.
     pairs = (scores.read(columns)
-             .map_batches(functools.partial(_ok_rows, group_by=group_by, score_column=score_column), batch_format="pyarrow")
+             .map_batches(functools.partial(_ok_rows, group_by=group_by, score_column=score_column),
+                          batch_format="pyarrow")
              .groupby(group_by, num_partitions=partitions).map_groups(mine, batch_format="pyarrow")
              .materialize())
     schema = pairs_schema(dims, json.dumps(options))
@@ -134,11 +136,13 @@ def run(args: argparse.Namespace) -> int:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"--format: unknown format {unknown[0]!r} (choose among {', '.join(FORMATS)})")
+    if args.margin < 0 or args.pairs_per_group < 0:
+        raise ValueError("--margin and --pairs-per-group must be >= 0")
     scores.require_columns([args.group_by, args.score_column], "--group-by/--score-column")
     options = {"strategy": args.strategy, "margin": args.margin, "score_column": args.score_column,
                "dimensions": resolve_dimensions(scores, args.dimensions), "pairs_per_group": args.pairs_per_group,
                "seed": args.seed, "group_by": args.group_by}
-    prepare_output(args.out, storage, [PAIRS_DIR, *formats])
+    refuse_existing_output(args.out, storage, [PAIRS_DIR, *(f for f in formats if f != "parquet")])
     init_ray(args.ray_address, quiet=args.quiet)
     summary = run_pairs(scores, args.out, options, formats, args.partitions)
     write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
@@ -147,5 +151,6 @@ def run(args: argparse.Namespace) -> int:
           + (f", mean gap {gap:+.4f}" if gap is not None else ""))
     for col, g in summary["mean_dimension_gaps"].items():
         print(f"  mean {gap_column(col):<24} {g:+.4f}" if g is not None else f"  mean {gap_column(col):<24} -")
-    print(f"pairs: {join(args.out, PAIRS_DIR)}/" + "".join(f"   {f}: {join(args.out, f)}/" for f in formats if f != "parquet"))
+    extra = "".join(f"   {f}: {join(args.out, f)}/" for f in formats if f != "parquet")
+    print(f"pairs: {join(args.out, PAIRS_DIR)}/{extra}")
     return 0

@@ -1,14 +1,15 @@
 """`vrscore report --scores DIR --out report.html`: one self-contained HTML file.
 
-Two narrow passes over the scores in the cluster (value ranges, then per-batch partial
-statistics on shared histogram bins), a Ray task per thumbnail of the top/bottom items,
-and the page rendered on the driver from the merged partials.
+Two passes over the scores in the cluster (value ranges, then per-batch partial statistics
+on shared histogram bins); the merged partials, thumbnails of the top/bottom items and the
+page are made on the driver.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -43,7 +44,8 @@ def collect_report_data(scores: ScoresInput, k: int, bins: int) -> ReportData:
     edges = {c: histogram_edges(ranges[f"min({c})"], ranges[f"max({c})"], bins) for c in measures}
     columns = list(dict.fromkeys([*ITEM_FIELDS, "checklist", "status", "error", "p_yes", "answers", *measures]))
     fn = functools.partial(_partial_row, edges=edges, checklists=scores.checklists_by_name, k=k)
-    partials = [json.loads(r["partial"]) for r in scores.read(columns).map_batches(fn, batch_format="pyarrow").iter_rows()]
+    rows = scores.read(columns).map_batches(fn, batch_format="pyarrow").iter_rows()
+    partials = [json.loads(r["partial"]) for r in rows]
     return merge(partials, edges, k)
 
 
@@ -58,20 +60,16 @@ def _thumbnail(item: dict, media_options: dict[str, dict], allowed_schemes: list
         return {"id": item["id"], "src": f"{type(exc).__name__}: {exc}"[:300]}
 
 
-def make_thumbnails(data: ReportData, scores: ScoresInput) -> dict[str, str]:
-    """Item id -> JPEG data URI (or why there is none), one Ray task per item."""
-    import ray
-
+def make_thumbnails(data: ReportData, scores: ScoresInput, threads: int = 8) -> dict[str, str]:
+    """Item id -> JPEG data URI (or why there is none). At most a few hundred items: threads
+    on the driver (reads and decoders release the GIL) rather than a cluster job."""
     items = {it["id"]: it for side in (data.top, data.bottom) for by_col in side.values()
              for lst in by_col.values() for it in lst}
-    if not items:
-        return {}
     decode = DecodeConfig()
     fn = functools.partial(_thumbnail, media_options={p: storage_options(scores.storage, p) for p in ("s3", "s3a")},
                            allowed_schemes=decode.allowed_schemes, max_bytes=decode.max_bytes)
-    rows = [{k: it[k] for k in ("id", "uri", "media_type")} for it in items.values()]
-    ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 32)).map(fn)
-    return {r["id"]: r["src"] for r in ds.iter_rows()}
+    with ThreadPoolExecutor(threads) as pool:
+        return {r["id"]: r["src"] for r in pool.map(fn, items.values())}
 
 
 def run(args: argparse.Namespace) -> int:

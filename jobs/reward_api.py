@@ -1,4 +1,4 @@
-"""Score a handful of images or videos from Python, exactly as `vrscore score` would:
+"""Score a handful of images or videos from Python, as `vrscore score` would:
 
     from jobs.reward_api import ChecklistReward
     rm = ChecklistReward.load("Qwen/Qwen2-VL-2B-Instruct", checklist="default")
@@ -6,7 +6,8 @@
 
 The media go through the pipeline's own stages in process (no Ray): row checks
 (pipeline.score_pipeline.validate_rows), MediaDecoder, ChecklistScorer and ScoreAssembler,
-so a score here equals the score of the same item in a batch job with the same settings.
+so an item scores here what it scores in a batch job with the same settings (up to float
+noise from batching; tests/test_reward_api.py checks it).
 """
 from __future__ import annotations
 
@@ -76,6 +77,8 @@ class ChecklistReward:
         """One result per item, in input order; a failed item has its status and error."""
         uris = [str(m) for m in ([media] if isinstance(media, (str, Path)) else media)]
         n = len(uris)
+        if n == 0:
+            return []
         batch = {
             "id": np.array([str(i) for i in range(n)], dtype=object),
             "uri": np.array(uris, dtype=object),

@@ -128,6 +128,9 @@ class _Compiler:
             if type(op) not in _COMPARE:
                 raise FilterError(f"operator {type(op).__name__} in {self.source(node)!r} is not allowed")
         operands = [self.value(node.left), *(self.value(c) for c in node.comparators)]
+        nodes = [node.left, *node.comparators]
+        if all(isinstance(n, (ast.Constant, ast.UnaryOp)) for n in nodes):
+            raise FilterError(f"{self.source(node)!r} compares constants only; name a column or q.<question_id>")
         for (kind_a, _), (kind_b, _) in zip(operands, operands[1:]):
             if kind_a != kind_b:
                 raise FilterError(f"{self.source(node)!r} compares a {kind_a} with a {kind_b}")
@@ -158,7 +161,8 @@ class _Compiler:
             return self.column(node.id)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "q":
             return "number", self.question(node.attr)
-        raise FilterError(f"{self.source(node)!r} is not allowed: use numbers, strings, column names or q.<question_id>")
+        raise FilterError(f"{self.source(node)!r} is not allowed: "
+                          "use numbers, strings, column names or q.<question_id>")
 
     def column(self, name: str) -> tuple[str, Evaluator]:
         if name not in self.schema.names:

@@ -64,7 +64,9 @@ def mine_pairs(
         if strategy == "margin":
             c, r = _best_vs_worst(score[members], margin, rng)
         else:
-            dims = _dimension_matrix(rows, members, dominance_columns or dimension_columns) if strategy == "dominance" else None
+            dims = None
+            if strategy == "dominance":
+                dims = _dimension_matrix(rows, members, dominance_columns or dimension_columns)
             c, r = _candidate_pairs(score[members], margin, dims)
         chosen.append(members[c])
         rejected.append(members[r])
@@ -117,7 +119,8 @@ def _pairs_table(rows: pa.Table, ci: np.ndarray, ri: np.ndarray, score: np.ndarr
         return rows[name].take(idx) if name in rows.column_names else pa.nulls(len(idx), pa.string())
 
     data = {
-        "group": pc.cast(rows[group_column].take(c), pa.string()), "prompt": col("prompt", c), "media_type": col("media_type", c),
+        "group": pc.cast(rows[group_column].take(c), pa.string()),
+        "prompt": col("prompt", c), "media_type": col("media_type", c),
         "chosen_id": col("id", c), "rejected_id": col("id", r),
         "chosen_uri": col("uri", c), "rejected_uri": col("uri", r),
         "chosen_score": pa.array(score[ci]), "rejected_score": pa.array(score[ri]),

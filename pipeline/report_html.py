@@ -116,10 +116,12 @@ def _yes_rates(data: ReportData, checklists: dict[str, Checklist]) -> str:
             rate, mean_p = y / n, p_sum / n
             rows.append(f'<tr><td><code>{_e(q.id)}</code><div class="qtext">{_e(q.text)}</div></td>'
                         f'<td><span class="tag">{_e(q.dimension or "gate")}</span></td>'
-                        f'<td><div class="bar" title="bar: yes-rate; mark: mean p_yes"><i style="width:{100 * rate:.1f}%"></i>'
+                        f'<td><div class="bar" title="bar: yes-rate; mark: mean p_yes">'
+                        f'<i style="width:{100 * rate:.1f}%"></i>'
                         f'<s style="left:{100 * mean_p:.1f}%"></s></div></td>'
                         f'<td class="num">{100 * rate:.1f}%</td><td class="num">{mean_p:.3f}</td></tr>')
-        parts.append(f"<h3>{_e(name)} <span class='meta'>&middot; {n} scored items</span></h3><table><tr><th>question</th>"
+        parts.append(f"<h3>{_e(name)} <span class='meta'>&middot; {n} scored items</span></h3>"
+                     "<table><tr><th>question</th>"
                      "<th>dimension</th><th>yes-rate (mark: mean p_yes)</th><th>yes</th><th>mean p_yes</th></tr>"
                      + "".join(rows) + "</table>")
     return "".join(parts)
@@ -129,10 +131,12 @@ def _errors(data: ReportData) -> str:
     errors = {s: n for s, n in data.status_counts.items() if s != OK}
     if not errors:
         return "<h2>Errors by kind</h2><p>No errors: every row was scored.</p>"
-    rows = "".join(f'<tr><td><code>{_e(s)}</code></td><td class="num">{n}</td><td class="num">{100 * n / data.rows:.1f}%</td>'
+    rows = "".join(f'<tr><td><code>{_e(s)}</code></td><td class="num">{n}</td>'
+                   f'<td class="num">{100 * n / data.rows:.1f}%</td>'
                    f'<td class="qtext">{_e(data.error_examples.get(s, ""))}</td></tr>'
                    for s, n in sorted(errors.items(), key=lambda kv: -kv[1]))
-    return ("<h2>Errors by kind</h2><table><tr><th>status</th><th>rows</th><th>share</th><th>example</th></tr>"
+    return ("<h2>Errors by kind</h2><table><tr><th>status</th><th>rows</th><th>share</th>"
+            "<th style='width:60%'>example</th></tr>"
             + rows + "</table>")
 
 
@@ -150,7 +154,8 @@ def _extremes(data: ReportData, thumbs: dict[str, str]) -> str:
         for col, best in by_col.items():
             worst = data.bottom[name][col]
             parts.append(f"<h3>{_e(col)} <span class='meta'>&middot; {_e(name)}</span></h3>"
-                         "<div class='label'>highest</div><div class='strip'>" + "".join(_item(it, thumbs) for it in best)
+                         "<div class='label'>highest</div><div class='strip'>"
+                         + "".join(_item(it, thumbs) for it in best)
                          + "</div><div class='label'>lowest</div><div class='strip'>"
                          + "".join(_item(it, thumbs) for it in worst) + "</div>")
     return "".join(parts)

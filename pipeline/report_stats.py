@@ -80,7 +80,8 @@ def batch_partial(batch: pa.Table, edges: dict[str, list[float]], checklists: di
             n_q = len(checklist.questions)
             answers = pc.list_flatten(batch["answers"].take(taken)).to_numpy(zero_copy_only=False).reshape(-1, n_q)
             p_yes = pc.list_flatten(batch["p_yes"].take(taken)).to_numpy(zero_copy_only=False).reshape(-1, n_q)
-            out["yes"][name] = [(answers > 0).sum(axis=0).tolist(), p_yes.astype(np.float64).sum(axis=0).tolist(), len(taken)]
+            out["yes"][name] = [(answers > 0).sum(axis=0).tolist(), p_yes.astype(np.float64).sum(axis=0).tolist(),
+                                len(taken)]
     return out
 
 

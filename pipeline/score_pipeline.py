@@ -13,6 +13,7 @@ import ray
 from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.assemble import ScoreAssembler
+from pipeline.null_columns import nulls_as_none
 from pipeline.storage import arrow_filesystem, storage_options
 from schemas import manifest
 from schemas.checklist import Checklist
@@ -52,6 +53,7 @@ def read_manifest(cfg: JobConfig, columns: list[str]) -> Dataset:
 
 def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, bool]) -> dict[str, np.ndarray]:
     """Per-row checks before any I/O: status/error columns, media_type and group filled in."""
+    batch = nulls_as_none(batch)
     n = len(batch["id"])
     none = np.full(n, None, dtype=object)
     media, prompts = batch.get("media_type", none), batch.get("prompt", none)
@@ -80,6 +82,9 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
 
     res = cfg.resources
     ds = ds if ds is not None else read_manifest(cfg, info.columns)
+    # Bounded blocks from the start: a read gives one block per file, and each block stays
+    # one task through every stage down to the write, i.e. one output file committed at its end.
+    ds = ds.repartition(target_num_rows_per_block=res.rows_per_file)
     ds = ds.map_batches(
         functools.partial(validate_rows, prompt_needed_for={k: c.uses_prompt for k, c in checklists.items()}),
         batch_format="numpy",

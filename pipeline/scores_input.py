@@ -61,7 +61,8 @@ class ScoresInput:
     def require_columns(self, columns: list[str], what: str) -> None:
         missing = [c for c in columns if c not in self.schema.names]
         if missing:
-            raise ValueError(f"{what}: the scores have no column {missing[0]!r} (columns: {', '.join(self.schema.names)})")
+            raise ValueError(f"{what}: the scores have no column {missing[0]!r} "
+                             f"(columns: {', '.join(self.schema.names)})")
 
 
 def open_scores(uri: str, storage: StorageConfig) -> ScoresInput:
@@ -78,7 +79,7 @@ def open_scores(uri: str, storage: StorageConfig) -> ScoresInput:
     return ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage)
 
 
-def prepare_output(out: str, storage: StorageConfig, subdirs: list[str]) -> None:
+def refuse_existing_output(out: str, storage: StorageConfig, subdirs: list[str]) -> None:
     """Refuse to mix two runs' files in one output: Ray names its files uniquely, so a rerun
     into the same place would silently duplicate every row."""
     fs = fsspec_filesystem(out, storage)

@@ -52,7 +52,8 @@ def random_rows(rng: np.random.Generator, groups: int, per_group: tuple[int, int
     for g in range(groups):
         for k in range(int(rng.integers(per_group[0], per_group[1] + 1))):
             p = rng.random(n_q) if levels is None else rng.integers(0, levels, n_q) / (levels - 1)
-            row = {"id": f"{prefix}g{g}/{k}", "uri": f"/media/{prefix}g{g}_{k}.{'png' if media_type == 'image' else 'mp4'}",
+            ext = "png" if media_type == "image" else "mp4"
+            row = {"id": f"{prefix}g{g}/{k}", "uri": f"/media/{prefix}g{g}_{k}.{ext}",
                    "media_type": media_type, "prompt": f"prompt {prefix}{g}", "group": f"{prefix}g{g}",
                    "p_yes": p.astype(np.float32)}
             if rng.random() < error_rate:

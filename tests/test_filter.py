@@ -47,18 +47,22 @@ CASES = {
     "dim_quality >= 0.2 and q.hands_correct >= 0.5":
         lambda r: and_(cmp(r["dim_quality"], ">=", 0.2), cmp(q(r, "hands_correct"), ">=", 0.5)),
     # `sharp` is question 10 of the image checklist and 5 of the video one.
-    "q.sharp > 0.5 or q.has_motion < 0.25": lambda r: or_(cmp(q(r, "sharp"), ">", 0.5), cmp(q(r, "has_motion"), "<", 0.25)),
-    "not (score < 0 or media_type == 'video')": lambda r: not_(or_(cmp(r["score"], "<", 0), cmp(r["media_type"], "==", "video"))),
+    "q.sharp > 0.5 or q.has_motion < 0.25":
+        lambda r: or_(cmp(q(r, "sharp"), ">", 0.5), cmp(q(r, "has_motion"), "<", 0.25)),
+    "not (score < 0 or media_type == 'video')":
+        lambda r: not_(or_(cmp(r["score"], "<", 0), cmp(r["media_type"], "==", "video"))),
     "-0.05 < score_soft <= 0.1": lambda r: and_(cmp(-0.05, "<", r["score_soft"]), cmp(r["score_soft"], "<=", 0.1)),
     "status == \"ok\" and dim_physics != 0 and dim_physics > dim_dynamic":
-        lambda r: and_(cmp(r["status"], "==", "ok"), cmp(r["dim_physics"], "!=", 0), cmp(r["dim_physics"], ">", r["dim_dynamic"])),
+        lambda r: and_(cmp(r["status"], "==", "ok"), cmp(r["dim_physics"], "!=", 0),
+                       cmp(r["dim_physics"], ">", r["dim_dynamic"])),
 }
 
 
 @pytest.fixture(scope="module")
 def table():
     rng = np.random.default_rng(0)
-    rows = random_rows(rng, 10, (3, 6), levels=3, error_rate=0.15) + random_rows(rng, 6, (2, 4), media_type="video", prefix="v")
+    rows = random_rows(rng, 10, (3, 6), levels=3, error_rate=0.15)
+    rows += random_rows(rng, 6, (2, 4), media_type="video", prefix="v")
     return scores_table(rows)
 
 
@@ -75,8 +79,12 @@ def test_drop_reasons_name_the_first_condition_not_true(table):
     reasons = f.drop_reasons(table)
     for r, why in zip(table.to_pylist(), reasons):
         first, second = cmp(r["score"], ">=", 0), cmp(q(r, "hands_correct"), ">=", 0.5)
-        want = (None if first and second else "score >= 0" if first is False else "score >= 0 (no value)"
-                if first is None else "q.hands_correct >= 0.5" if second is False else "q.hands_correct >= 0.5 (no value)")
+        if first is not True:
+            want = "score >= 0" if first is False else "score >= 0 (no value)"
+        elif second is not True:
+            want = "q.hands_correct >= 0.5" if second is False else "q.hands_correct >= 0.5 (no value)"
+        else:
+            want = None
         assert why == want
     assert f.columns == ["checklist", "p_yes", "score"]
 
@@ -109,6 +117,7 @@ def test_stored_float32_p_yes_compares_as_typed():
     ("score >", "cannot parse"),
     ("score > True", "only numbers and quoted strings"),
     ("score in (1, 2)", "operator In"),
+    ("1 < 2", "compares constants only"),
 ])
 def test_refusals_name_the_problem(table, text, message):
     with pytest.raises(FilterError) as exc:
@@ -121,7 +130,8 @@ def test_filter_command_writes_a_scores_output_and_accounts_for_every_row(tmp_pa
     rows = random_rows(rng, 8, (2, 5), error_rate=0.2) + random_rows(rng, 4, (2, 3), media_type="video", prefix="v")
     write_scores(tmp_path / "s", rows)
     where = "dim_quality >= 0 and q.sharp >= 0.3"
-    assert main(["filter", "--scores", str(tmp_path / "s"), "--where", where, "--out", str(tmp_path / "f"), "--quiet"]) == 0
+    assert main(["filter", "--scores", str(tmp_path / "s"), "--where", where, "--out", str(tmp_path / "f"),
+                 "--quiet"]) == 0
     kept = pq.ParquetDataset(tmp_path / "f" / "scores")
     source = scores_table(rows)
     expected = [r["id"] for r in source.to_pylist()
@@ -135,6 +145,7 @@ def test_filter_command_writes_a_scores_output_and_accounts_for_every_row(tmp_pa
     assert summary["dropped"]["status decode_error"] == sum(r["status"] != "ok" for r in source.to_pylist())
 
     # Nothing kept: an empty output that still opens with the schema (and feeds other jobs).
-    assert main(["filter", "--scores", str(tmp_path / "f"), "--where", "score > 100", "--out", str(tmp_path / "e"), "--quiet"]) == 0
+    assert main(["filter", "--scores", str(tmp_path / "f"), "--where", "score > 100", "--out", str(tmp_path / "e"),
+                 "--quiet"]) == 0
     empty = pq.ParquetDataset(tmp_path / "e" / "scores")
     assert empty.read().num_rows == 0 and read_checklists_metadata(empty.schema)

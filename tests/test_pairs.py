@@ -66,7 +66,8 @@ def test_all_and_dominance_match_brute_force(strategy, levels):
         assert len(got) == (min(cap, len(expected)) if cap else len(expected))
         # The cap keeps the largest gaps; which of equal gaps is the seed's choice.
         gaps = sorted((by_id[c][score] - by_id[r][score] for c, r in expected), reverse=True)
-        assert sorted((p["chosen_score"] - p["rejected_score"] for p in got), reverse=True) == pytest.approx(gaps[:len(got)])
+        kept_gaps = sorted((p["chosen_score"] - p["rejected_score"] for p in got), reverse=True)
+        assert kept_gaps == pytest.approx(gaps[:len(got)])
         for p in got:
             c, r = by_id[p["chosen_id"]], by_id[p["rejected_id"]]
             assert (p["chosen_score"], p["rejected_score"], p["chosen_uri"]) == (c[score], r[score], c["uri"])
@@ -113,7 +114,8 @@ def test_result_does_not_depend_on_row_order_and_ties_follow_the_seed():
 
 def test_pairs_command_matches_brute_force_and_writes_dpo_json(tmp_path: Path, ray_session):
     rng = np.random.default_rng(21)
-    rows = random_rows(rng, 12, (1, 6), levels=3, error_rate=0.1) + random_rows(rng, 4, (2, 4), media_type="video", prefix="v")
+    rows = random_rows(rng, 12, (1, 6), levels=3, error_rate=0.1)
+    rows += random_rows(rng, 4, (2, 4), media_type="video", prefix="v")
     write_scores(tmp_path / "scores", rows)
     out = tmp_path / "pairs_out"
     assert main(["pairs", "--scores", str(tmp_path / "scores"), "--strategy", "all", "--margin", "0.05",
@@ -132,7 +134,8 @@ def test_pairs_command_matches_brute_force_and_writes_dpo_json(tmp_path: Path, r
         return [json.loads(line) for f in sorted((out / fmt).glob("*.jsonl")) for line in f.read_text().splitlines()]
 
     key = lambda r: json.dumps(r, sort_keys=True)  # noqa: E731
-    want_dd = [{"caption": p["prompt"], "jpg_0": p["chosen_uri"], "jpg_1": p["rejected_uri"], "label_0": 1} for p in pairs]
+    want_dd = [{"caption": p["prompt"], "jpg_0": p["chosen_uri"], "jpg_1": p["rejected_uri"], "label_0": 1}
+               for p in pairs]
     want_vd = [{"caption": p["prompt"], "chosen": p["chosen_uri"], "rejected": p["rejected_uri"]} for p in pairs]
     assert sorted(map(key, records("diffusion-dpo"))) == sorted(map(key, want_dd))
     assert sorted(map(key, records("videodpo"))) == sorted(map(key, want_vd))

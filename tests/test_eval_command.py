@@ -1,0 +1,114 @@
+"""`vrscore eval`: the three judgment formats, the join on a key column, and the figures
+against the brute-force metrics of tests/test_preference_metrics.py, on the real
+ImageReward test split with made-up (heavily tied) scores."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from jobs.eval_command import load_judgments
+from schemas.job_config import StorageConfig
+from tests.paths import PREFERENCES, require
+from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
+from tests.scores_fixtures import CHECKLISTS, scores_table, write_scores
+from tests.test_preference_metrics import brute_imagereward, brute_tau
+
+N_Q = len(CHECKLISTS["image"].questions)
+
+
+def made_up_rows(items: list[dict], rng: np.random.Generator, key: str = "id") -> list[dict]:
+    """Discrete p_yes loosely following the human ranking; a few items missing or failed."""
+    rows = []
+    for it in items:
+        for gen, rank in zip(it["generations"], it["ranking"]):
+            if rng.random() < 0.02:
+                continue  # never scored
+            p = np.clip(0.75 - 0.08 * rank + rng.normal(0, 0.25, N_Q), 0, 1).round(1)
+            row = {"id": f"{it['id']}/{gen}", "uri": f"/data/{gen}", "media_type": "image", "prompt": it["prompt"],
+                   "group": it["id"], "p_yes": p.astype(np.float32), "ir_key": f"{it['id']}/{gen}"}
+            if key != "id":
+                row["id"] = f"row-{len(rows)}"
+            if rng.random() < 0.02:
+                row.update(status="decode_error", error="made-up", p_yes=None)
+            rows.append(row)
+    return rows
+
+
+def expected_figures(items: list[dict], table: pa.Table, measure: str, key: str = "id") -> dict:
+    value = {r[key]: (r[measure] if r["status"] == "ok" else None) for r in table.to_pylist()}
+    h, m = [], []
+    for it in items:
+        keys = [f"{it['id']}/{g}" for g in it["generations"]]
+        for i in range(len(keys)):
+            for j in range(i + 1, len(keys)):
+                h.append(int(np.sign(it["ranking"][j] - it["ranking"][i])))
+                a, b = value.get(keys[i]), value.get(keys[j])
+                m.append(np.nan if a is None or b is None else round(a - b, 9))
+    tau, eps = brute_tau(h, m)
+    untied_scored = [(x, y) for x, y in zip(h, m) if x != 0 and not np.isnan(y)]
+    return {"pairs": len(h), "human_ties": h.count(0), "scored": int(np.sum(~np.isnan(m))),
+            "accuracy_imagereward": brute_imagereward(h, m), "tau_star": tau, "eps_star": eps,
+            "accuracy_ties_dropped": sum(x * y > 0 for x, y in untied_scored) / len(untied_scored)}
+
+
+def test_eval_on_the_imagereward_test_split(tmp_path: Path, ray_session):
+    path = require(PREFERENCES / "imagereward_test.json")
+    items = json.loads(path.read_text())
+    table = scores_table(made_up_rows(items, np.random.default_rng(0)))
+    write_scores(tmp_path / "s", made_up_rows(items, np.random.default_rng(0)))
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--scores", str(tmp_path / "s"), "--judgments", str(path), "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["items_judged"] == sum(len(it["generations"]) for it in items)
+    assert set(report["measures"]) == {"score", "score_soft", "dim_alignment", "dim_composition", "dim_quality",
+                                       "dim_fidelity", "dim_safety_emotion"}  # no video dimension without scores
+    for measure in ("score", "dim_quality"):  # score_soft is checked on fewer pairs below: the brute force is slow
+        got, want = report["measures"][measure], expected_figures(items, table, measure)
+        assert got["pairs"] - got["human_ties"] == 6399
+        assert got == pytest.approx(want), measure
+
+
+def test_eval_joins_parquet_pairs_through_a_key_column(tmp_path: Path, ray_session):
+    items = json.loads(require(PREFERENCES / "imagereward_test.json").read_text())[:40]
+    rows = made_up_rows(items, np.random.default_rng(1), key="ir_key")
+    write_scores(tmp_path / "s", rows, keep_fields=[pa.field("ir_key", pa.string())])
+    pairs = {"group": [], "a_id": [], "b_id": [], "preference": []}
+    for it in items:
+        for i in range(len(it["generations"])):
+            for j in range(i + 1, len(it["generations"])):
+                pairs["group"].append(it["id"])
+                pairs["a_id"].append(f"{it['id']}/{it['generations'][i]}")
+                pairs["b_id"].append(f"{it['id']}/{it['generations'][j]}")
+                pairs["preference"].append(int(np.sign(it["ranking"][j] - it["ranking"][i])))
+    pq.write_table(pa.table(pairs), tmp_path / "pairs.parquet")
+    out = tmp_path / "eval.json"
+    args = ["eval", "--scores", str(tmp_path / "s"), "--judgments", str(tmp_path / "pairs.parquet"),
+            "--json", str(out), "--quiet"]
+    assert main(args) == 2  # by the default key (id = "row-N") nothing matches: a clear error, not zeros
+    assert main([*args, "--key-column", "ir_key"]) == 0
+    table = scores_table(rows, [pa.field("ir_key", pa.string())])
+    for measure in ("score", "score_soft"):
+        got = json.loads(out.read_text())["measures"][measure]
+        assert got == pytest.approx(expected_figures(items, table, measure, "ir_key")), measure
+
+
+def test_judgment_formats_agree(tmp_path: Path):
+    items = [{"id": "p1", "prompt": "x", "generations": ["a.png", "b.png", "c.png"], "ranking": [2, 1, 2]}]
+    (tmp_path / "ir.json").write_text(json.dumps(items))
+    pq.write_table(pa.table({"group": ["p1"] * 3, "id": ["p1/a.png", "p1/b.png", "p1/c.png"], "rank": [2, 1, 2]}),
+                   tmp_path / "ranks.parquet")
+    pq.write_table(pa.table({"group": ["p1"] * 3, "a_id": ["p1/a.png", "p1/a.png", "p1/b.png"],
+                             "b_id": ["p1/b.png", "p1/c.png", "p1/c.png"], "preference": [-1, 0, 1]}),
+                   tmp_path / "pairs.parquet")
+    loaded = [load_judgments(str(tmp_path / f), StorageConfig()) for f in ("ir.json", "ranks.parquet", "pairs.parquet")]
+    for j in loaded:
+        assert list(zip(j.a, j.b, j.h.tolist())) == [("p1/a.png", "p1/b.png", -1), ("p1/a.png", "p1/c.png", 0),
+                                                     ("p1/b.png", "p1/c.png", 1)]
+    bad = pa.table({"group": ["p1"], "a_id": ["x"], "b_id": ["y"], "preference": [2]})
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="preference must be"):
+        load_judgments(str(tmp_path / "bad.parquet"), StorageConfig())

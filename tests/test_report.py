@@ -1,0 +1,132 @@
+"""The HTML report: statistics against direct computation, split invariance of the partials,
+thumbnails, and `vrscore report` rendered by headless Chromium with its images decoded."""
+import io
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from actors.synthetic_media import write_image, write_video
+from jobs.cli import main
+from pipeline.report_html import render_report, thumbnail_jpeg
+from pipeline.report_stats import batch_partial, histogram_edges, merge
+from tests.paths import MEDIA
+from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
+from tests.scores_fixtures import CHECKLISTS, random_rows, scores_table, write_scores
+
+BY_NAME = {c.name: c for c in CHECKLISTS.values()}
+MEASURES = ["score", "score_soft", "dim_quality", "dim_physics"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(2)
+    rows = random_rows(rng, 8, (3, 5), levels=4, error_rate=0.15)
+    rows += random_rows(rng, 4, (2, 4), media_type="video", prefix="v")
+    rows[0]["prompt"] = "<script>alert(1)</script> & more"
+    return scores_table(rows)
+
+
+def report_of(table, batches: int, k: int = 3):
+    values = {c: [v for v in table[c].to_pylist() if v is not None] for c in MEASURES}
+    edges = {c: histogram_edges(min(values[c]), max(values[c]), 10) for c in MEASURES}
+    step = -(-table.num_rows // batches)
+    partials = [batch_partial(table.slice(i * step, step), edges, BY_NAME, k) for i in range(batches)]
+    return merge(partials, edges, k), edges
+
+
+def test_statistics_match_direct_computation_and_do_not_depend_on_batching(table):
+    data, edges = report_of(table, batches=1)
+    rows = table.to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert data.rows == len(rows) and data.status_counts == {"ok": len(ok), "decode_error": len(rows) - len(ok)}
+    for name, checklist in BY_NAME.items():
+        mine = [r for r in ok if r["checklist"] == name]
+        answers = np.array([r["answers"] for r in mine])
+        assert data.yes[name] == (answers > 0).sum(axis=0).tolist() and data.answered[name] == len(mine)
+        for col in MEASURES:
+            vals = [r[col] for r in mine if r[col] is not None]
+            if not vals:
+                assert col not in data.top[name]
+                continue
+            assert data.histograms[col].counts[name] == np.histogram(vals, bins=edges[col])[0].tolist()
+            ranked = sorted((r for r in mine if r[col] is not None), key=lambda r: (-r[col], r["id"]))
+            assert [it["id"] for it in data.top[name][col]] == [r["id"] for r in ranked[:3]]
+            ranked = sorted((r for r in mine if r[col] is not None), key=lambda r: (r[col], r["id"]))
+            assert [it["id"] for it in data.bottom[name][col]] == [r["id"] for r in ranked[:3]]
+    assert data.histograms["dim_physics"].n == sum(r["dim_physics"] is not None for r in ok)
+    split = report_of(table, batches=5)[0]
+    for d in (data, split):  # float sums differ in the last bits with the order of addition
+        for h in d.histograms.values():
+            h.total = round(h.total, 9)
+        d.p_yes_sum = {k: np.round(v, 9).tolist() for k, v in d.p_yes_sum.items()}
+    assert split == data
+
+
+def test_rendered_page_is_self_contained_and_escapes_text(table):
+    data, _ = report_of(table, batches=2)
+    thumb = "data:image/jpeg;base64," + "A" * 8
+    page = render_report(data, BY_NAME, {r["id"]: thumb for r in table.to_pylist()}, source="s3://b/x", model="m")
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
+    assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing fetched from outside
+    assert page.count("<svg") == len(data.histograms)
+    assert "decode_error" in page and "vrscore-video-default-v1" in page
+
+
+def test_thumbnails_are_small_jpegs_and_show_a_videos_first_frame(tmp_path: Path):
+    img = Image.open(io.BytesIO(thumbnail_jpeg(write_image(tmp_path / "a.png", size=(640, 320)).read_bytes(), "image")))
+    assert img.format == "JPEG" and img.size == (240, 120)
+    video = write_video(tmp_path / "v.mp4", n_frames=16, size=(256, 128), fps=8)
+    first = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(video.read_bytes(), "video"))).convert("RGB"), dtype=int)
+    # The synthetic video sweeps a yellow bar from left (frame 0) to right along its lower half.
+    assert first.shape == (120, 240, 3)
+    assert np.abs(first[100, 3] - [255, 255, 0]).max() < 60 and np.abs(first[100, -4] - [255, 255, 0]).max() > 60
+
+
+PROBE = """<script>window.addEventListener('load', () => { for (const img of document.images)
+  img.setAttribute('data-natural-width', img.naturalWidth); });</script></body>"""
+
+
+def chromium(*args: str, user_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={user_dir}", *args], capture_output=True, text=True, timeout=90, check=True)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="headless Chromium not installed (apt-get install chromium)")
+def test_report_command_renders_in_chromium_with_every_image(tmp_path: Path, ray_session):
+    media = tmp_path / "media"
+    media.mkdir()
+    rng = np.random.default_rng(8)
+    rows = random_rows(rng, 3, (3, 3), error_rate=0.0) + random_rows(rng, 2, (2, 2), media_type="video", prefix="v")
+    for i, r in enumerate(rows):
+        r["uri"] = str(write_image(media / f"{i}.jpg", size=(300, 200), seed=i) if r["media_type"] == "image"
+                       else write_video(media / f"{i}.mp4", n_frames=8, size=(128, 96), seed=i))
+    if MEDIA.exists():
+        rows[0]["uri"] = str(MEDIA / "imagereward_1.webp")
+        rows[-1]["uri"] = str(MEDIA / "curator_test_video.mp4")
+    rows[1]["uri"] = str(media / "gone.png")  # no preview for this one, and the page says so
+    rows.append({**rows[2], "id": "bad", "status": "decode_error", "error": "made-up", "p_yes": None})
+    write_scores(tmp_path / "s", rows)
+    page = tmp_path / "report.html"
+    assert main(["report", "--scores", str(tmp_path / "s"), "--out", str(page), "--top-k", "3", "--quiet"]) == 0
+
+    html = page.read_text()
+    n_images = html.count("<img ")
+    gone = len(re.findall(r'<div class="item" title="[^"]*gone\.png"><div class="noimg"', html))
+    assert n_images >= 7 and gone > 0 and html.count('class="noimg"') == gone  # only the missing file lacks one
+    probe = tmp_path / "probe.html"
+    probe.write_text(html.replace("</body>", PROBE))
+    dom = chromium("--dump-dom", f"file://{probe}", user_dir=tmp_path / "chrome").stdout
+    widths = [int(w) for w in re.findall(r'data-natural-width="(\d+)"', dom)]
+    assert len(widths) == n_images and min(widths) > 0  # every thumbnail decoded by the browser
+    shot = tmp_path / "report.png"
+    chromium(f"--screenshot={shot}", "--window-size=1200,2000", f"file://{page}", user_dir=tmp_path / "chrome")
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape == (2000, 1200, 3) and pixels.std() > 10  # drawn, not blank
