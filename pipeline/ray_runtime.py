@@ -33,6 +33,8 @@ def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int |
         log.info("joining Ray cluster at %s", address)
         ray.init(address=address, **kwargs)
     else:
+        # A local in-process Ray needs no token; without this Ray writes one into $HOME and warns.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), **kwargs)
     if quiet:
         from ray.data import DataContext

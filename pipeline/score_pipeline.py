@@ -48,7 +48,8 @@ def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> Manife
 
 def read_manifest(cfg: JobConfig, columns: list[str]) -> Dataset:
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    return ray.data.read_parquet(path, filesystem=fs, columns=columns)
+    # select_columns is pushed down into the Parquet read: only these columns are read.
+    return ray.data.read_parquet(path, filesystem=fs).select_columns(columns)
 
 
 def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, bool]) -> dict[str, np.ndarray]:
