@@ -38,8 +38,9 @@ class ChecklistScorer:
     numpy columns mixed with nulls do not convert reliably to Arrow blocks.
     """
 
-    def __init__(self, model: dict, decode: dict, checklists_json: str):
+    def __init__(self, model: dict, decode: dict, checklists_json: str, cpu_threads: int | None = None):
         self.model_cfg = ModelConfig.model_validate(model)
+        _set_cpu_threads(cpu_threads)
         self.checklists = checklists_from_json(checklists_json)
         self.adapters = {}
         # One model, but each checklist may carry its own system prompt.
@@ -96,6 +97,15 @@ class ChecklistScorer:
         out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
         out.update(p_yes=p_yes, status=statuses, error=errors)
         return out
+
+
+def _set_cpu_threads(threads: int | None) -> None:
+    """Ray sets OMP_NUM_THREADS to the actor's reserved CPUs (1 by default), which halves CPU
+    scoring on a 2-core node; on CPU the scorer should use the cores the node has."""
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def _maybe_crash_for_test() -> None:

@@ -33,6 +33,7 @@ from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesCo
 
 
 def make_manifest(root: Path, n_images: int, n_videos: int) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in range(n_images):
         path = write_image(root / f"img{k}.png", size=(448, 336), seed=k)

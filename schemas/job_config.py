@@ -112,6 +112,12 @@ class ResourcesConfig(_Strict):
         0.0, ge=0, description="GPUs per scorer actor; 1 on a GPU cluster, 0.5 packs two actors per GPU."
     )
     num_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each scorer actor.")
+    cpu_threads_per_actor: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads of a scorer actor running on CPU. None = every core of "
+        "the node (Ray would otherwise limit the actor to one thread per reserved CPU). Ignored on GPU.",
+    )
     decode_cpus: float = Field(1.0, gt=0, description="CPUs per decode task; leave CPUs free for reads and decode.")
     batch_size: int = Field(
         16,

@@ -1,5 +1,6 @@
 """Run `vrscore` in a process of its own, as a user does: its own local Ray (or the cluster it
-is pointed at), its own environment, killable as a whole.
+is pointed at), its own environment, killable as a whole. (And one setting for jobs run in
+this process: `few_shuffle_partitions`.)
 
 Each run gets a short private Ray temp folder (`RAY_TMPDIR`), which keeps it off the test
 session's cluster and holds its logs, and marks every process it starts: Ray's raylet, GCS
@@ -19,12 +20,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SHUFFLE_PARTITIONS = 4
 QUIET_ENV = {
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "RAY_DATA_LOG_LEVEL": "ERROR",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_HUB_OFFLINE": "1",
     "RAY_AUTH_MODE": "disabled",
+    # The manifest's unique-id check is a groupby whose hash shuffle defaults to 200
+    # partitions: 15-25 s of a 2-core machine for a few rows. Results do not depend on it.
+    "RAY_DATA_DEFAULT_MIN_PARALLELISM": str(SHUFFLE_PARTITIONS),
 }
 
 
@@ -68,6 +73,13 @@ def pids_marked(ray_tmp: Path) -> list[int]:
     return found
 
 
+def describe(pid: int) -> str:
+    try:
+        return f"{pid} {Path(f'/proc/{pid}/cmdline').read_bytes().replace(bytes(1), b' ').decode()[:120]}"
+    except OSError:
+        return f"{pid} (exited)"
+
+
 def _state(proc_dir: Path) -> str:
     return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
 
@@ -80,15 +92,28 @@ def wait_until_gone(ray_tmp: Path, timeout: float) -> list[int]:
     return left
 
 
+def kill_marked(ray_tmp: Path) -> None:
+    """SIGKILL, by pid, every live process marked with `ray_tmp`."""
+    for pid in pids_marked(ray_tmp):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 @pytest.fixture
 def ray_tmp():
     """A private Ray temp folder for one test; kills (by pid) whatever its runs left alive."""
     path = Path(tempfile.mkdtemp(prefix="vrs", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
     yield path
-    for pid in pids_marked(path):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    kill_marked(path)
     wait_until_gone(path, 10)
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def few_shuffle_partitions(monkeypatch):
+    """The same for a job run in this process (on the session's Ray)."""
+    from ray.data import DataContext
+
+    monkeypatch.setattr(DataContext.get_current(), "default_hash_shuffle_parallelism", SHUFFLE_PARTITIONS)

@@ -26,6 +26,7 @@ from jobs.job_config_loading import build_job_config
 from jobs.score_command import flags_of
 from schemas import status as st
 from schemas.job_config import DecodeConfig, ModelConfig
+from tests.job_process import few_shuffle_partitions  # noqa: F401  (fixture)
 from tests.paths import MEDIA, require
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 
@@ -85,11 +86,13 @@ def _bad_manifest(d, http_uri) -> tuple[list[dict], dict[str, tuple[str, str]]]:
         bad.write_image_mode(d / name, mode)
         add(f"mode_{mode}", d / name, st.OK)
     for fmt in ("GIF", "WEBP"):
-        add(f"animated_{fmt}", bad.write_animated(d / f"anim.{fmt.lower()}", fmt, [(200, 30, 30), (30, 30, 200)]), st.OK)
+        anim = bad.write_animated(d / f"anim.{fmt.lower()}", fmt, [(200, 30, 30), (30, 30, 200)])
+        add(f"animated_{fmt}", anim, st.OK)
 
     add("missing", d / "absent.png", st.MISSING_FILE, "no such file")
     add("zero_bytes", bad.write_empty_file(d / "zero.png"), st.EMPTY_FILE, "empty (0 bytes)")
-    add("truncated_mp4", bad.write_truncated_mp4(d / "cut.mp4", keep_fraction=0.5, n_frames=16), st.DECODE_ERROR, "not a readable video")
+    cut = bad.write_truncated_mp4(d / "cut.mp4", keep_fraction=0.5, n_frames=16)
+    add("truncated_mp4", cut, st.DECODE_ERROR, "not a readable video")
     add("corrupt_mp4", require(MEDIA / "decord_corrupted.mp4"), st.DECODE_ERROR, "corrupt")
     add("text_as_mp4", bad.write_text_file(d / "text.mp4"), st.DECODE_ERROR, "not a readable video")
     add("unknown_ext", d / "thing.xyz", st.UNSUPPORTED_MEDIA, "extension '.xyz'")
@@ -105,7 +108,7 @@ def _bad_manifest(d, http_uri) -> tuple[list[dict], dict[str, tuple[str, str]]]:
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
-@pytest.mark.usefixtures("ray_session")
+@pytest.mark.usefixtures("ray_session", "few_shuffle_partitions")
 def test_every_bad_input_is_a_row_and_the_job_goes_on(tmp_path, demo_model_dir, counting_http_server, capsys):
     http_uri, hits = counting_http_server
     media = tmp_path / "media"
@@ -144,13 +147,14 @@ def test_every_bad_input_is_a_row_and_the_job_goes_on(tmp_path, demo_model_dir, 
         count = sum(s == kind for s, _ in expect.values())
         assert re.search(rf"^\s+{kind}\s+{count}$", printed.out, re.M), (kind, printed.out)
     assert rc == 1  # 13 of 24 failed, over --max-error-fraction 0.1
-    assert f"{n_err}/{len(expect)} rows failed ({n_err / len(expect):.1%}), above --max-error-fraction 10.0%" in printed.err
+    why = f"{n_err}/{len(expect)} rows failed ({n_err / len(expect):.1%}), above --max-error-fraction 10.0%"
+    assert why in printed.err
 
     job = pq.read_schema(next((out / "scores").glob("*.parquet"))).metadata[b"vrscore.job"]
     assert b'"trust_remote_code": false' in job  # off unless --trust-remote-code
 
 
-@pytest.mark.usefixtures("ray_session")
+@pytest.mark.usefixtures("ray_session", "few_shuffle_partitions")
 def test_duplicate_ids_are_refused_before_any_work(tmp_path, capsys):
     ids = ["a", "b", "a", "c", "d", "c", "c", "e"]
     rows = [{"id": i, "uri": str(tmp_path / f"{k}.png"), "prompt": "p"} for k, i in enumerate(ids)]

@@ -15,10 +15,12 @@ import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from actors.synthetic_media import write_image, write_video
 from tests.job_process import job_env, ray_tmp, run_job  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # a job in a process of its own, with its own Ray
 N_ROWS = 24
 
 # Runs in the job process: start the cluster, run the CLI against it, then report which

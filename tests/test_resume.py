@@ -28,9 +28,12 @@ from actors.synthetic_media import write_image, write_video
 import schemas
 from jobs import cli as vrscore_cli
 from jobs.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
-from tests.job_process import REPO, cli, job_env, pids_marked, run_job, wait_until_gone
+from tests.job_process import (  # noqa: F401  (fixture)
+    REPO, cli, describe, few_shuffle_partitions, job_env, kill_marked, run_job, wait_until_gone,
+)
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 
+pytestmark = pytest.mark.slow
 N_ROWS, ROWS_PER_FILE = 40, 4
 PENDING = ".pending.parquet"
 
@@ -43,8 +46,8 @@ class Observed:
     ids: list[str]
     killed_files: dict[str, str]  # committed data files after the kill -> sha256
     killed_committed_ids: set[str]  # ids in committed checkpoint files after the kill
-    killed_pending: int  # pending (uncommitted) checkpoints left by the kill
-    left_running: list[int]  # processes of run 1 still alive after the kill
+    killed_uncommitted: list[str]  # data files of run 1 whose commit had not finished
+    left_running: list[str]  # processes of run 1 still alive a minute after the kill
     rerun: subprocess.CompletedProcess
     final_files: dict[str, str]
     crash_marker: Path
@@ -100,25 +103,28 @@ def observed(tmp_path_factory, demo_model_dir) -> Observed:
         deadline = time.monotonic() + 240
         while not _committed(out)[0] and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything in its session
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver's group: driver, GCS, raylet, agents
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, (
             f"run 1 ended by itself (rc {proc.returncode}):\n{(tmp / 'run1.log').read_text()[-3000:]}")
-        left = wait_until_gone(ray_tmp, 20)
-        committed, pending = _committed(out)
+        # Ray's workers have process groups of their own: they must follow when their raylet
+        # is gone (seconds; longer while one is importing torch on a busy machine).
+        left = [describe(pid) for pid in wait_until_gone(ray_tmp, 60)]
+        kill_marked(ray_tmp)  # recorded above; the rerun needs a clean machine
+        committed = _committed(out)[0]
         prefixes = [c.name.removesuffix(".parquet") for c in committed]
-        killed_files = {name: sha for name, sha in _data_files(out).items()
-                        if any(name.startswith(p) for p in prefixes)}
+        after_kill = _data_files(out)
+        killed_files = {name: sha for name, sha in after_kill.items() if any(name.startswith(p) for p in prefixes)}
         killed_ids = {i for c in committed for i in _ids(c)}
 
         env = job_env(ray_tmp, {CRASH_ONCE_ENV: str(marker)})  # Ray's workers inherit it
         rerun = run_job(cli(*args), env)
     finally:
-        for pid in pids_marked(ray_tmp):
-            os.kill(pid, signal.SIGKILL)
+        kill_marked(ray_tmp)
         wait_until_gone(ray_tmp, 10)
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    return Observed(manifest, out, demo_model_dir, ids, killed_files, killed_ids, len(pending), left, rerun,
+    return Observed(manifest, out, demo_model_dir, ids, killed_files, killed_ids,
+                    sorted(set(after_kill) - set(killed_files)), left, rerun,
                     _data_files(out), marker)
 
 
@@ -139,6 +145,7 @@ def test_sigkilled_job_resumes_without_loss_or_duplicates(observed):
     assert len(new_rows) == N_ROWS - len(o.killed_committed_ids)
     assert not set(new_rows) & o.killed_committed_ids
     assert all(len(_ids(o.out / SCORES_DIR / n)) <= ROWS_PER_FILE for n in o.final_files)
+    assert not set(o.killed_uncommitted) & set(o.final_files)  # removed on recovery, if there were any
     assert _committed(o.out)[1] == []  # no pending checkpoint left behind
     summary = re.search(r"rows in = ok \+ errors: (\d+) = (\d+) \+ (\d+)", o.rerun.stdout)
     assert summary and summary.groups() == (str(N_ROWS), str(N_ROWS), "0"), o.rerun.stdout
@@ -147,16 +154,14 @@ def test_sigkilled_job_resumes_without_loss_or_duplicates(observed):
 def test_scorer_actor_crash_is_restarted_and_every_row_scored(observed):
     o = observed
     assert o.rerun.returncode == 0, o.rerun.stderr[-4000:]
-    crashed = o.crash_marker.read_text().split()
-    assert len(crashed) == 1  # one scorer actor exited mid-batch ...
-    with pytest.raises(ProcessLookupError):
-        os.kill(int(crashed[0]), 0)  # ... and is gone
+    # The hook writes the actor's pid, then os._exit()s: the only scorer actor died mid-batch ...
+    assert len(o.crash_marker.read_text().split()) == 1
     table = pq.read_table(o.out / SCORES_DIR)
-    assert sorted(table["id"].to_pylist()) == sorted(o.ids)  # ... and its batch was retried
+    assert sorted(table["id"].to_pylist()) == sorted(o.ids)  # ... was restarted, its batch retried
     assert set(table["status"].to_pylist()) == {"ok"} and table["p_yes"].null_count == 0
 
 
-@pytest.mark.usefixtures("ray_session")
+@pytest.mark.usefixtures("ray_session", "few_shuffle_partitions")
 def test_changed_checklist_and_model_are_refused(observed, tmp_path, capsys):
     o = observed
     checklist = yaml.safe_load((Path(schemas.__file__).parent / "checklists" / "image_default.yaml").read_text())

@@ -8,12 +8,14 @@ import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from actors.synthetic_media import write_image, write_video
 from schemas import status
 from tests.job_process import cli, job_env, ray_tmp, run_job  # noqa: F401  (fixture)
 from tests.s3_fixtures import DUMMY_ACCESS_KEY_ID, DUMMY_SECRET_ACCESS_KEY, s3_endpoint  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.slow  # a job in a process of its own, with its own Ray
 SECRET = DUMMY_SECRET_ACCESS_KEY.encode()
 
 
