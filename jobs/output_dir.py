@@ -43,8 +43,8 @@ def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_c
     return diffs
 
 
-def prepare_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str) -> bool:
-    """Create or check `out`. Returns True when earlier output of the same job is resumed."""
+def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str) -> bool:
+    """Check `out` without writing. Returns True when it holds earlier output of the same job."""
     job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
     if fs.exists(job_path):
         diffs = result_differences(
@@ -60,7 +60,12 @@ def prepare_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, check
     scores = join(out, SCORES_DIR)
     if fs.exists(scores) and fs.ls(scores):
         raise OutputMismatchError(f"{scores} holds files but {job_path} is missing: not a vrscore output to resume")
+    return False
+
+
+def create_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str) -> None:
+    """Start a new output directory: the job and its checklists first, then the data."""
+    job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
     fs.makedirs(out, exist_ok=True)
     fs.pipe_file(checklist_path, checklists_json.encode())
     fs.pipe_file(job_path, job_json.encode())
-    return False

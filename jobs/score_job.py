@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 
 from ray.data import DataContext
 from ray.data.checkpoint import CheckpointConfig
 
-from jobs.output_dir import CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, prepare_output
+from jobs.output_dir import CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, create_output
 from pipeline.ray_runtime import init_ray
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
@@ -66,10 +67,15 @@ def _id_problems(counts: pa.Table) -> pa.Table:
     return counts.filter(bad)
 
 
+def _cluster_cpus() -> int:
+    return max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
+
+
 def check_unique_ids(cfg: JobConfig) -> None:
     """Refuse null or duplicate ids before any work (distributed: ids never reach the driver)."""
     problems = (
-        read_manifest(cfg, ["id"]).groupby("id").count()
+        # A shuffle partition per CPU: Ray's default of 200 costs tens of seconds on small jobs.
+        read_manifest(cfg, ["id"]).groupby("id", num_partitions=_cluster_cpus()).count()
         .map_batches(_id_problems, batch_format="pyarrow").materialize()
     )
     if problems.count() == 0:
@@ -109,9 +115,12 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     job_json = cfg.model_dump_json(indent=2)
     schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
                            model_id=cfg.model.model, job_json=job_json)
+    out_fs = fsspec_filesystem(cfg.out, cfg.storage)
+    resumed = check_output(out_fs, cfg.out, job_json, checklists_json)  # refuse a mismatch before any work
     init_ray(ray_address, quiet=quiet)
     check_unique_ids(cfg)
-    resumed = prepare_output(fsspec_filesystem(cfg.out, cfg.storage), cfg.out, job_json, checklists_json)
+    if not resumed:
+        create_output(out_fs, cfg.out, job_json, checklists_json)
     log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
 
     fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)

@@ -51,6 +51,7 @@ class Observed:
     rerun: subprocess.CompletedProcess
     final_files: dict[str, str]
     crash_marker: Path
+    seconds: dict[str, float]  # run 1 until the kill, the kill until its processes were gone, run 2
 
 
 def _sha(path: Path) -> str:
@@ -96,6 +97,7 @@ def observed(tmp_path_factory, demo_model_dir) -> Observed:
     out, marker = tmp / "out", tmp / "crash-once.txt"
     args = score_args(manifest, demo_model_dir, out)
     ray_tmp = Path(tempfile.mkdtemp(prefix="vrs", dir="/tmp"))
+    t0 = time.monotonic()
     try:
         with open(tmp / "run1.log", "wb") as log:
             proc = subprocess.Popen(cli(*args), cwd=REPO, env=job_env(ray_tmp), start_new_session=True,
@@ -105,11 +107,13 @@ def observed(tmp_path_factory, demo_model_dir) -> Observed:
             time.sleep(0.05)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver's group: driver, GCS, raylet, agents
         proc.wait()
+        t_kill = time.monotonic()
         assert proc.returncode == -signal.SIGKILL, (
             f"run 1 ended by itself (rc {proc.returncode}):\n{(tmp / 'run1.log').read_text()[-3000:]}")
         # Ray's workers have process groups of their own: they must follow when their raylet
         # is gone (seconds; longer while one is importing torch on a busy machine).
         left = [describe(pid) for pid in wait_until_gone(ray_tmp, 60)]
+        t_gone = time.monotonic()
         kill_marked(ray_tmp)  # recorded above; the rerun needs a clean machine
         committed = _committed(out)[0]
         prefixes = [c.name.removesuffix(".parquet") for c in committed]
@@ -119,13 +123,14 @@ def observed(tmp_path_factory, demo_model_dir) -> Observed:
 
         env = job_env(ray_tmp, {CRASH_ONCE_ENV: str(marker)})  # Ray's workers inherit it
         rerun = run_job(cli(*args), env)
+        seconds = {"run1": t_kill - t0, "kill_to_gone": t_gone - t_kill, "run2": time.monotonic() - t_gone}
     finally:
         kill_marked(ray_tmp)
         wait_until_gone(ray_tmp, 10)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     return Observed(manifest, out, demo_model_dir, ids, killed_files, killed_ids,
                     sorted(set(after_kill) - set(killed_files)), left, rerun,
-                    _data_files(out), marker)
+                    _data_files(out), marker, {k: round(v, 1) for k, v in seconds.items()})
 
 
 def test_sigkilled_job_resumes_without_loss_or_duplicates(observed):
@@ -133,6 +138,8 @@ def test_sigkilled_job_resumes_without_loss_or_duplicates(observed):
     assert o.left_running == [], "processes of the killed run still alive (raylet/workers orphaned)"
     assert 0 < len(o.killed_committed_ids) < N_ROWS, "the kill must land mid-run"
     assert o.rerun.returncode == 0, o.rerun.stderr[-4000:]
+    print(f"seconds: {o.seconds}; run 1 committed {len(o.killed_committed_ids)} rows in {len(o.killed_files)} files, "
+          f"left {len(o.killed_uncommitted)} uncommitted")
 
     # Files committed by run 1 are untouched; their rows are exactly the committed ids.
     assert {n: o.final_files.get(n) for n in o.killed_files} == o.killed_files
