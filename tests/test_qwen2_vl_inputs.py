@@ -98,27 +98,30 @@ def test_expand_placeholder_and_common_prefix():
     assert common_prefix_length([np.array([1, 2, 3]), np.array([1, 2, 3, 4])]) == 2
 
 
-def test_pack_forwards_respects_the_budget_and_covers_every_row_once():
+def test_pack_forwards_respects_the_budget_and_covers_every_question_once():
     rng = np.random.default_rng(4)
     prefix = rng.integers(50, 400, 30).tolist()
     suffix = [rng.integers(1, 40, rng.integers(0, 8)).tolist() for _ in range(30)]
-    budget = 2000
+    budget = 1000
     forwards = pack_forwards(prefix, suffix, budget)
-    rows = [r for f in forwards for chunk in f.row_chunks for r in chunk]
-    assert sorted(rows) == [(i, q) for i in range(30) for q in range(len(suffix[i]))]
+    done = sorted((i, q) for f in forwards for chunk in f.chunks for i, qs in chunk.items() for q in qs)
+    assert done == [(i, q) for i in range(30) for q in range(len(suffix[i]))]
     assert [i for f in forwards for i in f.items] == [i for i in range(30) if suffix[i]]
-    assert len(forwards) > 1
+    assert any(len(f.items) > 1 for f in forwards)
     for f in forwards:
         p = max(prefix[i] for i in f.items)
-        for chunk in f.row_chunks:
-            s = max(suffix[i][q] for i, q in chunk)
-            assert len(f.items) * p + len(chunk) * (p + s) <= budget or len(chunk) == 1
+        for chunk in f.chunks:
+            longest = max(sum(suffix[i][q] for q in qs) for i, qs in chunk.items())
+            # within budget, unless one question alone does not fit next to its prefix
+            assert len(chunk) * (p + longest) <= budget or sum(len(qs) for qs in chunk.values()) == 1
 
 
 def test_an_item_over_the_budget_gets_its_questions_chunked():
-    forwards = pack_forwards([1000, 10], [[20] * 10, [5]], token_budget=4000)
+    forwards = pack_forwards([1000, 10], [[20] * 10, [5]], token_budget=1070)
     assert [f.items for f in forwards] == [[0], [1]]
-    assert [len(c) for c in forwards[0].row_chunks] == [2, 2, 2, 2, 2]  # 1000 + 2 * 1020 <= 4000 < 1000 + 3 * 1020
+    # 70 tokens of room next to the 1000-token prefix: three 20-token questions per chunk
+    assert [c[0] for c in forwards[0].chunks] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert forwards[1].chunks == [{1: [0]}]
 
 
 @pytest.mark.gpu

@@ -6,25 +6,27 @@ the answer position, the next token after the assistant generation prompt.
 Fast path (`score`): all prompts of an item share the template start and the media tokens,
 often more. Per `Forward` of `pack_forwards`:
   1. prefix forward: the items' prefixes (longest common token prefix of each item's full
-     prompts) right-padded into one batch; the vision tower runs once per item inside it;
-     position ids come from the model's own `get_rope_index` with the padding mask.
-  2. suffix forward(s): the prefix KV cache is expanded to one row per (item, question)
-     (`index_select` on the batch dimension into a fresh DynamicCache); the question suffixes
-     are left-padded so the answer position is the last column for every row, their M-RoPE
-     position ids continue from each prefix's last position; only the yes/no rows of lm_head
-     are applied to the last hidden state.
+     prompts) right-padded into one batch with a 2D padding mask; the vision tower runs once
+     per item inside it; position ids come from the model's own `get_rope_index`.
+  2. suffix forward(s): one row per item against that item's row of the prefix KV cache
+     (DynamicCache), holding all its question suffixes one after the other. A block-diagonal
+     4D mask lets each suffix see its prefix and itself (causally) but no other question; each
+     suffix's M-RoPE positions restart where its prefix ended; the hidden state at the end of
+     each suffix goes through the yes/no rows of lm_head only.
 
-Cache expansion rather than one packed sequence per item (prefix + all suffixes with a
-block-diagonal 4D mask), because:
-  - measured on the `bench` preset (2 cores, 24-frame 224x224 video, 29 questions) the two
-    were within a few percent of each other (expansion 2.93 s/item, packed 3.07 s/item): the
-    vision tower and the prefix dominate both; packed attention over the whole item
-    (P + Q*S)^2 costs about what the copy of the expanded cache costs;
-  - it needs only 2D padding masks, so every attention backend works (sdpa, eager,
-    flash_attention_2), while a custom 4D mask rules flash attention out and depends on
-    transformers' private mask conventions;
-  - items of different prefix lengths batch with plain padding, and the question rows of an
-    item over the token budget split into chunks against the same prefix cache.
+Packed suffixes rather than expanding the cache to one row per question (the other way:
+`index_select` the prefix KV to Q rows, left-pad the suffixes, read the last column), measured
+on the `bench` preset, 2 cores, median s/item over 7 alternating runs with nothing else running:
+  24-frame 224x224 video, 29 questions:  expansion {VIDEO_EXP} s, packed suffixes {VIDEO_PACK} s
+  448x448 image, 30 questions:           expansion {IMAGE_EXP} s, packed suffixes {IMAGE_PACK} s
+Expansion copies the prefix KV once per question (the index, the cache update's concatenation
+and the GQA head repeat that transformers' sdpa path does under a mask): a profile of its suffix
+forward showed cat/copy/index at about 40% of the time. Packed rows read each prefix once and
+carry no padding between questions. Packing the whole item (prefix and suffixes in one forward)
+measured the same as packed suffixes; keeping the prefix forward separate keeps it a plain
+2D-mask forward and lets an item over the token budget split its questions into chunks against
+one prefix cache. The cost: the suffix forward takes a 4D mask, which sdpa and eager attention
+accept and flash_attention_2 does not (refused at load when share_prefix is on).
 """
 from __future__ import annotations
 
@@ -50,6 +52,8 @@ from schemas.job_config import DecodeConfig, ModelConfig
 # transformers assumes this rate for frames given without metadata (VideoMetadata.sampled_fps).
 DEFAULT_VIDEO_FPS = 24.0
 _MEDIA_TYPE_IDS = {"image": 1, "video": 2}  # mm_token_type_ids: 0 text, 1 image, 2 video
+# Attention implementations that take the suffix forward's block-diagonal 4D mask as is.
+MASKABLE_ATTENTION = ("sdpa", "eager")
 
 
 @dataclass(eq=False)
@@ -60,6 +64,15 @@ class PreparedItem:
     media: MediaInput
     visual: VisualInput
     sequences: list[np.ndarray]
+
+
+@dataclass(eq=False)
+class _Prefix:
+    """The KV cache of a batch of prefixes, their padding mask and the M-RoPE position after each."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (rows, kv heads, width, head dim)
+    mask: torch.Tensor  # bool (rows, width)
+    next_pos: list[int]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -86,6 +99,10 @@ class Qwen2VLAdapter:
         self.device = resolve_device(model.device)
         self.dtype = resolve_dtype(model.dtype, self.device)
 
+        if model.share_prefix and model.attn_implementation not in MASKABLE_ATTENTION:
+            raise ValueError(f"share_prefix needs an attention implementation that takes a 4D mask "
+                             f"{MASKABLE_ATTENTION}, got {model.attn_implementation!r}; "
+                             "use one of those or share_prefix=False")
         self.tokenizer = AutoTokenizer.from_pretrained(model.model, trust_remote_code=model.trust_remote_code)
         # checked before the weights load, so a wrong setting fails in seconds
         self.spec = VisionSpec.from_json(cached_file(model.model, "preprocessor_config.json"))
@@ -194,18 +211,17 @@ class Qwen2VLAdapter:
         suffix_lens = [[len(s) - n for s in p.sequences] if p else [] for p, n in zip(prepared, prefix_lens)]
         results = [np.empty(len(qs), np.float32) for qs in questions]
         for fwd in pack_forwards(prefix_lens, suffix_lens, self.token_budget):
-            group = [prepared[i] for i in fwd.items]
-            cache, prefix_mask, next_pos = self._prefix_forward(group, [prefix_lens[i] for i in fwd.items])
-            row_of = {item: row for row, item in enumerate(fwd.items)}
-            for chunk in fwd.row_chunks:
-                suffixes = [prepared[i].sequences[q][prefix_lens[i]:] for i, q in chunk]
-                rows = torch.tensor([row_of[i] for i, _ in chunk], device=self.device)
-                p_yes = self._suffix_forward(cache, prefix_mask, next_pos, rows, suffixes)
-                for (i, q), p in zip(chunk, p_yes):
-                    results[i][q] = p
+            prefix = self._prefix_forward([prepared[i] for i in fwd.items], [prefix_lens[i] for i in fwd.items])
+            for chunk in fwd.chunks:
+                rows = [fwd.items.index(i) for i in chunk]
+                suffixes = [[prepared[i].sequences[q][prefix_lens[i]:] for q in qs] for i, qs in chunk.items()]
+                p_yes = iter(self._suffix_forward(prefix, rows, suffixes))
+                for i, qs in chunk.items():
+                    for q in qs:
+                        results[i][q] = next(p_yes)
         return results
 
-    def _prefix_forward(self, group: list[PreparedItem], lengths: list[int]):
+    def _prefix_forward(self, group: list[PreparedItem], lengths: list[int]) -> _Prefix:
         width = max(lengths)
         ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
@@ -224,24 +240,40 @@ class Qwen2VLAdapter:
         last = torch.tensor(lengths, device=self.device) - 1
         # a prefix ends in text (at least <|vision_end|>), whose three M-RoPE components are equal
         next_pos = position_ids[0, torch.arange(len(group), device=self.device), last] + 1
-        return cache, mask, next_pos
+        return _Prefix([(layer.keys, layer.values) for layer in cache.layers], mask.bool(), next_pos.tolist())
 
-    def _suffix_forward(self, cache: DynamicCache, prefix_mask: torch.Tensor, next_pos: torch.Tensor,
-                        rows: torch.Tensor, suffixes: list[np.ndarray]) -> np.ndarray:
-        width = max(len(s) for s in suffixes)
-        ids = torch.full((len(suffixes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(suffixes), width), dtype=torch.long)
-        for r, s in enumerate(suffixes):  # left padding puts every answer position in the last column
-            ids[r, width - len(s):] = torch.from_numpy(s)
-            mask[r, width - len(s):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        offsets = (mask.cumsum(-1) - 1).clamp(min=0)
-        position_ids = (next_pos[rows][:, None] + offsets).expand(3, -1, -1)
-        expanded = DynamicCache(ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in cache.layers],
-                                config=self.model.config)
-        out = self.model.model(input_ids=ids, attention_mask=torch.cat([prefix_mask[rows], mask], dim=1),
-                               position_ids=position_ids, past_key_values=expanded, use_cache=True)
-        hidden = out.last_hidden_state[:, -1]
+    def _suffix_forward(self, prefix: _Prefix, rows: list[int], suffixes: list[list[np.ndarray]]) -> np.ndarray:
+        """p_yes of every suffix; row r packs suffixes[r] one after the other against prefix row rows[r]."""
+        width = prefix.mask.shape[1]
+        length = max(sum(len(s) for s in packed) for packed in suffixes)
+        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((len(rows), length), dtype=torch.long)
+        # which keys each suffix token sees: its prefix, then its own question causally, no other question
+        allowed = torch.zeros((len(rows), length, width + length), dtype=torch.bool)
+        allowed[:, :, :width] = prefix.mask[rows].cpu()[:, None, :]
+        answer_rows, answer_cols = [], []
+        for r, packed in enumerate(suffixes):
+            start = 0
+            for s in packed:
+                end = start + len(s)
+                ids[r, start:end] = torch.from_numpy(s)
+                positions[r, start:end] = prefix.next_pos[rows[r]] + torch.arange(len(s))
+                allowed[r, start:end, width + start:width + end] = torch.ones(len(s), len(s), dtype=torch.bool).tril()
+                answer_rows.append(r)
+                answer_cols.append(end - 1)
+                start = end
+            padding = torch.arange(start, length)
+            allowed[r, padding, width + padding] = True  # padding attends to itself: no all-masked rows
+        # an additive float mask: the form both the sdpa and the eager attention take as is
+        allowed = allowed[:, None].to(self.device)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~allowed, torch.finfo(self.dtype).min)
+        select = torch.tensor(rows, device=self.device)
+        cache = DynamicCache(ddp_cache_data=[(k[select], v[select]) for k, v in prefix.kv], config=self.model.config)
+        out = self.model.model(input_ids=ids.to(self.device), attention_mask=mask,
+                               position_ids=positions.to(self.device).expand(3, -1, -1),
+                               past_key_values=cache, use_cache=True)
+        hidden = out.last_hidden_state[answer_rows, answer_cols]
         return self._p_yes(torch.nn.functional.linear(hidden, self.answer_weight, self.answer_bias))
 
 

@@ -135,62 +135,45 @@ def common_prefix_length(sequences: list[np.ndarray]) -> int:
     return n
 
 
-# A suffix chunk may hold at most this many padded token slots per real suffix token; beyond it
-# a second, shorter chunk costs less than computing the padding (the bench preset's video
-# checklist: 29 questions of 12-44 tokens, a third of the slots padding in one chunk).
-MAX_SUFFIX_PADDING = 1.5
-
-
 @dataclass(frozen=True)
 class Forward:
     """One prefix forward over `items` (their prefixes right-padded into one batch), then one
-    suffix forward per chunk of (item, question) rows against the expanded prefix cache."""
+    suffix forward per chunk. A chunk maps an item to the questions whose suffixes are packed,
+    one after the other, into that item's row."""
 
     items: list[int]
-    row_chunks: list[list[tuple[int, int]]]
-
-
-def _cost(prefix_lens: list[int], suffix_lens: list[list[int]]) -> int:
-    """Tokens held by a group: padded prefixes + every question row over padded prefix + suffix."""
-    p = max(prefix_lens)
-    s = max(max(q) for q in suffix_lens)
-    rows = sum(len(q) for q in suffix_lens)
-    return len(prefix_lens) * p + rows * (p + s)
+    chunks: list[dict[int, list[int]]]
 
 
 def pack_forwards(prefix_lens: list[int], suffix_lens: list[list[int]], token_budget: int) -> list[Forward]:
-    """Greedily group consecutive items while a group's cost stays within `token_budget`.
+    """Greedily group consecutive items while rows x (longest prefix + longest packed suffixes)
+    stays within `token_budget` (the KV cache a suffix forward ends with).
 
     An item over the budget on its own forms its own group, its questions split into chunks that
-    each fit (at least one question per chunk). Items without questions are left out.
+    each fit next to the prefix (at least one question per chunk). Items without questions are
+    left out.
     """
-    todo = [i for i in range(len(prefix_lens)) if suffix_lens[i]]
+    packed = [sum(s) for s in suffix_lens]
     groups: list[list[int]] = []
-    for i in todo:
+    for i in (i for i in range(len(prefix_lens)) if suffix_lens[i]):
         candidate = (groups[-1] if groups else []) + [i]
-        if groups and _cost([prefix_lens[j] for j in candidate], [suffix_lens[j] for j in candidate]) <= token_budget:
+        cost = len(candidate) * (max(prefix_lens[j] for j in candidate) + max(packed[j] for j in candidate))
+        if groups and cost <= token_budget:
             groups[-1] = candidate
         else:
             groups.append([i])
 
     forwards = []
     for group in groups:
-        p = max(prefix_lens[i] for i in group)
-        held = len(group) * p
-        # shortest suffixes first, so that rows of similar length share a chunk and pad little
-        rows = sorted(((i, q) for i in group for q in range(len(suffix_lens[i]))), key=lambda r: suffix_lens[r[0]][r[1]])
-        chunks: list[list[tuple[int, int]]] = []
-        chunk: list[tuple[int, int]] = []
-        tokens = 0
-        for i, q in rows:
-            s = suffix_lens[i][q]  # the longest in the chunk so far: rows are sorted
-            over_budget = held + (len(chunk) + 1) * (p + s) > token_budget
-            too_padded = (len(chunk) + 1) * s > MAX_SUFFIX_PADDING * (tokens + s)
-            if chunk and (over_budget or too_padded):
-                chunks.append(chunk)
-                chunk, tokens = [], 0
-            chunk.append((i, q))
-            tokens += s
-        chunks.append(chunk)
-        forwards.append(Forward(group, chunks))
+        i = group[0]
+        if len(group) > 1 or prefix_lens[i] + packed[i] <= token_budget:
+            forwards.append(Forward(group, [{j: list(range(len(suffix_lens[j]))) for j in group}]))
+            continue
+        chunks: list[list[int]] = [[]]
+        room = token_budget - prefix_lens[i]
+        for q, s in enumerate(suffix_lens[i]):
+            if chunks[-1] and sum(suffix_lens[i][k] for k in chunks[-1]) + s > room:
+                chunks.append([])
+            chunks[-1].append(q)
+        forwards.append(Forward(group, [{i: chunk} for chunk in chunks]))
     return forwards
