@@ -13,12 +13,12 @@ and the packing of items into forwards under a token budget.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from pipeline.resize_policy import smart_resize  # the decoder's rule: frames arrive at its size
 
 
 @dataclass(frozen=True)
@@ -57,24 +57,6 @@ class VisualInput:
     pixel_values: np.ndarray  # float32 (grid_t * grid_h * grid_w, 3 * temporal_patch * patch * patch)
     grid_thw: tuple[int, int, int]
     num_tokens: int  # placeholder tokens in the prompt = patches / merge_size**2
-
-
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's target size: sides multiples of `factor`, area within [min_pixels, max_pixels],
-    aspect ratio kept as well as possible (same arithmetic as transformers' smart_resize)."""
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"absolute aspect ratio must be smaller than 200, got {max(height, width) / min(height, width)}")
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
 
 
 def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
