@@ -80,7 +80,8 @@ class ModelConfig(_Strict):
         "auto", description="'auto' = bfloat16 on GPU, float32 on CPU (bf16 on CPU is slower and noisier)."
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="'auto' = cuda when a GPU is visible to the actor.")
-    attn_implementation: str = Field("sdpa", description="transformers attention backend ('sdpa', 'eager', 'flash_attention_2').")
+    attn_implementation: str = Field("sdpa", description="transformers attention backend ('sdpa' or 'eager'; 'flash_attention_2' only with "
+        "share_prefix=False, since the shared-prefix path needs a 4D attention mask).")
     trust_remote_code: bool = Field(
         False, description="Allow model repos to run their own Python code. Off unless asked for."
     )
@@ -97,9 +98,10 @@ class ModelConfig(_Strict):
     )
     token_budget: int = Field(
         16384,
-        description="Upper bound on tokens held in one forward of the scorer (prefix tokens of the "
-        "batched items + question rows x (prefix + suffix)). Bigger fills the GPU better; too big "
-        "runs out of memory. Items are packed greedily up to it.",
+        description="Upper bound on tokens in one suffix forward of the scorer: rows x (longest "
+        "prefix + longest set of packed question suffixes). Bigger fills the GPU better; too big "
+        "runs out of memory. Items are packed greedily up to it; an item over it alone has its "
+        "questions split into chunks against one prefix cache.",
     )
 
 

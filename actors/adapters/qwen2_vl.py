@@ -16,12 +16,12 @@ often more. Per `Forward` of `pack_forwards`:
 
 Packed suffixes rather than expanding the cache to one row per question (the other way:
 `index_select` the prefix KV to Q rows, left-pad the suffixes, read the last column), measured
-on the `bench` preset, 2 cores, median s/item over 7 alternating runs with nothing else running:
-  24-frame 224x224 video, 29 questions:  expansion {VIDEO_EXP} s, packed suffixes {VIDEO_PACK} s
-  448x448 image, 30 questions:           expansion {IMAGE_EXP} s, packed suffixes {IMAGE_PACK} s
+on the `bench` preset, 2 cores, median s/item over 7 alternating runs on an otherwise idle machine:
+  24-frame 224x224 video, 29 questions:  expansion 1.146 s, packed suffixes 0.943 s
+  448x448 image, 30 questions:           expansion 0.490 s, packed suffixes 0.410 s
 Expansion copies the prefix KV once per question (the index, the cache update's concatenation
 and the GQA head repeat that transformers' sdpa path does under a mask): a profile of its suffix
-forward showed cat/copy/index at about 40% of the time. Packed rows read each prefix once and
+forward showed cat/copy/index at a quarter to a third of its time. Packed rows read each prefix once and
 carry no padding between questions. Packing the whole item (prefix and suffixes in one forward)
 measured the same as packed suffixes; keeping the prefix forward separate keeps it a plain
 2D-mask forward and lets an item over the token budget split its questions into chunks against

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
 from pipeline.resize_policy import smart_resize  # the decoder's rule: frames arrive at its size
 
 
