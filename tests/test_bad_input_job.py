@@ -29,6 +29,7 @@ from schemas.job_config import DecodeConfig, ModelConfig
 from tests.job_process import few_shuffle_partitions  # noqa: F401  (fixture)
 from tests.paths import MEDIA, require
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
+from tests.fifo_helpers import unblock_fifo_later
 
 TIMEOUT_S = 5
 
@@ -51,21 +52,6 @@ def counting_http_server(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/served.png", hits
     server.shutdown()
-
-
-def _unblock_fifo_later(fifo, after_s: float) -> threading.Timer:
-    """Safety net: should the timeout not work, end the blocked read (the row then reads as an
-    empty file) so the test fails on its status instead of hanging."""
-    def unblock():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # no reader left: the timeout worked
-            pass
-
-    timer = threading.Timer(after_s, unblock)
-    timer.daemon = True
-    timer.start()
-    return timer
 
 
 def _bad_manifest(d, http_uri) -> tuple[list[dict], dict[str, tuple[str, str]]]:
@@ -116,7 +102,7 @@ def test_every_bad_input_is_a_row_and_the_job_goes_on(tmp_path, demo_model_dir, 
     rows, expect = _bad_manifest(media, http_uri)
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "manifest.parquet")
     out = tmp_path / "out"
-    safety = _unblock_fifo_later(media / "hang.mp4", after_s=120)
+    safety = unblock_fifo_later(media / "hang.mp4", after_s=120)
     try:
         rc = vrscore_cli.main([
             "score", "--manifest", str(tmp_path / "manifest.parquet"), "--model", str(demo_model_dir),

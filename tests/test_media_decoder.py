@@ -23,6 +23,7 @@ from schemas import status as st
 from schemas.job_config import DecodeConfig
 from tests.paths import MEDIA
 from tests.test_media_io import s3_options  # noqa: F401 - fixture
+from tests.fifo_helpers import unblock_fifo_later
 
 CFG = DecodeConfig()
 IMAGE_BOUNDS = (CFG.image_min_pixels, CFG.image_max_pixels)
@@ -243,26 +244,11 @@ def test_empty_batch(decoder):
     assert all(len(out[k]) == 0 for k in ("frames", "frames_shape", "fps", "status"))
 
 
-def _unblock_fifo_later(fifo, after_s: float) -> threading.Timer:
-    """Safety net: should the timeout fail, end the blocked read (as an empty file) so the
-    test fails on its status instead of hanging."""
-    def unblock():
-        try:
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # no reader left: the timeout worked
-            pass
-
-    timer = threading.Timer(after_s, unblock)
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_hanging_read_times_out_and_the_next_row_decodes(tmp_path, media):
     os.mkfifo(tmp_path / "hang.mp4")  # opening it for reading blocks until a writer comes: forever
     stage = MediaDecoder(DecodeConfig(timeout_s=0.5).model_dump())
-    safety = _unblock_fifo_later(tmp_path / "hang.mp4", after_s=8)
+    safety = unblock_fifo_later(tmp_path / "hang.mp4", after_s=8)
     try:
         start = time.monotonic()
         out = stage(batch_of([tmp_path / "hang.mp4", media / "a.png"], ["video", "image"]))
