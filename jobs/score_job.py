@@ -32,8 +32,9 @@ class JobSummary:
     rows: int
     ok: int
     errors_by_status: dict[str, int]
-    dimension_means: dict[str, float | None]
-    score_mean: float | None
+    # media type -> column (score, dim_*) -> mean over its ok rows: image and video scores
+    # live on different scales, so they are never averaged together.
+    means: dict[str, dict[str, float | None]]
     seconds: float
     out: str
     files: list[str] = field(default_factory=list)
@@ -49,20 +50,36 @@ class JobSummary:
         ]
         for kind, n in sorted(self.errors_by_status.items()):
             lines.append(f"  {kind:<18} {n}")
-        lines.append(f"{'mean score':<24} {_fmt(self.score_mean)}")
-        for col, mean in self.dimension_means.items():
-            lines.append(f"{'mean ' + col:<24} {_fmt(mean)}")
+        kinds = sorted(self.means)
+        if kinds:
+            lines.append(f"{'mean':<24}" + "".join(f"{k:>10}" for k in kinds))
+            columns = dict.fromkeys(c for k in kinds for c in self.means[k])
+            for col in columns:
+                values = [self.means[k].get(col) for k in kinds]
+                if any(v is not None for v in values):
+                    lines.append(f"{col:<24}" + "".join(f"{_fmt(v):>10}" for v in values))
         lines.append(f"scores: {join(self.out, SCORES_DIR)}/  ({len(self.files)} files)")
         lines.append(f"checklist: {join(self.out, CHECKLIST_FILE)}   job: {join(self.out, JOB_FILE)}")
         return "\n".join(lines)
+
+
+def _mean(values: pa.ChunkedArray) -> float | None:
+    m = pc.mean(values).as_py()
+    return None if m is None else float(m)
 
 
 def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:+.4f}"
 
 
+# Up to this many manifest rows the ids are counted on the driver: one column read with
+# pyarrow (about 100 MB for 2M ids) in well under a second, where a distributed groupby
+# costs seconds of shuffle tasks even for ten rows. Larger manifests never reach the driver.
+DRIVER_ID_CHECK_MAX_ROWS = 2_000_000
+
+
 def _id_problems(counts: pa.Table) -> pa.Table:
-    """Rows of groupby('id').count() that are null ids or duplicates."""
+    """Rows of an (id, count()) table that are null ids or duplicates."""
     bad = pc.or_(pc.is_null(counts["id"]), pc.greater(counts["count()"], 1))
     return counts.filter(bad)
 
@@ -71,37 +88,64 @@ def _cluster_cpus() -> int:
     return max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
 
 
-def check_unique_ids(cfg: JobConfig) -> None:
-    """Refuse null or duplicate ids before any work (distributed: ids never reach the driver)."""
+def _manifest_rows(cfg: JobConfig) -> int:
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    return sum(f.metadata.num_rows for f in pq.ParquetDataset(path, filesystem=fs).fragments)
+
+
+def _id_problems_on_driver(cfg: JobConfig) -> tuple[int, list[dict]]:
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    ids = pq.ParquetDataset(path, filesystem=fs).read(columns=["id"])
+    counts = ids.group_by("id").aggregate([([], "count_all")]).rename_columns(["id", "count()"])
+    problems = _id_problems(counts)
+    first = pc.sort_indices(problems, sort_keys=[("id", "ascending", "at_start")])[:11]
+    return problems.num_rows, problems.take(first).to_pylist()
+
+
+def _id_problems_distributed(cfg: JobConfig) -> tuple[int, list[dict]]:
     problems = (
         # A shuffle partition per CPU: Ray's default of 200 costs tens of seconds on small jobs.
         read_manifest(cfg, ["id"]).groupby("id", num_partitions=_cluster_cpus()).count()
         .map_batches(_id_problems, batch_format="pyarrow").materialize()
     )
-    if problems.count() == 0:
+    n = problems.count()
+    if n == 0:
+        return 0, []
+    nulls = problems.map_batches(_null_id_rows, batch_format="pyarrow").take(1)
+    return n, nulls + problems.take(11)
+
+
+def _null_id_rows(counts: pa.Table) -> pa.Table:
+    return counts.filter(pc.is_null(counts["id"]))
+
+
+def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_ROWS) -> None:
+    """Refuse null or duplicate ids before any work. Small manifests are checked on the
+    driver; larger ones by a distributed groupby, so their ids never reach the driver."""
+    on_driver = _manifest_rows(cfg) <= driver_max_rows
+    n_problems, rows = _id_problems_on_driver(cfg) if on_driver else _id_problems_distributed(cfg)
+    if n_problems == 0:
         return
-    rows = problems.take(11)
     nulls = [r for r in rows if r["id"] is None]
     if nulls:
         raise ManifestError(f"{nulls[0]['count()']} manifest rows have a null id; ids must be unique strings")
-    n_dupes = problems.count()
     shown = ", ".join(f"{r['id']!r} x{r['count()']}" for r in rows[:10])
-    raise ManifestError(f"{n_dupes} ids appear more than once in the manifest (ids must be unique): {shown}")
+    raise ManifestError(f"{n_problems} ids appear more than once in the manifest (ids must be unique): {shown}")
 
 
 def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float) -> JobSummary:
     fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
-    table = pq.ParquetDataset(path, filesystem=fs).read(columns=["status", "score", *dim_cols])
+    columns = ["score", *dim_cols]
+    table = pq.ParquetDataset(path, filesystem=fs).read(columns=["status", "media_type", *columns])
     counts = {r["values"]: r["counts"] for r in pc.value_counts(table["status"]).to_pylist()}
     ok = counts.pop(status.OK, 0)
-
-    def mean(col: str) -> float | None:
-        m = pc.mean(table[col]).as_py()
-        return None if m is None else float(m)
-
+    ok_rows = table.filter(pc.equal(table["status"], status.OK))
+    means = {}
+    for kind in sorted(set(ok_rows["media_type"].to_pylist()) - {None}):
+        rows = ok_rows.filter(pc.equal(ok_rows["media_type"], kind))
+        means[kind] = {c: _mean(rows[c]) for c in columns}
     return JobSummary(
-        rows=table.num_rows, ok=ok, errors_by_status=counts, score_mean=mean("score"),
-        dimension_means={c: mean(c) for c in dim_cols}, seconds=seconds, out=cfg.out,
+        rows=table.num_rows, ok=ok, errors_by_status=counts, means=means, seconds=seconds, out=cfg.out,
         files=[f for f in pq.ParquetDataset(path, filesystem=fs).files],
     )
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.parquet_reader import read_parquet
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.job_config import StorageConfig
@@ -52,11 +53,8 @@ class ScoresInput:
         return sum(f.metadata.num_rows for f in pq.ParquetDataset(path, filesystem=fs).fragments)
 
     def read(self, columns: list[str] | None = None) -> "Dataset":
-        import ray  # the CLI imports this module for --help: keep Ray out of that path
-
         fs, path = arrow_filesystem(self.data_uri, self.storage)
-        ds = ray.data.read_parquet(path, filesystem=fs)
-        return ds.select_columns(columns) if columns else ds  # projected into the Parquet read
+        return read_parquet(path, fs, columns)
 
     def require_columns(self, columns: list[str], what: str) -> None:
         missing = [c for c in columns if c not in self.schema.names]

@@ -3,6 +3,7 @@ every manifest row accounted for, scores recomputable from the written p_yes."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,15 @@ def test_every_row_scored_once_with_explicit_schema(tmp_path, demo_model_dir):
         for dim, values in agg.dimensions.items():
             assert r[f"dim_{dim}"] == pytest.approx(values[0])
     assert {r["group"] for r in rows} == {"g1", "g2"}
+
+    # Summary means are per media type (image and video scores live on different scales).
+    for kind in ("image", "video"):
+        ok = [r for r in rows if r["status"] == status.OK and r["media_type"] == kind]
+        assert ok and summary.means[kind]["score"] == pytest.approx(np.mean([r["score"] for r in ok]))
+    printed = summary.format()
+    assert re.search(r"^mean\s+image\s+video$", printed, re.M)
+    assert re.search(rf"^score\s+{summary.means['image']['score']:+.4f}\s+{summary.means['video']['score']:+.4f}$",
+                     printed, re.M)
 
 
 def test_visionreward_video_checklist_and_refusal_to_overwrite(tmp_path, demo_model_dir):
