@@ -75,6 +75,7 @@ class ChecklistScorer:
                     frames=frames_of(batch["frames"][i], batch["frames_shape"][i]),
                     media_type=kind,
                     fps=None if np.isnan(batch["fps"][i]) else float(batch["fps"][i]),
+                    resized=True,  # the decode stage resized them with the same DecodeConfig
                 )
                 for i in rows
             ]

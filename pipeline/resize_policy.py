@@ -1,9 +1,11 @@
 """The frame size the model sees: the Qwen2-VL `smart_resize` rule as a pure function.
 
-The decode stage resizes every image and video frame to this size, and the model adapter
-applies the same rule, so the processor of a Qwen2-VL-family model finds sides that are
-already multiples of its patch grid and pixel counts within its bounds, and never resizes
-again (which would cost a second interpolation on the scorer's critical path).
+The decode stage resizes every image and video frame to this size, once, from the source,
+as the stock Qwen2-VL processor does; the scorer marks those frames resized and the model
+adapter takes them as they are. The rule is not idempotent at its edges (rounding the short
+side up can push the aspect ratio past 200; the one-factor floor can leave a result above
+`max_pixels`), so applying it a second time could change what the model sees. Frames handed
+to an adapter directly, not marked resized, get the same rule there.
 """
 from __future__ import annotations
 

@@ -143,3 +143,39 @@ def test_video_prep_agrees_with_the_stock_video_processor(spec, shape):
     else:
         # PIL's and torchvision's antialiased bicubic filters differ by a grey level here and there
         assert diff.mean() < 0.01 and np.quantile(diff, 0.99) < 0.05
+
+
+@pytest.mark.parametrize("size,bounds", [((29, 5771), None), ((15, 2250), (56 * 56, 64 * 28 * 28))],
+                         ids=["ratio-199-rounds-to-206", "floor-above-max-pixels"])
+def test_decoded_frames_are_not_resized_twice(demo_model_dir, spec, size, bounds):
+    """At the rule's edges a resized frame is not a fixed point of the rule. The decode stage
+    resizes once from the source, as the stock processor does; the adapter must take its
+    frames as they are, or the model sees other pixels than stock (or the item fails)."""
+    import io
+
+    from PIL import Image
+
+    from actors.frame_decode import decode_image
+    from schemas.job_config import DecodeConfig
+
+    cfg = DecodeConfig() if bounds is None else DecodeConfig(image_min_pixels=bounds[0], image_max_pixels=bounds[1])
+    buf = io.BytesIO()
+    Image.fromarray(_frames(np.random.default_rng(5), 1, *size)[0]).save(buf, "PNG")
+    frames = decode_image(buf.getvalue(), cfg).frames
+    stock = Qwen2VLImageProcessorPil.from_pretrained(
+        demo_model_dir, min_pixels=cfg.image_min_pixels, max_pixels=cfg.image_max_pixels,
+    )(images=[Image.open(buf).convert("RGB")], return_tensors="np")
+    ours = prepare_visual(frames, spec, cfg.image_min_pixels, cfg.image_max_pixels, already_resized=True)
+    assert ours.grid_thw == tuple(stock["image_grid_thw"][0])
+    np.testing.assert_allclose(ours.pixel_values, stock["pixel_values"], atol=1e-5)
+    # the same frames resized again would not be what the stock processor gives
+    try:
+        again = prepare_visual(frames, spec, cfg.image_min_pixels, cfg.image_max_pixels).grid_thw
+    except ValueError:
+        again = None
+    assert again != ours.grid_thw
+
+
+def test_frames_marked_resized_must_sit_on_the_grid(spec):
+    with pytest.raises(ValueError, match="not multiples of the resize factor 28"):
+        prepare_visual(_frames(np.random.default_rng(0), 1, 57, 56), spec, MIN_PIXELS, MAX_PIXELS, already_resized=True)

@@ -18,11 +18,17 @@ class MediaInput:
     media_type: "image" or "video".
     fps: the sampling rate of the given frames (frames per second of the source timeline),
         used for Qwen2.5-VL's temporal positions; None = unknown.
+    resized: True when the frames are already at the model's input size, resized from the
+        source by the decode stage with the same rule and settings. The adapter then takes
+        them as they are: resizing a resized frame is not always a no-op (rounding can push
+        it past a pixel or aspect-ratio bound), and the stock processor resizes once, from
+        the source.
     """
 
     frames: np.ndarray
     media_type: str
     fps: float | None = None
+    resized: bool = False
 
     def __post_init__(self) -> None:
         if self.media_type not in MEDIA_TYPES:

@@ -146,9 +146,10 @@ class Qwen2VLAdapter:
         """Pixels, grid and the token sequence of every question of `item`."""
         d = self.decode
         if item.media_type == "image":
-            visual = prepare_visual(item.frames, self.spec, d.image_min_pixels, d.image_max_pixels, d.resize_factor)
+            bounds = (d.image_min_pixels, d.image_max_pixels)
         else:
-            visual = prepare_visual(item.frames, self.spec, d.video_min_pixels, d.video_max_pixels, d.resize_factor)
+            bounds = (d.video_min_pixels, d.video_max_pixels)
+        visual = prepare_visual(item.frames, self.spec, *bounds, d.resize_factor, already_resized=item.resized)
         placeholder = self.placeholder_ids[item.media_type]
         sequences = [expand_placeholder(self._prompt_ids(item.media_type, q), placeholder, visual.num_tokens)
                      for q in questions]
