@@ -146,6 +146,8 @@ def _serve(conn: Connection) -> None:
     decode, storage_options = conn.recv()
     cfg = DecodeConfig.model_validate(decode)
     spec = parse_frames_spec(cfg.frames)
+    if cfg.worker_nice:
+        os.nice(cfg.worker_nice)
     # decord logs the whole input on some open failures (megabytes of binary) and FFmpeg
     # warns per bad packet; the row's error message carries the reason instead.
     os.dup2(os.open(os.devnull, os.O_WRONLY), 2)

@@ -292,3 +292,14 @@ def test_reads_s3_through_the_stage(media, s3_options):  # noqa: F811 - fixture
         stage.close()
     assert out["status"].tolist() == [st.OK, st.MISSING_FILE]
     assert np.array_equal(frames(out, 0)[0], make_picture((112, 56), 2))
+
+
+@pytest.mark.parametrize("nice", [0, 10])
+def test_decode_worker_runs_at_its_configured_niceness(media, nice):
+    worker = DecodeWorker(CFG.model_copy(update={"worker_nice": nice}).model_dump(), {})
+    try:
+        assert worker.decode(str(media / "grid.png"), "image", timeout_s=10).shape == (1, 56, 112, 3)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.pid) == min(19, own + nice)
+    finally:
+        worker.close()
