@@ -9,43 +9,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoTokenizer
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from actors.synthetic_media import write_image
 from jobs.score_job import run_score_job
 from schemas.checklist import default_checklist
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
+from tests.stock_forward import stock_image_p_yes
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 
 PROMPT = "a lighthouse on a cliff at sunset"
-
-
-def direct_p_yes(model_dir, image_path, texts: list[str], min_pixels: int, max_pixels: int) -> np.ndarray:
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    proc = Qwen2VLImageProcessorPil.from_pretrained(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
-    vis = proc(images=[Image.open(image_path).convert("RGB")], return_tensors="pt")
-    n_media = int(vis["image_grid_thw"].prod()) // proc.merge_size**2
-    yes = [tok.convert_tokens_to_ids(w) for w in ("Yes", "yes")]
-    no = [tok.convert_tokens_to_ids(w) for w in ("No", "no")]
-    out = []
-    for text in texts:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompt = prompt.replace("<|image_pad|>", "<|image_pad|>" * n_media)
-        ids = tok(prompt, return_tensors="pt")["input_ids"]
-        image_id = tok.convert_tokens_to_ids("<|image_pad|>")
-        with torch.no_grad():
-            logits = model(
-                input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=vis["pixel_values"],
-                image_grid_thw=vis["image_grid_thw"], mm_token_type_ids=(ids == image_id).long(),
-            ).logits[0, -1]
-        pair = torch.stack([torch.logsumexp(logits[yes], 0), torch.logsumexp(logits[no], 0)])
-        out.append(torch.softmax(pair, 0)[0].item())
-    return np.array(out)
 
 
 @pytest.mark.usefixtures("ray_session")
@@ -65,7 +38,8 @@ def test_pipeline_p_yes_equals_direct_forward(tmp_path, demo_model_dir):
     texts = default_checklist("image").render(PROMPT)
     for id_, path in images.items():
         assert rows[id_]["status"] == "ok", rows[id_]["error"]
-        expected = direct_p_yes(demo_model_dir, path, texts, decode.image_min_pixels, decode.image_max_pixels)
+        expected = stock_image_p_yes(demo_model_dir, Image.open(path), texts, decode.image_min_pixels,
+                                     decode.image_max_pixels)
         np.testing.assert_allclose(np.array(rows[id_]["p_yes"]), expected, atol=2e-5)
         # random weights still give distinct answers per question: the comparison is not vacuous
         assert np.ptp(expected) > 1e-4

@@ -17,20 +17,18 @@ import pytest
 import torch
 from PIL import Image
 from transformers import (
-    AutoModelForImageTextToText,
-    AutoTokenizer,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
 )
-from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from actors import demo_model as dm
 from actors.adapters import MediaInput, load_adapter
 from actors.synthetic_media import make_picture
 from schemas.checklist import default_checklist
 from schemas.job_config import DecodeConfig, ModelConfig
+from tests.stock_forward import stock_image_p_yes
 
 TOL = 1e-4
 DECODE = DecodeConfig(image_min_pixels=56 * 56, image_max_pixels=64 * 28 * 28)
@@ -87,28 +85,6 @@ def _build(out: Path, spec: dict) -> Path:
     return out
 
 
-def _stock_p_yes(model_dir: Path, image: np.ndarray, texts: list[str]) -> np.ndarray:
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
-    proc = Qwen2VLImageProcessorPil.from_pretrained(model_dir, min_pixels=DECODE.image_min_pixels,
-                                                    max_pixels=DECODE.image_max_pixels)
-    vision = proc(images=[Image.fromarray(image)], return_tensors="pt")
-    n_media = int(vision["image_grid_thw"].prod()) // proc.merge_size**2
-    yes = [tok.convert_tokens_to_ids(w) for w in ("Yes", "yes")]
-    no = [tok.convert_tokens_to_ids(w) for w in ("No", "no")]
-    out = []
-    for text in texts:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = tok(prompt.replace("<|image_pad|>", "<|image_pad|>" * n_media), return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids),
-                           mm_token_type_ids=(ids == model.config.image_token_id).long(), **vision).logits[0, -1]
-        pair = torch.stack([torch.logsumexp(logits[yes], 0), torch.logsumexp(logits[no], 0)])
-        out.append(torch.softmax(pair, 0)[0].item())
-    return np.array(out)
-
-
 @pytest.fixture(scope="module", params=list(MODELS))
 def model_dir(request, tmp_path_factory) -> Path:
     return _build(tmp_path_factory.mktemp(request.param), MODELS[request.param])
@@ -118,7 +94,8 @@ def test_fast_path_equals_stock_forward(model_dir):
     rng = np.random.default_rng(0)
     images = [make_picture((w, h), seed=k) if k % 2 == 0 else rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
               for k, (h, w) in enumerate(SIZES)]
-    expected = [_stock_p_yes(model_dir, image, qs) for image, qs in zip(images, QUESTIONS)]
+    expected = [stock_image_p_yes(model_dir, Image.fromarray(image), qs, DECODE.image_min_pixels, DECODE.image_max_pixels)
+                for image, qs in zip(images, QUESTIONS)]
     items = [MediaInput(image[None], "image") for image in images]
     # 120: items over the budget alone, their questions in chunks; default: all items in one forward
     for budget in (120, 16384):

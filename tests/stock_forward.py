@@ -1,0 +1,38 @@
+"""An independent p_yes: one stock transformers forward per question, none of vrscore's code.
+
+The tokenizer's chat template, transformers' PIL image processor on the source image (it
+resizes it itself), `model(**inputs).logits[0, -1]`, and the same yes/no pooling the
+adapter documents: softmax over log-sum-exp("Yes", "yes") and log-sum-exp("No", "no").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+
+def stock_image_p_yes(model_dir: Path, image: Image.Image, texts: list[str],
+                      min_pixels: int, max_pixels: int) -> np.ndarray:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    proc = Qwen2VLImageProcessorPil.from_pretrained(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
+    vision = proc(images=[image.convert("RGB")], return_tensors="pt")
+    n_media = int(vision["image_grid_thw"].prod()) // proc.merge_size**2
+    yes = [tok.convert_tokens_to_ids(w) for w in ("Yes", "yes")]
+    no = [tok.convert_tokens_to_ids(w) for w in ("No", "no")]
+    image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+    out = []
+    for text in texts:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        ids = tok(prompt.replace("<|image_pad|>", "<|image_pad|>" * n_media), return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                           mm_token_type_ids=(ids == image_id).long(), **vision).logits[0, -1]
+        pair = torch.stack([torch.logsumexp(logits[yes], 0), torch.logsumexp(logits[no], 0)])
+        out.append(torch.softmax(pair, 0)[0].item())
+    return np.array(out)
