@@ -16,6 +16,8 @@ from pipeline.storage import join
 SCORES_DIR, CHECKLIST_FILE, JOB_FILE, CHECKPOINT_DIR = "scores", "checklist.json", "job.json", "_checkpoint"
 # JobConfig fields that change what a row's scores are.
 RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
+# Keys inside those fields that change speed only; also absent from job.json of older versions.
+SPEED_ONLY_KEYS = frozenset({"decode.worker_nice"})
 
 
 class OutputMismatchError(ValueError):
@@ -35,7 +37,8 @@ def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_c
     """Human-readable differences that would change scores; empty = safe to resume."""
     old = _flatten({k: old_job.get(k) for k in RESULT_FIELDS})
     new = _flatten({k: new_job.get(k) for k in RESULT_FIELDS})
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    keys = sorted((set(old) | set(new)) - SPEED_ONLY_KEYS)
+    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
     if old_checklists != new_checklists:
         changed = sorted(k for k in set(old_checklists) | set(new_checklists)
                          if old_checklists.get(k) != new_checklists.get(k))
