@@ -88,14 +88,8 @@ def _cluster_cpus() -> int:
     return max(1, min(200, int(ray.cluster_resources().get("CPU", 1))))
 
 
-def _manifest_rows(cfg: JobConfig) -> int:
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    return sum(f.metadata.num_rows for f in pq.ParquetDataset(path, filesystem=fs).fragments)
-
-
-def _id_problems_on_driver(cfg: JobConfig) -> tuple[int, list[dict]]:
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    ids = pq.ParquetDataset(path, filesystem=fs).read(columns=["id"])
+def _id_problems_on_driver(manifest: pq.ParquetDataset) -> tuple[int, list[dict]]:
+    ids = manifest.read(columns=["id"])
     counts = ids.group_by("id").aggregate([([], "count_all")]).rename_columns(["id", "count()"])
     problems = _id_problems(counts)
     first = pc.sort_indices(problems, sort_keys=[("id", "ascending", "at_start")])[:11]
@@ -122,8 +116,10 @@ def _null_id_rows(counts: pa.Table) -> pa.Table:
 def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_ROWS) -> None:
     """Refuse null or duplicate ids before any work. Small manifests are checked on the
     driver; larger ones by a distributed groupby, so their ids never reach the driver."""
-    on_driver = _manifest_rows(cfg) <= driver_max_rows
-    n_problems, rows = _id_problems_on_driver(cfg) if on_driver else _id_problems_distributed(cfg)
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    manifest = pq.ParquetDataset(path, filesystem=fs)
+    on_driver = sum(f.metadata.num_rows for f in manifest.fragments) <= driver_max_rows  # footers only
+    n_problems, rows = _id_problems_on_driver(manifest) if on_driver else _id_problems_distributed(cfg)
     if n_problems == 0:
         return
     nulls = [r for r in rows if r["id"] is None]
