@@ -19,14 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 
 from actors.checklist_scorer import ChecklistScorer
 from actors.demo_model import build_demo_model
-from actors.media_decoder import MediaDecoder
-from pipeline_overhead import make_manifest  # this folder is on sys.path when run as a script
-from pipeline.score_pipeline import validate_rows
+from pipeline_overhead import decoded_batch, make_manifest  # this folder is on sys.path when run as a script
 from schemas.checklist_set import checklists_to_json, resolve_checklists
 from schemas.job_config import DecodeConfig, ModelConfig
 
@@ -50,14 +46,11 @@ def main() -> None:
     manifest = make_manifest(root / "media", n_images=8, n_videos=4)
     decode = DecodeConfig(frames="uniform:8", video_max_pixels=128 * 28 * 28)
     checklists = resolve_checklists(["default"])
-    table = pq.read_table(manifest)
-    batch = validate_rows({c: np.array(table[c].to_pylist(), dtype=object) for c in table.column_names},
-                          {k: c.uses_prompt for k, c in checklists.items()})
-    decoded = MediaDecoder(decode.model_dump())(batch)
+    decoded = decoded_batch(manifest, decode, checklists)
     scorer = ChecklistScorer(ModelConfig(model=str(model)).model_dump(), decode.model_dump(),
                              checklists_to_json(checklists))
     scorer(decoded)  # warm-up
-    videos = [r["uri"] for r in table.to_pylist() if r["id"].startswith("vid")]
+    videos = [uri for uri, kind in zip(decoded["uri"], decoded["media_type"]) if kind == "video"]
 
     def seconds(nice: int | None) -> float:
         rival = None if nice is None else subprocess.Popen([sys.executable, "-c", DECODE_LOOP, str(nice), *videos])

@@ -49,16 +49,21 @@ def make_manifest(root: Path, n_images: int, n_videos: int) -> Path:
     return manifest
 
 
-def bare_loop(cfg: JobConfig, manifest: Path) -> float:
-    """Seconds for the scorer alone over already decoded batches."""
-    checklists = resolve_checklists(cfg.checklist)
+def decoded_batch(manifest: Path, decode: DecodeConfig, checklists: dict) -> dict[str, np.ndarray]:
+    """Every row of `manifest` validated and decoded in this process, as the scorer receives them."""
     table = pq.read_table(manifest)
     batch = {c: np.array(table[c].to_pylist(), dtype=object) for c in table.column_names}
     batch = validate_rows(batch, {k: c.uses_prompt for k, c in checklists.items()})
-    decoded = MediaDecoder(cfg.decode.model_dump())(batch)
+    return MediaDecoder(decode.model_dump())(batch)
+
+
+def bare_loop(cfg: JobConfig, manifest: Path) -> float:
+    """Seconds for the scorer alone over already decoded batches."""
+    checklists = resolve_checklists(cfg.checklist)
+    decoded = decoded_batch(manifest, cfg.decode, checklists)
     scorer = ChecklistScorer(cfg.model.model_dump(), cfg.decode.model_dump(), checklists_to_json(checklists))
     bs = cfg.resources.batch_size
-    n = len(batch["id"])
+    n = len(decoded["id"])
     # One untimed call first: the job's first-call warm-up is in its fixed start-up too.
     scorer({k: v[:bs] for k, v in decoded.items()})
     t0 = time.perf_counter()

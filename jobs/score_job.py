@@ -15,6 +15,7 @@ from ray.data import DataContext
 from ray.data.checkpoint import CheckpointConfig
 
 from jobs.output_dir import CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, create_output
+from pipeline.parquet_reader import row_count
 from pipeline.ray_runtime import init_ray
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
@@ -118,7 +119,7 @@ def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_
     driver; larger ones by a distributed groupby, so their ids never reach the driver."""
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     manifest = pq.ParquetDataset(path, filesystem=fs)
-    on_driver = sum(f.metadata.num_rows for f in manifest.fragments) <= driver_max_rows  # footers only
+    on_driver = row_count(manifest) <= driver_max_rows
     n_problems, rows = _id_problems_on_driver(manifest) if on_driver else _id_problems_distributed(cfg)
     if n_problems == 0:
         return

@@ -33,6 +33,11 @@ def parquet_files(path: str, fs: pafs.FileSystem | None) -> list[str]:
     return list(pq.ParquetDataset(path, filesystem=fs).files)
 
 
+def row_count(dataset: pq.ParquetDataset) -> int:
+    """Rows of a Parquet dataset from its footers, without reading any data."""
+    return sum(f.metadata.num_rows for f in dataset.fragments)
+
+
 def read_parquet(path: str, fs: pafs.FileSystem | None, columns: list[str] | None = None) -> "Dataset":
     """`ray.data.read_parquet` with its footer pool sized to the files; `columns` are
     projected into the read (only they are read from storage)."""
@@ -51,4 +56,4 @@ def read_parquet(path: str, fs: pafs.FileSystem | None, columns: list[str] | Non
     return ds.select_columns(columns) if columns else ds
 
 
-__all__ = ["footer_actors", "parquet_files", "read_parquet"]
+__all__ = ["footer_actors", "parquet_files", "read_parquet", "row_count"]

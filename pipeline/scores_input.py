@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.parquet_reader import read_parquet
+from pipeline.parquet_reader import read_parquet, row_count
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.job_config import StorageConfig
@@ -50,7 +50,7 @@ class ScoresInput:
     def count_rows(self) -> int:
         """Row count from the Parquet footers, without reading any data."""
         fs, path = arrow_filesystem(self.data_uri, self.storage)
-        return sum(f.metadata.num_rows for f in pq.ParquetDataset(path, filesystem=fs).fragments)
+        return row_count(pq.ParquetDataset(path, filesystem=fs))
 
     def read(self, columns: list[str] | None = None) -> "Dataset":
         fs, path = arrow_filesystem(self.data_uri, self.storage)
