@@ -1,10 +1,16 @@
 """Pure aggregation of per-question p_yes into answers, scores and dimension scores.
 
-Reproduces the upstream VisionReward formulas for hard answers:
-- video ('mean'): score = mean_q(w_q * a_q), a_q = +1 if p_yes >= 0.5 else -1;
-- image ('linear'): masks first (a gate answered no zeroes the questions it governs,
-  applied in order, so a zeroed gate zeroes its own targets too, as upstream does by
-  mutating its list), then score = alignment_weight * alignment + sum_q(w_q * a_q) + intercept.
+Rules (hard answers a_q = +1 if p_yes >= 0.5 else -1; masks first: a gate answered no
+zeroes the questions it governs, applied in order, so a zeroed gate zeroes its own targets
+too, as upstream VisionReward does by mutating its list):
+- 'mean' (ours): the weighted average of the answers over the questions that count for the
+  item, score = sum_q(w_q * a_q) / sum_q |w_q| over unmasked questions. Masked and zero-weight
+  questions drop out instead of pulling the score towards 0, so an item's score stays in
+  [-1, 1] whatever its gates said; with none counting the score is 0 (no evidence).
+- 'mean_all' (VisionReward video, bit for bit): score = mean over every question of w_q * a_q,
+  masked and zero-weight questions counting as 0.
+- 'linear' (VisionReward image, bit for bit):
+  score = alignment_weight * alignment + sum_q(w_q * a_q) + intercept.
 `score_soft` is the same formula with 2*p_yes - 1 in place of a_q (masks still gate on the
 hard answers, so a question is either counted or not). A dimension's score is the same rule
 restricted to that dimension's questions, without intercept or alignment term.
@@ -30,15 +36,17 @@ def hard_answers(p_yes: np.ndarray) -> np.ndarray:
     return np.where(p_yes >= 0.5, 1, -1).astype(np.int8)
 
 
-def _apply_masks(checklist: Checklist, hard: np.ndarray, soft: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    hard, soft = hard.astype(np.float64), soft.astype(np.float64)
+def question_counts(checklist: Checklist, hard: np.ndarray) -> np.ndarray:
+    """(N, Q) float64: 1 where the question counts for the item, 0 where a mask zeroed it."""
+    hard = hard.astype(np.float64)
+    keep = np.ones_like(hard)
     col = {qid: i for i, qid in enumerate(checklist.question_ids)}
     for mask in checklist.masks:
-        keep = (hard[:, col[mask.question]] > 0).astype(np.float64)
+        # a gate that an earlier mask zeroed reads 0 here, so it zeroes its targets too
+        gate_yes = (hard[:, col[mask.question]] * keep[:, col[mask.question]] > 0).astype(np.float64)
         for target in mask.zeroes:
-            hard[:, col[target]] *= keep
-            soft[:, col[target]] *= keep
-    return hard, soft
+            keep[:, col[target]] *= gate_yes
+    return keep
 
 
 def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | None = None) -> Aggregated:
@@ -52,14 +60,18 @@ def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | N
     if q != len(checklist.questions):
         raise ValueError(f"p_yes has {q} columns, checklist {checklist.name!r} has {len(checklist.questions)} questions")
     answers = hard_answers(p_yes)
-    hard, soft = _apply_masks(checklist, answers, 2.0 * p_yes - 1.0)
+    keep = question_counts(checklist, answers)
+    hard, soft = answers.astype(np.float64) * keep, (2.0 * p_yes - 1.0) * keep
     w = np.array([qq.weight for qq in checklist.questions], dtype=np.float64)
     agg = checklist.aggregation
 
     def combine(values: np.ndarray, cols: np.ndarray, total: bool) -> np.ndarray:
         weighted = values[:, cols] * w[cols]
-        if agg.rule == "mean":
+        if agg.rule == "mean_all":
             return weighted.mean(axis=1)
+        if agg.rule == "mean":
+            counted = (keep[:, cols] * np.abs(w[cols])).sum(axis=1)
+            return np.divide(weighted.sum(axis=1), counted, out=np.zeros(n), where=counted > 0)
         out = weighted.sum(axis=1)
         if total:
             align = np.full(n, agg.alignment_default) if alignment is None else np.asarray(alignment, np.float64)

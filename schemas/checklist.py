@@ -40,9 +40,12 @@ class Mask(_Strict):
 
 
 class Aggregation(_Strict):
-    rule: Literal["mean", "linear"] = Field(
+    rule: Literal["mean", "mean_all", "linear"] = Field(
         ...,
-        description="'mean': mean over questions of weight*answer (VisionReward video). "
+        description="'mean': weighted average of the answers over the questions that count for the item, "
+        "sum(weight*answer) / sum(|weight|) over unmasked questions, in [-1, 1] (0 when none counts). "
+        "'mean_all': mean over every question of weight*answer, masked and zero-weight ones counting as 0 "
+        "(VisionReward video's formula). "
         "'linear': sum of weight*answer + alignment_weight*alignment + intercept (VisionReward image).",
     )
     intercept: float = Field(0.0, description="Added to the total score (linear rule only).")

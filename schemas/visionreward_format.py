@@ -2,7 +2,8 @@
 
 Formats (see the VisionReward repository):
 - `*_qa.txt`: one question per line, no ids; lines may carry trailing spaces.
-- video `weight.json`: a bare list of floats aligned with the questions; score = mean(w * a).
+- video `weight.json`: a bare list of floats aligned with the questions; score = mean(w * a)
+  over every question (rule 'mean_all').
 - image `weight_select.json`: {"coef": [alignment, w_1..w_n], "intercept": [b]}; the first
   three questions are presence gates (body, face, hands) that carry no coefficient and zero
   the questions they govern; score = coef . [alignment, a_1..a_n] + b.
@@ -85,7 +86,7 @@ def load_visionreward(
 
     if isinstance(weights, list):
         gates, question_weights = set(), [float(w) for w in weights]
-        aggregation = Aggregation(rule="mean")
+        aggregation = Aggregation(rule="mean_all")  # upstream divides by every question
         expected = f"{len(texts)} weights, one per question"
     elif isinstance(weights, dict) and "coef" in weights:
         coef = [float(c) for c in weights["coef"]]

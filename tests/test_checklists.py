@@ -98,7 +98,7 @@ def test_visionreward_reordered_subset_keeps_dimensions_and_masks(tmp_path):
 def test_visionreward_video_and_count_mismatch_errors():
     require(VR_DIMS)
     c = load_visionreward(VR_VIDEO_QA, VR_VIDEO_W, VR_DIMS)
-    assert c.media_type == "video" and c.aggregation.rule == "mean" and len(c.questions) == 29
+    assert c.media_type == "video" and c.aggregation.rule == "mean_all" and len(c.questions) == 29
     assert c.uses_prompt
     with pytest.raises(ChecklistFormatError, match="29"):
         load_visionreward(VISIONREWARD / "VisionReward_Video" / "VisionReward_video_qa.txt", VR_VIDEO_W)

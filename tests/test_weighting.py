@@ -20,10 +20,30 @@ def test_mean_rule_hard_soft_and_dimensions_by_hand():
     c = _checklist()
     out = aggregate(c, np.array([[0.9, 0.2, 0.5]]))
     assert out.answers.tolist() == [[1, -1, 1]]  # 0.5 counts as yes
-    assert out.score[0] == pytest.approx((1 * 1 + 2 * -1 + 0.5 * 1) / 3)
-    assert out.score_soft[0] == pytest.approx((1 * 0.8 + 2 * -0.6 + 0.5 * 0.0) / 3)
-    assert out.dimensions["a"][0] == pytest.approx((1 * 1 + 0.5 * 1) / 2)
-    assert out.dimensions["b"][0] == pytest.approx(-2.0)
+    assert out.score[0] == pytest.approx((1 * 1 + 2 * -1 + 0.5 * 1) / 3.5)
+    assert out.score_soft[0] == pytest.approx((1 * 0.8 + 2 * -0.6 + 0.5 * 0.0) / 3.5)
+    assert out.dimensions["a"][0] == pytest.approx((1 * 1 + 0.5 * 1) / 1.5)
+    assert out.dimensions["b"][0] == pytest.approx(-1.0)
+
+
+def test_mean_rule_leaves_out_masked_and_zero_weight_questions():
+    # q0 is a zero-weight gate over q1; q3 is a zero-weight question with a dimension
+    c = _checklist(weights=(0.0, 2.0, 0.5, 0.0), dims=(None, "b", "a", "a"), masks=[Mask(question="q0", zeroes=["q1"])])
+    p = np.array([[0.1, 0.2, 0.9, 0.1],   # gate no: only q2 counts
+                  [0.9, 0.2, 0.9, 0.1],   # gate yes: q1 and q2 count
+                  [0.1, 0.9, 0.3, 0.9]])  # gate no, q2 says no
+    out = aggregate(c, p)
+    assert out.score.tolist() == pytest.approx([1.0, (-2.0 + 0.5) / 2.5, -1.0])
+    assert out.score_soft.tolist() == pytest.approx([0.8, (2 * -0.6 + 0.5 * 0.8) / 2.5, -0.4])
+    assert out.dimensions["b"].tolist() == pytest.approx([0.0, -1.0, 0.0])  # nothing counts: 0
+    assert out.dimensions["a"].tolist() == pytest.approx([1.0, 1.0, -1.0])
+
+
+def test_mean_all_rule_divides_by_every_question():
+    c = _checklist(rule="mean_all", weights=(0.0, 2.0, 0.5), dims=(None, "b", "a"), masks=[Mask(question="q0", zeroes=["q1"])])
+    out = aggregate(c, np.array([[0.1, 0.9, 0.9], [0.9, 0.9, 0.2]]))
+    assert out.score.tolist() == pytest.approx([0.5 / 3, (2.0 - 0.5) / 3])
+    assert out.dimensions["b"].tolist() == pytest.approx([0.0, 2.0])
 
 
 def test_linear_rule_masks_alignment_and_intercept_by_hand():
@@ -52,13 +72,18 @@ def test_wrong_question_count_is_an_error():
         aggregate(_checklist(), np.zeros((1, 4)))
 
 
-def _upstream_image_score(p_yes, coef, intercept, alignment=0.7):
-    # transcription of upstream inference-image.py cal_score, answers from p_yes >= 0.5
+def _upstream_image_masked_answers(p_yes):
+    # transcription of upstream inference-image.py cal_score's masking, answers from p_yes >= 0.5
     mask_map = {0: [22, 23, 24, 28, 29], 1: [25, 26], 2: [27]}
     reward = [1 if p >= 0.5 else -1 for p in p_yes]
     for m, feats in mask_map.items():
         for f in feats:
             reward[f] *= int(reward[m] > 0)
+    return reward
+
+
+def _upstream_image_score(p_yes, coef, intercept, alignment=0.7):
+    reward = _upstream_image_masked_answers(p_yes)
     filtered = [v for i, v in enumerate(reward) if i not in (0, 1, 2)]
     return float(np.dot([alignment] + filtered, coef) + intercept)
 
@@ -75,14 +100,39 @@ def test_visionreward_image_matches_upstream_formula():
     np.testing.assert_allclose(out.score, expected, rtol=1e-12)
 
 
+def test_visionreward_image_dimensions_match_upstream_terms():
+    # a dimension is upstream's sum of coef * masked answer over that dimension's lines
+    require(VR_DIMS)
+    c = load_visionreward(VR_IMAGE_QA, VR_IMAGE_W, VR_DIMS)
+    coef = json.loads(VR_IMAGE_W.read_text())["coef"]
+    dims = {e["question"].strip(): e["dimension"] for e in json.loads(VR_DIMS.read_text())["image_select"]}
+    lines = [ln.strip() for ln in VR_IMAGE_QA.read_text().splitlines() if ln.strip()]
+    rng = np.random.default_rng(2)
+    p = rng.uniform(size=(200, 30))
+    p[:60, :3] = 0.2
+    out = aggregate(c, p)
+    for name in {d for d in dims.values() if d != "Mask"}:
+        expected = []
+        for row in p:
+            reward = _upstream_image_masked_answers(row)
+            expected.append(sum(coef[i - 2] * reward[i] for i in range(3, 30) if dims[lines[i]] == name))
+        np.testing.assert_allclose(out.dimensions[name], expected, rtol=1e-12, atol=1e-15)
+
+
 def test_visionreward_video_matches_upstream_formula():
     require(VR_VIDEO_QA)
     c = load_visionreward(VR_VIDEO_QA, VR_VIDEO_W, VR_DIMS)
+    assert c.aggregation.rule == "mean_all" and not c.masks
     weight = np.array(json.loads(VR_VIDEO_W.read_text()))
     p = np.random.default_rng(1).uniform(size=(100, 29))
     answers = np.where(p >= 0.5, 1, -1)
-    np.testing.assert_allclose(aggregate(c, p).score, (answers * weight).mean(axis=1), rtol=1e-12)
-    # per dimension: the same mean, over that dimension's questions
-    dims = [q.dimension for q in c.questions]
-    cols = [i for i, d in enumerate(dims) if d == "Alignment"]
-    np.testing.assert_allclose(aggregate(c, p).dimensions["Alignment"], (answers[:, cols] * weight[cols]).mean(axis=1))
+    out = aggregate(c, p)
+    np.testing.assert_allclose(out.score, (answers * weight).mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(out.score_soft, ((2 * p - 1) * weight).mean(axis=1), rtol=1e-12)
+    # per dimension (as dimensions.json assigns them): the same mean over its questions
+    by_text = {e["question"].strip(): e["dimension"] for e in json.loads(VR_DIMS.read_text())["video_select"]}
+    dims = [by_text[ln.strip()] for ln in VR_VIDEO_QA.read_text().splitlines() if ln.strip()]
+    assert set(dims) == set(c.dimensions) and len(set(dims)) >= 8
+    for name in set(dims):
+        cols = [i for i, d in enumerate(dims) if d == name]
+        np.testing.assert_allclose(out.dimensions[name], (answers[:, cols] * weight[cols]).mean(axis=1), rtol=1e-12)
