@@ -39,6 +39,7 @@ from transformers import AutoModelForImageTextToText, AutoTokenizer, DynamicCach
 from transformers.utils import cached_file
 
 from actors.adapters.base import MediaInput
+from actors.adapters.prompt_tokens import chat_prompt_ids
 from actors.adapters.qwen2_vl_inputs import (
     VisionSpec,
     VisualInput,
@@ -137,10 +138,9 @@ class Qwen2VLAdapter:
 
     # ---- inputs -------------------------------------------------------------------------
     def _prompt_ids(self, media_type: str, question: str) -> np.ndarray:
-        messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
-        messages.append({"role": "user", "content": [{"type": media_type}, {"type": "text", "text": question}]})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return np.asarray(self.tokenizer.encode(text, add_special_tokens=False), dtype=np.int64)
+        # the question (manifest prompt, checklist text) and the system prompt are data: they
+        # cannot become control or media tokens
+        return chat_prompt_ids(self.tokenizer, media_type, question, self.system_prompt)
 
     def prepare(self, item: MediaInput, questions: Sequence[str]) -> PreparedItem:
         """Pixels, grid and the token sequence of every question of `item`."""
