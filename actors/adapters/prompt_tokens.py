@@ -23,13 +23,16 @@ _SENTINEL = "\ue000vrscore-data-{}\ue001"  # private-use characters: no template
 _SENTINEL_RE = re.compile("\ue000vrscore-data-(\\d+)\ue001")
 
 
-def template_segments(render: Callable[[Sequence[str]], str], texts: Sequence[str]) -> list[tuple[str, bool]]:
+def template_segments(render: Callable[[Sequence[str]], str], texts: Sequence[str],
+                      marked: str | None = None) -> list[tuple[str, bool]]:
     """`render(texts)` split into [(piece, is_data)], the data pieces being `texts` as rendered.
+    `marked`: `render` of the sentinels, when the caller already has it.
 
     Raises ValueError when the template changes the texts other than by stripping them (the data
     spans could not be told from the template then).
     """
-    marked = render([_SENTINEL.format(k) for k in range(len(texts))])
+    marked = render([_SENTINEL.format(k) for k in range(len(texts))]) if marked is None else marked
+    rendered = render(texts)
     for candidate in (list(texts), [t.strip() for t in texts]):  # some templates `| trim` the text
         segments: list[tuple[str, bool]] = []
         pos, seen = 0, []
@@ -38,10 +41,14 @@ def template_segments(render: Callable[[Sequence[str]], str], texts: Sequence[st
             seen.append(int(m.group(1)))
             pos = m.end()
         segments.append((marked[pos:], False))
-        if sorted(seen) == list(range(len(texts))) and "".join(s for s, _ in segments) == render(texts):
+        if sorted(seen) == list(range(len(texts))) and "".join(s for s, _ in segments) == rendered:
             return [(s, d) for s, d in segments if s]
     raise ValueError("the chat template alters the question or system text beyond stripping it, so the "
                      "text cannot be kept apart from the template's own markers; use another template")
+
+
+def sentinels(count: int) -> list[str]:
+    return [_SENTINEL.format(k) for k in range(count)]
 
 
 def added_token_ids(tokenizer) -> set[int]:
@@ -88,15 +95,66 @@ def encode_segments(tokenizer, segments: list[tuple[str, bool]], forbidden: set[
     return np.asarray(ids, dtype=np.int64)
 
 
-def chat_prompt_ids(tokenizer, media_type: str, question: str, system_prompt: str | None = None,
-                    template: str | None = None) -> np.ndarray:
-    """Token ids of a one-turn chat (system prompt, one media item, question) ending in the
-    generation prompt; `question` and `system_prompt` are data."""
-    def render(texts: Sequence[str]) -> str:
-        messages = [] if system_prompt is None else [{"role": "system", "content": texts[1]}]
-        messages.append({"role": "user", "content": [{"type": media_type}, {"type": "text", "text": texts[0]}]})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                             chat_template=template)
+class PromptEncoder:
+    """Token ids of one-turn chats (system prompt, one media item, question, generation prompt)
+    in which the question and the system prompt are data, and the template's media placeholder is
+    laid out as the family's stock processor lays it out.
 
-    texts = [question] if system_prompt is None else [question, system_prompt]
-    return encode_segments(tokenizer, template_segments(render, texts))
+    `layout` = (placeholder, expansion): the text the template renders for the media, and what the
+    processor puts in its place. When both begin and end with added tokens (as `<|image_pad|>` and
+    its N copies do), the expansion's ids are encoded once per item and spliced in: the tokenizer
+    splits at added tokens, so this equals encoding the expanded text, at a fraction of the cost.
+    Otherwise (text at an edge, e.g. a timestamp) the expanded text is encoded per question.
+    """
+
+    def __init__(self, tokenizer, template: str | None, system_prompt: str | None):
+        self.tokenizer = tokenizer
+        self.template = template
+        self.system_prompt = system_prompt
+        self.forbidden = added_token_ids(tokenizer)
+        self._marked: dict[str, str] = {}  # the template rendered around sentinels, per media content
+
+    def _render(self, content: dict, texts: Sequence[str]) -> str:
+        messages = [] if self.system_prompt is None else [{"role": "system", "content": texts[1]}]
+        messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  chat_template=self.template)
+
+    def segments(self, content: dict, question: str) -> list[tuple[str, bool]]:
+        texts = [question] if self.system_prompt is None else [question, self.system_prompt]
+        key = repr(sorted(content.items()))
+        if key not in self._marked:
+            self._marked[key] = self._render(content, sentinels(len(texts)))
+        return template_segments(lambda t: self._render(content, t), texts, self._marked[key])
+
+    def _splices(self, text: str) -> bool:
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        added = self.tokenizer.added_tokens_decoder
+        return bool(ids) and all(i in self.forbidden and not (added[i].lstrip or added[i].rstrip)
+                                 for i in (ids[0], ids[-1]))
+
+    def sequences(self, content: dict, questions: Sequence[str], layout: tuple[str, str]) -> list[np.ndarray]:
+        placeholder, expansion = layout
+        splice = self._splices(placeholder) and self._splices(expansion)
+        if splice:
+            holder = np.asarray(self.tokenizer.encode(placeholder, add_special_tokens=False))
+            expanded = np.asarray(self.tokenizer.encode(expansion, add_special_tokens=False))
+        out = []
+        for q in questions:
+            segments = self.segments(content, q)
+            found = sum(s.count(placeholder) for s, is_data in segments if not is_data)
+            if found != 1:
+                raise ValueError(f"expected exactly one media placeholder {placeholder!r} in the chat "
+                                 f"template's rendering, found {found}")
+            if not splice:
+                segments = [(s if is_data else s.replace(placeholder, expansion), is_data) for s, is_data in segments]
+                out.append(encode_segments(self.tokenizer, segments, self.forbidden))
+                continue
+            ids = encode_segments(self.tokenizer, segments, self.forbidden)
+            # data makes no added token, so the placeholder's ids occur once, where the template put them
+            at = [i for i in range(len(ids) - len(holder) + 1) if ids[i] == holder[0]
+                  and np.array_equal(ids[i:i + len(holder)], holder)]
+            if len(at) != 1:
+                raise ValueError(f"media placeholder {placeholder!r} found {len(at)} times in the prompt's tokens")
+            out.append(np.concatenate([ids[:at[0]], expanded, ids[at[0] + len(holder):]]).astype(np.int64))
+        return out
