@@ -89,14 +89,25 @@ def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
         group, a, b = (table[c].cast(pa.string()).to_pylist() for c in ("group", "a_id", "b_id"))
         return HumanPairs(group, a, b, h.astype(np.int64))
     if {"group", "id", "rank"} <= names:
-        table = table.sort_by("group")
-        groups, starts = np.unique(np.array(table["group"].cast(pa.string()).to_pylist()), return_index=True)
-        bounds = [*starts[1:], table.num_rows]
-        ids, ranks = table["id"].cast(pa.string()).to_pylist(), table["rank"].to_pylist()
-        return _from_rankings(list(groups), [ids[s:e] for s, e in zip(starts, bounds)],
-                              [ranks[s:e] for s, e in zip(starts, bounds)])
+        return _ranking_groups(table)
     raise ValueError(f"{uri}: expected ImageReward JSON, or Parquet with columns group, a_id, b_id, preference "
                      f"(pairs) or group, id, rank (rankings); found {', '.join(table.column_names)}")
+
+
+def _ranking_groups(table: pa.Table) -> HumanPairs:
+    """Pairs within each group of a rankings table. Groups are keyed by their string form
+    and cut where that key changes after sorting on it, so the key, the sort and the cut
+    agree for any type (sorting integers and cutting on strings merged 2 and 10)."""
+    if table["group"].null_count:
+        raise ValueError(f"{table['group'].null_count} ranking rows have no group; every ranked item needs one")
+    group = pc.cast(table["group"], pa.string())
+    table = table.set_column(table.schema.get_field_index("group"), "group", group).sort_by("group")
+    keys = np.array(table["group"].to_pylist(), dtype=object)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
+    bounds = [*starts[1:], table.num_rows]
+    ids, ranks = table["id"].cast(pa.string()).to_pylist(), table["rank"].to_pylist()
+    return _from_rankings([keys[s] for s in starts], [ids[s:e] for s, e in zip(starts, bounds)],
+                          [ranks[s:e] for s, e in zip(starts, bounds)])
 
 
 def _judged_rows(batch: pa.Table, key_column: str, keys: pa.Array) -> pa.Table:

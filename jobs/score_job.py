@@ -22,7 +22,7 @@ from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas import status
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import JobConfig
-from schemas.manifest import ManifestError
+from schemas.manifest import STRING_READ_TYPE, ManifestError
 from schemas.scores import dimension_columns, scores_schema
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_
     """Refuse null or duplicate ids before any work. Small manifests are checked on the
     driver; larger ones by a distributed groupby, so their ids never reach the driver."""
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    manifest = pq.ParquetDataset(path, filesystem=fs)
+    # ids as the job reads them (integers as their decimal string): 7 and "7" are one id
+    manifest = pq.ParquetDataset(path, filesystem=fs, schema=pa.schema([pa.field("id", STRING_READ_TYPE)]))
     on_driver = row_count(manifest) <= driver_max_rows
     n_problems, rows = _id_problems_on_driver(manifest) if on_driver else _id_problems_distributed(cfg)
     if n_problems == 0:

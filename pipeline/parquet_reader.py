@@ -12,6 +12,7 @@ import math
 import os
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -38,19 +39,22 @@ def row_count(dataset: pq.ParquetDataset) -> int:
     return sum(f.metadata.num_rows for f in dataset.fragments)
 
 
-def read_parquet(path: str, fs: pafs.FileSystem | None, columns: list[str] | None = None) -> "Dataset":
+def read_parquet(path: str, fs: pafs.FileSystem | None, columns: list[str] | None = None,
+                 schema: pa.Schema | None = None) -> "Dataset":
     """`ray.data.read_parquet` with its footer pool sized to the files; `columns` are
-    projected into the read (only they are read from storage)."""
+    projected into the read (only they are read from storage). `schema`, when given, is the
+    schema each file is cast to as it is read."""
     import ray
 
+    kwargs = {} if schema is None else {"schema": schema}
     if FOOTER_ACTORS_ENV in os.environ:
-        ds = ray.data.read_parquet(path, filesystem=fs)
+        ds = ray.data.read_parquet(path, filesystem=fs, **kwargs)
     else:
         # Ray reads the setting when the reader is built, here on the driver, so an
         # override scoped to this call reaches the listing task and no other read.
         os.environ[FOOTER_ACTORS_ENV] = str(footer_actors(len(parquet_files(path, fs))))
         try:
-            ds = ray.data.read_parquet(path, filesystem=fs)
+            ds = ray.data.read_parquet(path, filesystem=fs, **kwargs)
         finally:
             del os.environ[FOOTER_ACTORS_ENV]
     return ds.select_columns(columns) if columns else ds

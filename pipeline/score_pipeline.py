@@ -4,6 +4,7 @@ resources: read -> validate -> decode (CPU actors) -> score (model actors) -> as
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,12 +24,23 @@ from schemas.job_config import JobConfig
 @dataclass(frozen=True)
 class ManifestInfo:
     columns: list[str]
-    schema: pa.Schema  # of the columns read
+    schema: pa.Schema  # the columns read, with the types they are read as (manifest.read_schema)
     keep_fields: list[pa.Field]
 
 
+# Footers read at once when checking a manifest's column types (S3 round trips overlap).
+FOOTER_THREADS = 16
+
+
+def _footer_schemas(dataset: pq.ParquetDataset) -> dict[str, pa.Schema]:
+    """Each file's schema, from its own footer: a dataset's schema is its first file's."""
+    fragments = list(dataset.fragments)
+    with ThreadPoolExecutor(max_workers=max(1, min(FOOTER_THREADS, len(fragments)))) as pool:
+        return dict(zip((f.path for f in fragments), pool.map(lambda f: f.physical_schema, fragments)))
+
+
 def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> ManifestInfo:
-    """Check the manifest's columns from its Parquet footer, before any work."""
+    """Check the manifest's columns and their types from its Parquet footers, before any work."""
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     try:
         dataset = pq.ParquetDataset(path, filesystem=fs)
@@ -39,16 +51,22 @@ def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> Manife
     cols = manifest.columns_to_read(
         schema, needs_prompt=needs_prompt, keep_columns=cfg.keep_columns, alignment_column=cfg.alignment_column
     )
+    for file, file_schema in _footer_schemas(dataset).items():
+        manifest.check_column_types(file_schema, where=file)
     return ManifestInfo(
         columns=cols,
-        schema=pa.schema([schema.field(c) for c in cols]),
+        schema=manifest.read_schema(schema, cols),
         keep_fields=[schema.field(c) for c in cfg.keep_columns],
     )
 
 
 def read_manifest(cfg: JobConfig, columns: list[str]) -> Dataset:
+    """The manifest's `columns`, read with the types of `manifest.read_schema`: integer ids
+    become strings in the read itself, before Ray Data's checkpoint filter (planned right
+    after the read) compares them with the string ids of the output on resume."""
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    return read_parquet(path, fs, columns)
+    schema = pq.ParquetDataset(path, filesystem=fs).schema
+    return read_parquet(path, fs, columns, schema=manifest.read_schema(schema, columns))
 
 
 def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, bool]) -> dict[str, np.ndarray]:

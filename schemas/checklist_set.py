@@ -19,17 +19,18 @@ def resolve_checklists(
     """
     weights = list(weights or [])
     out: dict[str, Checklist] = {}
+    sources: dict[str, str] = {}
 
     def put(kind: str, checklist: Checklist, source: str) -> None:
         if kind in out:
             raise ValueError(f"two checklists for {kind}s ({out[kind].name!r} and {source}); give one per media kind")
-        out[kind] = checklist
+        out[kind], sources[kind] = checklist, source
 
     for spec in specs:
         if spec == "default":
             for kind in MEDIA_TYPES:
                 if kind not in out:
-                    out[kind] = default_checklist(kind)
+                    put(kind, default_checklist(kind), f"--checklist default ({kind})")
             continue
         suffix = Path(spec).suffix.lower()
         if suffix == ".txt":
@@ -47,7 +48,24 @@ def resolve_checklists(
         raise ValueError(f"unused weight files {weights}: each belongs to one VisionReward *_qa.txt checklist")
     if not out:
         raise ValueError("no checklist given")
+    check_unique_names(out, sources)
     return out
+
+
+def check_unique_names(checklists: dict[str, Checklist], sources: dict[str, str] | None = None) -> None:
+    """Refuse two different checklists of one name. Output rows name their checklist, and
+    every reader (filter's q.<id>, report, API) finds it by that name: two of one name would
+    read one kind's answers at the other's question positions."""
+    seen: dict[str, str] = {}
+    for kind, checklist in checklists.items():
+        first = seen.setdefault(checklist.name, kind)
+        if first != kind and checklists[first] != checklist:
+            where = sources or {}
+            raise ValueError(
+                f"two different checklists are named {checklist.name!r}: "
+                f"{where.get(first, 'the one')} for {first}s and {where.get(kind, 'the one')} for {kind}s; "
+                "give each checklist its own name"
+            )
 
 
 def checklists_to_json(checklists: dict[str, Checklist]) -> str:
@@ -56,7 +74,9 @@ def checklists_to_json(checklists: dict[str, Checklist]) -> str:
 
 
 def checklists_from_json(text: str) -> dict[str, Checklist]:
-    return {k: Checklist.model_validate(v) for k, v in json.loads(text).items()}
+    checklists = {k: Checklist.model_validate(v) for k, v in json.loads(text).items()}
+    check_unique_names(checklists)
+    return checklists
 
 
 def all_dimensions(checklists: dict[str, Checklist]) -> list[str]:

@@ -3,6 +3,12 @@
 Required: `id` (unique string), `uri` (path or URI). Optional: `media_type` ('image' or
 'video', inferred from the extension when absent or null), `prompt`, `group` (defaults to
 the prompt). Anything else is carried through only when asked for (`keep_columns`).
+
+Column types are checked from every file's Parquet footer before any work. `id`, `uri`,
+`media_type`, `prompt` and `group` are read as Arrow `string` (any string, large-string,
+string-view or dictionary-of-string column counts; the optional ones may also be all-null).
+Integer ids are the one cast: they are read as their decimal string (42 -> "42", -7 -> "-7"),
+in the read itself, so the id check, resume and the output all see the same string ids.
 """
 from __future__ import annotations
 
@@ -42,6 +48,39 @@ def columns_to_read(
         raise ManifestError(f"--keep-columns names output columns of vrscore itself: {reserved}")
     cols = [*REQUIRED, *(c for c in OPTIONAL if c in names), *wanted]
     return list(dict.fromkeys(cols))
+
+
+# Columns read as strings -> whether an all-null (Arrow `null` type) column is allowed.
+STRING_READ_TYPE = pa.string()
+STRING_COLUMNS = {"id": False, "uri": False, "media_type": True, "prompt": True, "group": True}
+
+
+def is_string_type(type_: pa.DataType) -> bool:
+    if pa.types.is_dictionary(type_):
+        return is_string_type(type_.value_type)
+    return pa.types.is_string(type_) or pa.types.is_large_string(type_) or pa.types.is_string_view(type_)
+
+
+def check_column_types(schema: pa.Schema, where: str) -> None:
+    """Refuse a manifest file whose id/uri/media_type/prompt/group column has a type the job
+    cannot read as a string; `where` names the file in the message."""
+    for name, null_ok in STRING_COLUMNS.items():
+        if name not in schema.names:
+            continue
+        type_ = schema.field(name).type
+        if is_string_type(type_) or (null_ok and pa.types.is_null(type_)):
+            continue
+        if name == "id" and pa.types.is_integer(type_):
+            continue  # read as its decimal string (read_schema)
+        wanted = {"id": "a string, or an integer (read as its decimal string)",
+                  "uri": "a string"}.get(name, "a string or null")
+        raise ManifestError(f"manifest column {name!r} has type {type_} in {where}; it must be {wanted}")
+
+
+def read_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
+    """The schema a job reads `columns` with: the string columns as `string` (integer ids cast
+    to their decimal string), every other column as the manifest has it."""
+    return pa.schema([pa.field(c, STRING_READ_TYPE) if c in STRING_COLUMNS else schema.field(c) for c in columns])
 
 
 RESERVED_OUTPUT_COLUMNS = frozenset(

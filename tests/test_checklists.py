@@ -117,3 +117,30 @@ def test_resolve_checklists_pairs_and_json_round_trip():
         resolve_checklists([str(VR_VIDEO_QA)])
     with pytest.raises(ValueError, match="two checklists for videos"):
         resolve_checklists([str(VR_VIDEO_QA), str(VR_VIDEO_QA)], [str(VR_VIDEO_W)] * 2)
+
+
+def _named(tmp_path, file, name, media_type, question_ids):
+    data = {"name": name, "media_type": media_type, "aggregation": {"rule": "mean"},
+            "questions": [{"id": q, "text": f"Is it {q}?", "dimension": "quality", "weight": 1} for q in question_ids]}
+    (tmp_path / file).write_text(yaml.safe_dump(data))
+    return str(tmp_path / file)
+
+
+def test_two_checklists_of_one_name_are_refused_naming_both(tmp_path):
+    # Rows record their checklist by name: with two of one name, `q.sharp` on image rows read
+    # the video checklist's position of `sharp` (filter, report and the Python API alike).
+    image = _named(tmp_path, "image.yaml", "mine", "image", ["sharp", "bright"])
+    video = _named(tmp_path, "video.yaml", "mine", "video", ["bright", "sharp", "smooth"])
+    with pytest.raises(ValueError, match=r"two different checklists are named 'mine': .*image\.yaml.*video\.yaml"):
+        resolve_checklists([image, video])
+    with pytest.raises(ValueError, match=r"two different checklists are named 'vrscore-image-default-v1'"):
+        resolve_checklists([_named(tmp_path, "v.yaml", default_checklist("image").name, "video", ["sharp"]), "default"])
+    # scores written before the check: reading their checklists refuses too, instead of mixing
+    both = checklists_to_json({"image": load_checklist_file(image), "video": load_checklist_file(video)})
+    with pytest.raises(ValueError, match="two different checklists are named 'mine'"):
+        checklists_from_json(both)
+
+
+def test_one_checklist_for_both_kinds_keeps_its_name(tmp_path):
+    both = resolve_checklists([_named(tmp_path, "any.yaml", "mine", "any", ["sharp"])])
+    assert both["image"] is both["video"] and checklists_from_json(checklists_to_json(both)) == both

@@ -112,3 +112,21 @@ def test_judgment_formats_agree(tmp_path: Path):
     pq.write_table(bad, tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="preference must be"):
         load_judgments(str(tmp_path / "bad.parquet"), StorageConfig())
+
+
+@pytest.mark.parametrize("groups", [[2, 10], [10, 2], [2.5, 10.0], ["b", "a"], [True, False]], ids=str)
+def test_ranking_groups_of_any_type_stay_apart(tmp_path: Path, groups):
+    # integer groups [2, 10] were merged into one group "2", with pairs across groups
+    g1, g2 = groups
+    table = pa.table({"group": [g1, g2, g1, g2, g2], "id": ["a1", "b1", "a2", "b2", "b3"], "rank": [1, 1, 2, 3, 2]})
+    pq.write_table(table, tmp_path / "ranks.parquet")
+    j = load_judgments(str(tmp_path / "ranks.parquet"), StorageConfig())
+    got = sorted(zip(j.group, j.a, j.b, j.h.tolist()))
+    key1, key2 = pa.array([g1, g2]).cast(pa.string()).to_pylist()
+    assert got == sorted([(key1, "a1", "a2", 1), (key2, "b1", "b2", 1), (key2, "b1", "b3", 1), (key2, "b2", "b3", -1)])
+
+
+def test_ranking_rows_without_a_group_are_refused(tmp_path: Path):
+    pq.write_table(pa.table({"group": [1, None, 1], "id": ["a", "b", "c"], "rank": [1, 2, 3]}), tmp_path / "r.parquet")
+    with pytest.raises(ValueError, match="1 ranking rows have no group"):
+        load_judgments(str(tmp_path / "r.parquet"), StorageConfig())

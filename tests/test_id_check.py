@@ -72,3 +72,18 @@ def test_read_scopes_its_footer_setting_and_keeps_a_users_own(tmp_path, monkeypa
     monkeypatch.setenv(FOOTER_ACTORS_ENV, "2")
     assert read_parquet(cfg.manifest, None, ["id"]).count() == 30
     assert os.environ[FOOTER_ACTORS_ENV] == "2"
+
+
+@BOTH_PATHS
+@pytest.mark.usefixtures("ray_session", "few_shuffle_partitions")
+def test_integer_ids_are_checked_as_their_decimal_string(tmp_path, driver_max_rows):
+    # the id 7 in one file and "7" in another are one id once read; 10 and "010" are not
+    root = tmp_path / "manifest"
+    root.mkdir()
+    pq.write_table(pa.table({"id": pa.array([7, 10, 11], pa.int64()), "uri": ["a", "b", "c"]}), root / "part-0.parquet")
+    pq.write_table(pa.table({"id": ["7", "010"], "uri": ["d", "e"]}), root / "part-1.parquet")
+    cfg = JobConfig(manifest=str(root), out=str(tmp_path / "out"), model=ModelConfig(model="unused"))
+    with pytest.raises(ManifestError, match=r"^1 ids appear more than once in the manifest .*: '7' x2$"):
+        check_unique_ids(cfg, driver_max_rows=driver_max_rows)
+    (root / "part-1.parquet").unlink()
+    check_unique_ids(cfg, driver_max_rows=driver_max_rows)
