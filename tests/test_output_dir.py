@@ -128,7 +128,7 @@ def test_a_run_that_lost_its_lease_fails_when_it_ends(tmp_path):
 # --- the manifest fingerprint and local paths -----------------------------------------------
 
 def _manifest(path, ids) -> None:
-    pq.write_table(pa.table({"id": ids, "uri": [f"/m/{i}.png" for i in ids]}), path)
+    pq.write_table(pa.table({"id": ids, "uri": [f"/m/{i}.png" for i in ids], "prompt": ["p"] * len(ids)}), path)
 
 
 def test_a_manifest_edited_at_the_same_path_is_a_different_job(tmp_path):
