@@ -13,6 +13,7 @@ import numpy as np
 
 from actors.adapters import load_adapter
 from actors.adapters.base import MediaInput
+from actors.systemic_failure import FailureStreak, uniform_failure
 from pipeline.null_columns import nulls_as_none
 from schemas import status
 from schemas.checklist_set import checklists_from_json
@@ -42,6 +43,9 @@ class ChecklistScorer:
         self.model_cfg = ModelConfig.model_validate(model)
         _set_cpu_threads(cpu_threads)
         self.checklists = checklists_from_json(checklists_json)
+        # A broken model or device must stop the job, not pass as bad items (actors/systemic_failure.py).
+        self._streak = FailureStreak(self.model_cfg.systemic_failure_batches)
+        self._canary: dict[str, tuple[MediaInput, list[str]]] = {}
         self.adapters = {}
         # One model, but each checklist may carry its own system prompt.
         t0 = time.perf_counter()
@@ -90,6 +94,12 @@ class ChecklistScorer:
                         results.append(self._score(kind, [item], [qs])[0])
                     except Exception as exc:  # noqa: BLE001 - the message goes into the row
                         results.append(exc)
+                self._check_systemic(kind, results)
+            else:
+                self._streak.observe(None)
+            ok = next((j for j, res in enumerate(results) if not isinstance(res, Exception)), None)
+            if ok is not None:
+                self._canary[kind] = (items[ok], questions[ok])
             for i, res in zip(rows, results):
                 if isinstance(res, Exception):
                     statuses[i], errors[i] = status.SCORE_ERROR, f"{type(res).__name__}: {res}"
@@ -98,6 +108,20 @@ class ChecklistScorer:
         out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
         out.update(p_yes=p_yes, status=statuses, error=errors)
         return out
+
+    def _check_systemic(self, kind: str, results: list) -> None:
+        """Raise SystemicScoringError when a batch's failure is the model's, not its items'."""
+        error = uniform_failure(results)
+        if error is not None and kind in self._canary:
+            item, qs = self._canary[kind]
+            try:
+                self._score(kind, [item], [qs])
+            except Exception as exc:  # noqa: BLE001 - compared with the batch's failure
+                if type(exc) is type(error):
+                    self._streak.canary_failed(error)
+            else:
+                error = None  # the model still scores a known-good item: these items are at fault
+        self._streak.observe(error)
 
 
 def _set_cpu_threads(threads: int | None) -> None:

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 # subcommand -> (module, one-line help). Modules are imported only when their command runs,
 # so `vrscore --help` stays fast and torch is never imported by jobs that don't need it.
@@ -47,12 +48,57 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        # User errors (bad manifest, checklist, config): one clear line, no traceback.
+    except Exception as exc:  # noqa: BLE001 - sorted below: the user's mistake, a stop, or a bug
         if args.verbose:
             raise
-        print(f"vrscore {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        user_error = _user_error(exc)
+        if user_error is not None:  # bad config, manifest, checklist, refused output: one clear line
+            print(f"vrscore {args.command}: error: {user_error}", file=sys.stderr)
+            return 2
+        traceback.print_exception(exc)  # a bug or a broken environment: the traceback is the report
+        stop = _systemic_stop(exc)
+        print(f"vrscore {args.command}: " + (f"stopped: {stop}" if stop else
+              f"failed (traceback above): {type(exc).__name__}: {exc}"), file=sys.stderr)
+        return 1
+
+
+def _in_chain(exc: BaseException, types: tuple[type, ...]) -> BaseException | None:
+    """The first exception of `types` in the chain of causes (Ray wraps a stage's errors)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, types):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """`exc` when it is a user error. Plain ValueErrors are not among them: an
+    internal bug raises those too, and must show its traceback."""
+    from pydantic import ValidationError
+
+    from schemas.user_error import UserError
+
+    types: tuple[type, ...] = (UserError, ValidationError, FileNotFoundError, FileExistsError, PermissionError)
+    # Error types of user input defined before UserError (a ValueError subclass each).
+    for module, name in (("jobs.job_config_loading", "ConfigError"), ("schemas.manifest", "ManifestError"),
+                         ("pipeline.filter_expr", "FilterError"), ("schemas.visionreward_format", "ChecklistFormatError")):
+        types += (getattr(importlib.import_module(module), name),)
+    return exc if isinstance(exc, types) else None
+
+
+def _systemic_stop(exc: BaseException) -> str | None:
+    """The message of a SystemicScoringError behind `exc`. Ray Data hands a stage's error to
+    the driver as a UserCodeException that keeps only the text of the original traceback, so
+    the text is searched where the type is gone."""
+    from actors.systemic_failure import SystemicScoringError
+
+    found = _in_chain(exc, (SystemicScoringError,))
+    if found is not None:
+        return str(found)
+    marker = f"{SystemicScoringError.__module__}.{SystemicScoringError.__name__}: "
+    return next((line.split(marker, 1)[1] for line in str(exc).splitlines() if marker in line), None)
 
 
 if __name__ == "__main__":

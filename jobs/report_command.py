@@ -19,6 +19,7 @@ from pipeline.scores_input import ScoresInput, add_ray_arguments, add_storage_ar
 from pipeline.storage import fsspec_filesystem, storage_options
 from schemas.checklist import Checklist
 from schemas.job_config import DecodeConfig
+from schemas.user_error import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
     if args.top_k < 0 or args.bins < 1:
-        raise ValueError("--top-k must be >= 0 and --bins >= 1")
+        raise UserError("--top-k must be >= 0 and --bins >= 1")
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
     init_ray(args.ray_address, quiet=args.quiet)

@@ -14,7 +14,8 @@ import ray
 from ray.data import DataContext
 from ray.data.checkpoint import CheckpointConfig
 
-from jobs.output_dir import CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, create_output
+from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, job_record,
+                             normalised_config, open_output)
 from pipeline.parquet_reader import row_count
 from pipeline.ray_runtime import init_ray
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
@@ -150,19 +151,19 @@ def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float) -> JobSummary
 
 def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool = False) -> JobSummary:
     t0 = time.perf_counter()
+    cfg = normalised_config(cfg)  # a relative and an absolute path to one manifest are one job
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
     dims = all_dimensions(checklists)
     checklists_json = checklists_to_json(checklists)
-    job_json = cfg.model_dump_json(indent=2)
+    job_json = job_record(cfg)  # the config plus the manifest's fingerprint
     schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
                            model_id=cfg.model.model, job_json=job_json)
     out_fs = fsspec_filesystem(cfg.out, cfg.storage)
     resumed = check_output(out_fs, cfg.out, job_json, checklists_json)  # refuse a mismatch before any work
     init_ray(ray_address, quiet=quiet)
     check_unique_ids(cfg)
-    if not resumed:
-        create_output(out_fs, cfg.out, job_json, checklists_json)
+    lease, resumed = open_output(out_fs, cfg.out, job_json, checklists_json)  # one run at a time
     log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
 
     fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
@@ -181,6 +182,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         ds.write_parquet(path, filesystem=fs, schema=schema)
     finally:
         ctx.checkpoint_config = None
+        lease.release()
     return summarize(cfg, list(dimension_columns(dims).values()), time.perf_counter() - t0)
 
 

@@ -3,14 +3,25 @@
 A scores location is either a job directory (DIR/scores/*.parquet beside checklist.json)
 or the Parquet file/directory itself; local path or URI. Only the Parquet footer is read
 here: the data stays in the cluster and is read by Ray Data workers.
+
+Committed files only. `vrscore score` writes through Ray Data's two-phase commit: before a
+data file `scores/<base>-<i>.parquet` is written, its ids go to
+`_checkpoint/<base>.pending.parquet`, renamed to `_checkpoint/<base>.parquet` once the data
+file is complete. A data file of a running job, or one left by a killed job (its pending
+checkpoint is still there; the next run deletes both), is therefore not committed. Beside a
+`_checkpoint/` folder, only data files whose name starts with a committed checkpoint's base
+are read; outputs without one (`vrscore filter`) are read whole.
 """
 from __future__ import annotations
 
 import argparse
+import posixpath
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import fsspec
 import pyarrow as pa
+import pyarrow.fs  # noqa: F401 - pa.fs in annotations
 import pyarrow.parquet as pq
 
 from pipeline.parquet_reader import read_parquet, row_count
@@ -18,12 +29,15 @@ from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.job_config import StorageConfig
 from schemas.scores import META_MODEL, read_checklists_metadata
+from schemas.user_error import UserError
 
 if TYPE_CHECKING:
     from ray.data import Dataset
 
 SCORES_DIR = "scores"
 CHECKLIST_FILE = "checklist.json"
+CHECKPOINT_DIR = "_checkpoint"
+PENDING_SUFFIX = ".pending.parquet"  # Ray Data's PENDING_CHECKPOINT_SUFFIX + ".parquet"
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,12 @@ class ScoresInput:
     schema: pa.Schema  # with the vrscore metadata
     checklists: dict[str, Checklist]  # by media kind, as in the metadata
     storage: StorageConfig
+    # The committed data files when the scores carry a checkpoint; None = every file under data_uri.
+    files: tuple[str, ...] | None = None
+
+    def _source(self) -> tuple[pa.fs.FileSystem | None, str | list[str]]:
+        fs, path = arrow_filesystem(self.data_uri, self.storage)
+        return fs, list(self.files) if self.files is not None else path
 
     @property
     def checklists_by_name(self) -> dict[str, Checklist]:
@@ -49,32 +69,49 @@ class ScoresInput:
 
     def count_rows(self) -> int:
         """Row count from the Parquet footers, without reading any data."""
-        fs, path = arrow_filesystem(self.data_uri, self.storage)
-        return row_count(pq.ParquetDataset(path, filesystem=fs))
+        fs, source = self._source()
+        return row_count(pq.ParquetDataset(source, filesystem=fs))
 
     def read(self, columns: list[str] | None = None) -> "Dataset":
-        fs, path = arrow_filesystem(self.data_uri, self.storage)
-        return read_parquet(path, fs, columns)
+        fs, source = self._source()
+        return read_parquet(source, fs, columns)
 
     def require_columns(self, columns: list[str], what: str) -> None:
         missing = [c for c in columns if c not in self.schema.names]
         if missing:
-            raise ValueError(f"{what}: the scores have no column {missing[0]!r} "
+            raise UserError(f"{what}: the scores have no column {missing[0]!r} "
                              f"(columns: {', '.join(self.schema.names)})")
 
 
+def committed_files(fs: fsspec.AbstractFileSystem, data_uri: str) -> tuple[str, ...] | None:
+    """The committed data files under `data_uri` when a `_checkpoint/` lies beside it (see
+    the module doc); None when there is no checkpoint (every file counts)."""
+    checkpoint = join(data_uri.rstrip("/").rsplit("/", 1)[0], CHECKPOINT_DIR) if "/" in data_uri.rstrip("/") \
+        else CHECKPOINT_DIR
+    if not fs.isdir(checkpoint):
+        return None
+    names = [posixpath.basename(p) for p in fs.find(checkpoint)]
+    bases = tuple(n[:-len(".parquet")] for n in names if n.endswith(".parquet") and not n.endswith(PENDING_SUFFIX))
+    data = [p for p in fs.find(data_uri) if p.endswith(".parquet") and not posixpath.basename(p).startswith((".", "_"))]
+    return tuple(sorted(p for p in data if posixpath.basename(p).startswith(bases))) if bases else ()
+
+
 def open_scores(uri: str, storage: StorageConfig) -> ScoresInput:
-    """The scores at `uri`; raises ValueError when it is not a vrscore scores output."""
+    """The scores at `uri`; raises UserError when it is not a vrscore scores output."""
     fs = fsspec_filesystem(uri, storage)
     data_uri = join(uri, SCORES_DIR) if fs.isdir(join(uri, SCORES_DIR)) else uri
     if not fs.exists(data_uri):
         raise FileNotFoundError(f"no scores at {uri}")
+    files = committed_files(fs, data_uri) if fs.isdir(data_uri) else None
+    if files == ():
+        raise UserError(f"{data_uri} holds no committed scores yet (the job is still running, or was stopped "
+                        "before it finished a file)")
     arrow_fs, path = arrow_filesystem(data_uri, storage)
     try:
-        schema = pq.ParquetDataset(path, filesystem=arrow_fs).schema
+        schema = pq.ParquetDataset(list(files) if files is not None else path, filesystem=arrow_fs).schema
     except (OSError, pa.ArrowInvalid) as exc:
-        raise ValueError(f"cannot read scores Parquet at {data_uri}: {exc}") from exc
-    return ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage)
+        raise UserError(f"cannot read scores Parquet at {data_uri}: {exc}") from exc
+    return ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage, files)
 
 
 def refuse_existing_output(out: str, storage: StorageConfig, subdirs: list[str]) -> None:

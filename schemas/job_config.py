@@ -112,6 +112,15 @@ class ModelConfig(_Strict):
         "runs out of memory. Items are packed greedily up to it; an item over it alone has its "
         "questions split into chunks against one prefix cache.",
     )
+    systemic_failure_batches: int = Field(
+        3,
+        ge=1,
+        description="Stop the job when this many consecutive scorer batches fail on every item, one by "
+        "one too, with the same exception type (a broken model or device, not bad items), rather than "
+        "mark every remaining row score_error. Where the actor has scored an item before, that item is "
+        "re-scored as a check and the job stops at the first such batch. Smaller stops sooner; a "
+        "larger value tolerates runs of batches made only of bad items. Speed only: may change on resume.",
+    )
 
 
 class ResourcesConfig(_Strict):

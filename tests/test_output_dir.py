@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from jobs.output_dir import OutputMismatchError, check_output, create_output, result_differences
+from jobs import output_lease
+from jobs.output_dir import (OutputMismatchError, check_output, create_output, job_record, normalise_local_path,
+                             normalised_config, result_differences)
+from jobs.output_lease import OutputBusyError, OutputLease
+from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 
 
@@ -31,3 +44,168 @@ def test_job_json_of_a_version_without_worker_nice_still_resumes():
     old = json.loads(_job().model_dump_json())
     del old["decode"]["worker_nice"]
     assert result_differences(old, json.loads(_job().model_dump_json()), {}, {}) == []
+
+
+# --- the lease: one run at a time per output (local disk and S3) ---------------------------
+
+def _lease_record(fs, out, **kw) -> dict:
+    record = {"owner": "someone-else", "host": socket.gethostname(), "pid": os.getpid(),
+              "pid_start": output_lease._pid_start(os.getpid()), "heartbeat": time.time(), "ttl_s": 60.0, **kw}
+    fs.makedirs(out, exist_ok=True)
+    fs.pipe_file(f"{out}/{output_lease.LEASE_FILE}", json.dumps(record).encode())
+    return record
+
+
+def _lease_rules(fs, out):
+    job = _job().model_dump_json()
+    # A live run holds the output: refused before any work, and by the lease itself.
+    _lease_record(fs, out)
+    with pytest.raises(OutputBusyError, match=r"another run is writing here .*expires \d+ s from now"):
+        check_output(fs, out, job, "{}")
+    with pytest.raises(OutputBusyError):
+        OutputLease.acquire(fs, out, settle_s=0)
+    # A lease whose heartbeat is older than its ttl (its run died on some machine) is taken over.
+    _lease_record(fs, out, host="another-machine", pid=1, heartbeat=time.time() - 61)
+    lease = OutputLease.acquire(fs, out, settle_s=0)
+    assert output_lease.read_lease(fs, out)["owner"] == lease.owner
+    with pytest.raises(OutputBusyError):  # and now it blocks the next run
+        check_output(fs, out, job, "{}")
+    assert check_output(fs, out, job, "{}", lease_owner=lease.owner) is False  # not its own holder
+    lease.release()
+    assert output_lease.read_lease(fs, out) is None
+    assert check_output(fs, out, job, "{}") is False
+
+
+def test_a_live_lease_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path):
+    _lease_rules(fsspec.filesystem("file"), str(tmp_path / "out"))
+
+
+def test_the_lease_works_on_object_storage(s3_endpoint):
+    fs = s3_endpoint.filesystem()
+    _lease_rules(fs, f"{s3_endpoint.make_bucket()}/out")
+
+
+def test_a_killed_local_run_does_not_block_its_rerun(tmp_path):
+    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _lease_record(fs, out, pid=dead.pid, pid_start="1")  # fresh heartbeat, but its process is gone
+    lease = OutputLease.acquire(fs, out, settle_s=0)
+    lease.release()
+
+
+def test_of_two_runs_taking_the_lease_at_once_exactly_one_wins(tmp_path):
+    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
+    barrier, results = threading.Barrier(2), []
+
+    def take():
+        barrier.wait()
+        try:
+            results.append(OutputLease.acquire(fs, out, settle_s=0.5))
+        except OutputBusyError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=take) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if isinstance(r, OutputLease)]
+    assert len(winners) == 1 and len(results) == 2
+    winners[0].release()
+
+
+def test_a_run_that_lost_its_lease_fails_when_it_ends(tmp_path):
+    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
+    lease = OutputLease.acquire(fs, out, ttl_s=0.4, settle_s=0)
+    _lease_record(fs, out)  # another run took over while this one stalled
+    time.sleep(0.3)  # a renewal (every ttl/8) sees the foreign owner
+    with pytest.raises(OutputBusyError, match="lost its lease"):
+        lease.release()
+    assert output_lease.read_lease(fs, out)["owner"] == "someone-else"  # not deleted
+
+
+# --- the manifest fingerprint and local paths -----------------------------------------------
+
+def _manifest(path, ids) -> None:
+    pq.write_table(pa.table({"id": ids, "uri": [f"/m/{i}.png" for i in ids], "prompt": ["p"] * len(ids)}), path)
+
+
+def test_a_manifest_edited_at_the_same_path_is_a_different_job(tmp_path):
+    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
+    manifest = tmp_path / "m.parquet"
+    _manifest(manifest, ["a", "b"])
+    cfg = normalised_config(JobConfig(manifest=str(manifest), out=out, model=ModelConfig(model="m")))
+    job = job_record(cfg)
+    create_output(fs, out, job, "{}")
+    assert check_output(fs, out, job_record(cfg), "{}") is True  # unchanged: resumes
+    _manifest(manifest, ["a", "b", "c"])
+    with pytest.raises(OutputMismatchError, match=r"the manifest files changed since the first run "
+                                                   r"\(1 files, \d+ bytes -> 1 files, \d+ bytes"):
+        check_output(fs, out, job_record(cfg), "{}")
+    # Same size, new content (mtime changes): still a different job.
+    _manifest(manifest, ["a", "b"])
+    os.utime(manifest, (1, 1))
+    with pytest.raises(OutputMismatchError, match="manifest files changed"):
+        check_output(fs, out, job_record(cfg), "{}")
+
+
+def test_a_relative_manifest_path_is_the_same_job_as_the_absolute_one(tmp_path, monkeypatch):
+    fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
+    (tmp_path / "data").mkdir()
+    _manifest(tmp_path / "data" / "m.parquet", ["a"])
+    absolute = JobConfig(manifest=str(tmp_path / "data" / "m.parquet"), out=out, model=ModelConfig(model="m"))
+    create_output(fs, out, job_record(normalised_config(absolute)), "{}")
+    monkeypatch.chdir(tmp_path / "data")
+    relative = normalised_config(absolute.model_copy(update={"manifest": "m.parquet", "out": "../out"}))
+    assert relative.manifest == absolute.manifest and relative.out == out  # stored normalised
+    assert check_output(fs, out, job_record(relative), "{}") is True
+    # Compared normalised too: a job.json that holds the relative path matches the absolute one.
+    old = json.loads(absolute.model_dump_json()) | {"manifest": "m.parquet"}
+    assert result_differences(old, json.loads(absolute.model_dump_json()), {}, {}) == []
+    # Negative control: another file is another job.
+    _manifest(tmp_path / "data" / "n.parquet", ["a"])
+    other = normalised_config(absolute.model_copy(update={"manifest": "n.parquet"}))
+    with pytest.raises(OutputMismatchError, match=r"manifest: '.*m\.parquet' -> '.*n\.parquet'"):
+        check_output(fs, out, job_record(other), "{}")
+
+
+def test_a_hub_model_id_is_not_taken_for_a_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert normalise_local_path("Qwen/Qwen2-VL-2B-Instruct", must_exist=True) == "Qwen/Qwen2-VL-2B-Instruct"
+    (tmp_path / "ckpt").mkdir()
+    assert normalise_local_path("ckpt", must_exist=True) == str(tmp_path / "ckpt")
+    assert normalise_local_path("s3://b/m.parquet") == "s3://b/m.parquet"
+    assert normalise_local_path("file:///x/m.parquet") == "/x/m.parquet"
+
+
+def test_job_json_without_its_checkpoint_is_refused_not_rescored(tmp_path):
+    fs, out = fsspec.filesystem("file"), tmp_path / "out"
+    job = _job().model_dump_json()
+    create_output(fs, str(out), job, "{}")
+    assert check_output(fs, str(out), job, "{}") is True  # started, nothing written yet: resumes
+    (out / "scores").mkdir()
+    (out / "scores" / "part-0.parquet").write_bytes(b"rows")
+    (out / "_checkpoint").mkdir()
+    (out / "_checkpoint" / "part-0.parquet").write_bytes(b"ids")
+    assert check_output(fs, str(out), job, "{}") is True
+    shutil.rmtree(out / "_checkpoint")
+    with pytest.raises(OutputMismatchError, match=r"_checkpoint/ \(which rows they hold\) is missing"):
+        check_output(fs, str(out), job, "{}")
+
+
+def test_vrscore_score_into_an_output_another_run_holds_is_refused_before_any_work(tmp_path, capsys):
+    from jobs import cli as vrscore_cli
+
+    _manifest(tmp_path / "m.parquet", ["a"])
+    out = tmp_path / "out"
+    other_run = OutputLease.acquire(fsspec.filesystem("file"), str(out), settle_s=0)
+    try:
+        args = ["score", "--manifest", str(tmp_path / "m.parquet"), "--model", str(tmp_path / "no-model"),
+                "--out", str(out), "--quiet"]
+        assert vrscore_cli.main(args) == 2
+    finally:
+        other_run.release()
+    err = capsys.readouterr().err
+    assert f"vrscore score: error: {out}: another run is writing here" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written

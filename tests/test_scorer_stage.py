@@ -3,9 +3,11 @@ resized are scored at that size, including sizes where resizing twice would chan
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from actors.checklist_scorer import ChecklistScorer
+from actors.systemic_failure import FailureStreak, SystemicScoringError, uniform_failure
 from actors.media_decoder import MediaDecoder
 from pipeline.score_pipeline import validate_rows
 from schemas import status
@@ -35,3 +37,96 @@ def test_an_image_at_the_aspect_ratio_edge_is_scored(tmp_path, demo_model_dir):
     for raw in out["p_yes"]:
         p = np.frombuffer(raw, dtype=np.float32)
         assert p.shape == (len(checklists["image"].questions),) and np.all((p > 0) & (p < 1))
+
+
+# --- a broken model or device stops the job; bad items do not ---------------------------------
+
+K = 3
+
+
+class CudaLikeError(RuntimeError):
+    """Stands for a lost CUDA context: every forward raises it."""
+
+
+def _decoded_images(tmp_path, n: int, black: set[int] = frozenset()) -> dict:
+    """n decoded images; those in `black` are all black (the 'bad items' of the test)."""
+    rng = np.random.default_rng(5)
+    uris = []
+    for k in range(n):
+        pixels = np.zeros((64, 80, 3), np.uint8) if k in black else rng.integers(1, 256, (64, 80, 3), dtype=np.uint8)
+        uris.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(pixels).save(uris[-1])
+    checklists = resolve_checklists(["default"])
+    batch = {"id": np.array([f"r{k}" for k in range(n)], dtype=object), "uri": np.array(uris, dtype=object),
+             "prompt": np.array(["a cat"] * n, dtype=object)}
+    batch = validate_rows(batch, {k: c.uses_prompt for k, c in checklists.items()})
+    return MediaDecoder(DecodeConfig().model_dump())(batch)
+
+
+@pytest.fixture(scope="module")
+def scorer(demo_model_dir):
+    return ChecklistScorer(ModelConfig(model=str(demo_model_dir), dtype="float32", systemic_failure_batches=K)
+                           .model_dump(), DecodeConfig().model_dump(), checklists_to_json(resolve_checklists(["default"])))
+
+
+@pytest.fixture
+def faults(scorer, monkeypatch):
+    """Switches for the model under the scorer: `broken` fails every forward; black images
+    fail alone (a bad item), whatever else is in the forward."""
+    state = {"broken": False}
+    adapter = scorer.adapters["image"]
+    real = adapter.score
+
+    def score(items, questions):
+        if state["broken"]:
+            raise CudaLikeError("CUDA error: an illegal memory access was encountered")
+        if any(not it.frames.any() for it in items):
+            raise ValueError("this item is bad")
+        return real(items, questions)
+
+    monkeypatch.setattr(adapter, "score", score)
+    monkeypatch.setattr(scorer, "_streak", FailureStreak(K), raising=False)  # fresh per test
+    monkeypatch.setattr(scorer, "_canary", {}, raising=False)
+    return state
+
+
+def test_a_model_that_always_fails_stops_the_stage_after_k_batches(tmp_path, scorer, faults):
+    faults["broken"] = True
+    batch = _decoded_images(tmp_path, 2)
+    for _ in range(K - 1):  # nothing scored yet on this actor: no known-good item to check against
+        assert list(scorer(batch)["status"]) == [status.SCORE_ERROR] * 2
+    with pytest.raises(SystemicScoringError, match=rf"every item of {K} consecutive batches with CudaLikeError"):
+        scorer(batch)
+
+
+def test_a_model_that_breaks_mid_job_stops_at_the_first_batch_and_marks_no_row(tmp_path, scorer, faults):
+    batch = _decoded_images(tmp_path, 2)
+    assert list(scorer(batch)["status"]) == [status.OK] * 2
+    faults["broken"] = True
+    with pytest.raises(SystemicScoringError, match="an item it had scored before now fails the same way") as info:
+        scorer(batch)
+    assert isinstance(info.value.__cause__, CudaLikeError)
+
+
+def test_bad_items_stay_row_errors_however_many_batches(tmp_path, scorer, faults):
+    (tmp_path / "g").mkdir()
+    good = _decoded_images(tmp_path / "g", 1)
+    bad = _decoded_images(tmp_path, 2, black={0, 1})  # every item of the batch fails, with one type
+    assert list(scorer(good)["status"]) == [status.OK]
+    for _ in range(2 * K):  # the known-good item still scores: the items are at fault
+        out = scorer(bad)
+        assert list(out["status"]) == [status.SCORE_ERROR] * 2 and "this item is bad" in out["error"][0]
+    mixed = _decoded_images(tmp_path / "g", 3, black={1})
+    assert list(scorer(mixed)["status"]) == [status.OK, status.SCORE_ERROR, status.OK]
+
+
+def test_failure_streak_counts_one_exception_type_in_a_row():
+    streak = FailureStreak(2)
+    streak.observe(ValueError("a"))
+    streak.observe(KeyError("b"))  # another type: the count starts again
+    streak.observe(None)  # a batch with a scored item ends the streak
+    streak.observe(KeyError("c"))
+    with pytest.raises(SystemicScoringError, match="2 consecutive batches with KeyError"):
+        streak.observe(KeyError("d"))
+    assert uniform_failure([ValueError(), ValueError()]) is not None
+    assert uniform_failure([ValueError(), KeyError()]) is None and uniform_failure([ValueError(), 0.5]) is None
