@@ -113,11 +113,12 @@ def _probe_video(data: bytes, cfg: DecodeConfig) -> tuple[int, int]:
     return (first.width, first.height) if quarter_turns else (first.height, first.width)
 
 
-def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec) -> DecodedMedia:
-    """(T, H, W, 3) frames picked by `spec`, decoded by decord at the smart_resize size."""
+def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int = 1) -> DecodedMedia:
+    """(T, H, W, 3) frames picked by `spec`, decoded by decord at the smart_resize size
+    with `threads` FFmpeg decoding threads (0 = one per core of the machine)."""
     height, width = _target_size(*_probe_video(data, cfg), cfg, "video")
     try:
-        reader = decord.VideoReader(io.BytesIO(data), width=width, height=height)
+        reader = decord.VideoReader(io.BytesIO(data), width=width, height=height, num_threads=threads)
         n_total = len(reader)
         if n_total < 1:
             raise MediaError(st.DECODE_ERROR, "the video has no frames")
