@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actors.media_io import MediaError
-from pipeline.frame_sampling import FramesSpec, uniform_indices, visionreward_indices
+from pipeline.frame_sampling import FramesSpec, decode_in_order, uniform_indices, visionreward_indices
 from pipeline.resize_policy import smart_resize
 from schemas import status as st
 from schemas.job_config import DecodeConfig
@@ -113,11 +113,33 @@ def _probe_video(data: bytes, cfg: DecodeConfig) -> tuple[int, int]:
     return (first.width, first.height) if quarter_turns else (first.height, first.width)
 
 
-def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec) -> DecodedMedia:
-    """(T, H, W, 3) frames picked by `spec`, decoded by decord at the smart_resize size."""
+def _read_frames(reader: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
+    """The frames at `indices` (any order, repeats allowed), by whichever of decoding in
+    order or seeking decodes fewer frames (`decode_in_order`). In order, the frames
+    between are decoded but skipped (`skip_frames`: not scaled or converted to RGB)."""
+    keys = np.asarray(reader.get_key_indices(), dtype=np.int64)
+    if not decode_in_order(keys, indices):
+        return reader.get_batch(indices.tolist()).asnumpy()
+    wanted = np.unique(indices)
+    before = keys[keys <= wanted[0]]
+    position = int(before[-1]) if before.size else 0
+    if position > 0:
+        reader.seek(position)  # a keyframe: the seek lands exactly there
+    got = {}
+    for index in wanted.tolist():
+        if index > position:
+            reader.skip_frames(index - position)
+        got[index] = reader.next().asnumpy()
+        position = index + 1
+    return np.stack([got[i] for i in indices.tolist()])
+
+
+def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int = 1) -> DecodedMedia:
+    """(T, H, W, 3) frames picked by `spec`, decoded by decord at the smart_resize size
+    with `threads` FFmpeg decoding threads (0 = one per core of the machine)."""
     height, width = _target_size(*_probe_video(data, cfg), cfg, "video")
     try:
-        reader = decord.VideoReader(io.BytesIO(data), width=width, height=height)
+        reader = decord.VideoReader(io.BytesIO(data), width=width, height=height, num_threads=threads)
         n_total = len(reader)
         if n_total < 1:
             raise MediaError(st.DECODE_ERROR, "the video has no frames")
@@ -129,7 +151,7 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec) -> DecodedMed
         else:
             indices = visionreward_indices(reader.get_frame_timestamp(np.arange(n_total))[:, 0], spec.n)
             fps = 1.0
-        frames = reader.get_batch(indices.tolist()).asnumpy()
+        frames = _read_frames(reader, indices)
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError/RuntimeError on bad streams

@@ -1,13 +1,14 @@
 """The decode stage: media URIs -> uint8 RGB frames at the size the model will see.
 
-A callable class for `map_batches` (numpy batch format). Each row is read and decoded in
-the stage's child process by actors/frame_decode.py (what happens to images and videos).
-Why a child process (actors/decode_worker.py): decord/FFmpeg can hang or segfault on
-corrupt input; a hung child is killed at `timeout_s` (status 'timeout') and a crashed one
-is an exit code (status 'decode_error'), where a thread could be neither stopped nor
-survived. Cost, measured on 2 cores: 0.5 s to start the child once per stage instance, then
-0.3 ms per row plus about 1 ms per MB of frames (4 ms for 8 frames of 448x448): 5-15% of
-a small clip's decode, nothing against a 1080p one (benchmarks/decode.py).
+A callable class for `map_batches` (numpy batch format). Each row's bytes are read in
+this process (actors/media_fetch.py; the next rows' reads overlap this row's decode) and
+decoded in the stage's child process by actors/frame_decode.py (what happens to images
+and videos). Why a child process (actors/decode_worker.py): decord/FFmpeg can hang or
+segfault on corrupt input; a hung child is killed at `timeout_s` (status 'timeout') and a
+crashed one is an exit code (status 'decode_error'), where a thread could be neither
+stopped nor survived. The child holds no credentials and speaks JSON + raw bytes only.
+Cost: 0.5 s to start the child once per stage instance, then per row one socket round
+trip and a copy of the file's bytes and of the frames (benchmarks/decode.py measures it).
 
 Output columns, added to all input columns:
   frames        object array of bytes: the (T, H, W, 3) uint8 RGB frames, C order; b"" on failure
@@ -47,9 +48,13 @@ class MediaDecoder:
     """Decode stage. `decode` is `DecodeConfig.model_dump()`; `storage_options` maps an
     fsspec protocol ('s3', 'gs', ...) to the kwargs of its filesystem."""
 
-    def __init__(self, decode: dict, storage_options: dict | None = None):
+    # Reads started ahead of the row being decoded: enough to hide a read's latency behind
+    # a decode, few enough that a batch's bytes are not all held at once.
+    read_ahead = 2
+
+    def __init__(self, decode: dict, storage_options: dict | None = None, threads: int = 0):
         self._cfg = DecodeConfig.model_validate(decode)
-        self._worker = DecodeWorker(self._cfg.model_dump(), _check_storage_options(storage_options))
+        self._worker = DecodeWorker(self._cfg.model_dump(), _check_storage_options(storage_options), threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         batch = nulls_as_none(batch)
@@ -59,12 +64,18 @@ class MediaDecoder:
         frames = np.empty(n, dtype=object)
         shapes = np.empty(n, dtype=object)
         fps = np.full(n, np.nan, dtype=np.float64)
+        todo = [i for i in range(n) if status[i] == st.OK]
+        reads = {i: self._worker.read(str(batch["uri"][i])) for i in todo[: self.read_ahead]}
         for i in range(n):
             frames[i], shapes[i] = b"", np.zeros(0, dtype=np.int32)
-            if status[i] != st.OK:
-                continue
+        for k, i in enumerate(todo):
+            if k + self.read_ahead < len(todo):
+                j = todo[k + self.read_ahead]
+                reads[j] = self._worker.read(str(batch["uri"][j]))
             try:
-                out = self._worker.decode(str(batch["uri"][i]), str(batch["media_type"][i]), self._cfg.timeout_s)
+                data, read_s = reads.pop(i).result(self._cfg.timeout_s)
+                out = self._worker.decode_bytes(data, str(batch["media_type"][i]),
+                                                max(0.001, self._cfg.timeout_s - read_s))
             except MediaError as exc:
                 status[i], error[i] = exc.status, exc.message
                 continue

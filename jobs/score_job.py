@@ -18,6 +18,7 @@ from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DI
                              normalised_config, open_output)
 from pipeline.parquet_reader import row_count
 from pipeline.ray_runtime import init_ray
+from pipeline.run_stats import format_entry, record_run
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas import status
@@ -40,6 +41,7 @@ class JobSummary:
     seconds: float
     out: str
     files: list[str] = field(default_factory=list)
+    run: dict | None = None  # this run's stats.json entry (pipeline/run_stats.py)
 
     @property
     def errors(self) -> int:
@@ -60,6 +62,8 @@ class JobSummary:
                 values = [self.means[k].get(col) for k in kinds]
                 if any(v is not None for v in values):
                     lines.append(f"{col:<24}" + "".join(f"{_fmt(v):>10}" for v in values))
+        if self.run is not None:
+            lines.append(format_entry(self.run))
         lines.append(f"scores: {join(self.out, SCORES_DIR)}/  ({len(self.files)} files)")
         lines.append(f"checklist: {join(self.out, CHECKLIST_FILE)}   job: {join(self.out, JOB_FILE)}")
         return "\n".join(lines)
@@ -179,11 +183,15 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     )
     try:
         ds = build_score_dataset(cfg, checklists, info, schema, checklists_json)
+        run_start = time.time()
         ds.write_parquet(path, filesystem=fs, schema=schema)
+        run = record_run(ds, out_fs, cfg.out, run_start)  # stats.json is written under the lease too
     finally:
         ctx.checkpoint_config = None
         lease.release()
-    return summarize(cfg, list(dimension_columns(dims).values()), time.perf_counter() - t0)
+    summary = summarize(cfg, list(dimension_columns(dims).values()), time.perf_counter() - t0)
+    summary.run = run
+    return summary
 
 
 __all__ = ["JobSummary", "run_score_job"]

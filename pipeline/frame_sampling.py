@@ -68,3 +68,31 @@ def visionreward_indices(timestamps: Sequence[float], max_frames: int = VISIONRE
     seconds = range(min(max_second, max_frames))
     # np.argmin returns the first minimum, as list.index(min(...)) does.
     return np.array([int(np.argmin(np.abs(ts - ts.dtype.type(s)))) for s in seconds], dtype=np.int64)
+
+
+# A seek flushes the decoder and restarts at a keyframe; its fixed cost, in frames decoded,
+# is about this many (measured with decord on H.264: a seek that lands on the frame it
+# wants costs as much as decoding a few frames).
+SEEK_COST_FRAMES = 4
+
+
+def decode_in_order(key_indices: Sequence[int], indices: Sequence[int]) -> bool:
+    """True when decoding straight through, from the keyframe before the first wanted frame
+    to the last one, decodes no more frames than seeking to the keyframe before each group
+    of wanted frames (a group: those sharing a keyframe, decoded in one pass).
+
+    Dense samples (several per keyframe interval, or a video that is one interval, as most
+    short generated clips are) read in order; sparse samples of a long video seek.
+    """
+    wanted = np.unique(np.asarray(indices, dtype=np.int64))
+    keys = np.unique(np.asarray(key_indices, dtype=np.int64))
+    if wanted.size == 0:
+        return True
+    if keys.size == 0 or keys[0] > wanted[0]:
+        keys = np.concatenate([[0], keys])
+    key_of = keys[np.searchsorted(keys, wanted, side="right") - 1]  # keyframe at or before each frame
+    in_order = int(wanted[-1] - key_of[0] + 1)
+    seeking = 0
+    for key in np.unique(key_of):
+        seeking += int(wanted[key_of == key].max() - key + 1) + SEEK_COST_FRAMES
+    return in_order <= seeking

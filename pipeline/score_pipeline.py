@@ -10,9 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
 from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.assemble import ScoreAssembler
+from pipeline.decode_pool import decode_pool
 from pipeline.null_columns import nulls_as_none
 from pipeline.parquet_reader import read_parquet
 from pipeline.storage import arrow_filesystem, storage_options
@@ -92,6 +94,12 @@ def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, boo
     return out
 
 
+def cluster_shape() -> tuple[float, int]:
+    """(logical CPUs, nodes with CPUs) of the Ray cluster this driver is connected to."""
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    return float(ray.cluster_resources().get("CPU", 1.0)), max(1, len(nodes))
+
+
 def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: ManifestInfo,
                         out_schema: pa.Schema, checklists_json: str, ds: Dataset | None = None) -> Dataset:
     """The lazy dataset of output rows (a pyarrow table per batch, `out_schema`)."""
@@ -110,10 +118,12 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
     )
     # Media URIs may live on another filesystem than the manifest: options per protocol.
     media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
+    pool = decode_pool(res, *cluster_shape())
     ds = ds.map_batches(
         MediaDecoder,
-        fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts},
-        compute=ActorPoolStrategy(min_size=1, max_size=max(1, res.scorer_actors * 2)),
+        fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,
+                               "threads": pool.threads},
+        compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         num_cpus=res.decode_cpus,
         batch_size=res.decode_batch_size,
         batch_format="numpy",

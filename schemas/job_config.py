@@ -138,7 +138,14 @@ class ResourcesConfig(_Strict):
         description="torch intra-op threads of a scorer actor running on CPU. None = every core of "
         "the node (Ray would otherwise limit the actor to one thread per reserved CPU). Ignored on GPU.",
     )
-    decode_cpus: float = Field(1.0, gt=0, description="CPUs per decode task; leave CPUs free for reads and decode.")
+    decode_cpus: float = Field(1.0, gt=0, description="CPUs each decode actor reserves.")
+    decode_actors: tuple[int, int] | None = Field(
+        None,
+        description="(min, max) of the autoscaling decode pool. None = from 1 up to every CPU left "
+        "after the scorers' reservations and one CPU per node for Ray Data's read and write tasks "
+        "(divided by decode_cpus). A larger max feeds faster scorers; it never takes CPUs the "
+        "scorers reserved. Each decode actor uses the node's spare cores as decoding threads.",
+    )
     batch_size: int = Field(
         16,
         ge=1,
@@ -152,6 +159,14 @@ class ResourcesConfig(_Strict):
         description="Rows per output Parquet file. Each file is also a resume checkpoint: smaller "
         "files mean less rework after a crash, larger ones fewer files.",
     )
+
+
+    @field_validator("decode_actors")
+    @classmethod
+    def _check_decode_actors(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and not 1 <= v[0] <= v[1]:
+            raise ValueError(f"decode_actors must be (min, max) with 1 <= min <= max, got {list(v)}")
+        return v
 
 
 class StorageConfig(_Strict):

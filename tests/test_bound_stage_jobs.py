@@ -1,0 +1,47 @@
+"""The decode pool grows with the cluster, and the summary names the stage that bound the
+job: two planted jobs on a local Ray of 8 logical CPUs, in a process of their own."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from tests.job_process import REPO, job_env, run_job
+from tests.paths import MEDIA
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory) -> dict[str, dict]:
+    video = MEDIA / "video2dataset_test_video.mp4"
+    if not video.exists():
+        pytest.skip(f"shared media not found: {video}")
+    tmp = tmp_path_factory.mktemp("planted")
+    ray_tmp = tmp_path_factory.mktemp("ray")
+    done = run_job([sys.executable, "-m", "tests.planted_bound_jobs", str(tmp), str(video)],
+                   job_env(ray_tmp, {"PYTHONPATH": str(REPO)}), timeout=400)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {r["job"]: r for r in map(json.loads, (line for line in done.stdout.splitlines() if line.startswith("{")))}
+
+
+def test_decode_pool_grows_past_two_and_every_row_is_written_once(planted):
+    job = planted["decode"]
+    (run,) = job["stats"]["runs"]
+    assert run["decode_actors_max"] > 2  # the old cap was 2 decoders per scorer actor
+    assert sorted(job["ids"]) == sorted(job["manifest_ids"])
+
+
+def test_many_1080p_frames_on_a_fast_model_are_decode_bound(planted):
+    (run,) = planted["decode"]["stats"]["runs"]
+    assert run["bound_stage"] == "decode", run
+    assert run["stages"]["decode"]["busy_fraction"] > run["stages"]["score"]["busy_fraction"]
+    assert "decode-bound: scorers idle" in planted["decode"]["summary"]
+
+
+def test_a_slow_model_on_tiny_images_is_score_bound(planted):
+    job = planted["score"]
+    (run,) = job["stats"]["runs"]
+    assert run["bound_stage"] == "score", run
+    assert "score-bound" in job["summary"] and sorted(job["ids"]) == sorted(job["manifest_ids"])

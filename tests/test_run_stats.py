@@ -1,0 +1,86 @@
+"""Decode pool sizing and the bound-stage rule: pure functions, no Ray."""
+from __future__ import annotations
+
+import json
+
+import fsspec
+import pytest
+
+from pipeline.decode_pool import DecodePool, decode_pool
+from pipeline.run_stats import StageTime, append_run, bound_stage, max_overlap, run_entry, stage_figures, stage_of
+from schemas.job_config import ResourcesConfig
+
+
+@pytest.mark.parametrize("res, cpus, nodes, want", [
+    # 8 CPUs, one scorer holding 1, one CPU for reads/writes: 6 decoders of 1 thread
+    (ResourcesConfig(), 8, 1, DecodePool(1, 6, 1)),
+    # a GPU node: 4 scorers of 1 CPU each on 2 nodes of 16 CPUs
+    (ResourcesConfig(scorer_actors=4), 32, 2, DecodePool(1, 26, 1)),
+    # the scorers' reservation counts at their autoscaling maximum
+    (ResourcesConfig(scorer_actors=1, scorer_max_actors=3, num_cpus_per_actor=2), 16, 1, DecodePool(1, 9, 1)),
+    # half-CPU decoders: twice as many
+    (ResourcesConfig(decode_cpus=0.5), 8, 1, DecodePool(1, 12, 1)),
+    # an override: 2 actors share the 14 spare cores as threads
+    (ResourcesConfig(decode_actors=(1, 2)), 16, 1, DecodePool(1, 2, 7)),
+    # a cluster too small for the reservations still gets one decoder
+    (ResourcesConfig(scorer_actors=4), 4, 1, DecodePool(1, 1, 1)),
+])
+def test_decode_pool_reaches_the_cpus_left(res, cpus, nodes, want):
+    assert decode_pool(res, cpus, nodes) == want
+
+
+def test_decode_pool_is_not_tied_to_the_scorer_count():
+    # the old rule was 2 decoders per scorer actor
+    assert decode_pool(ResourcesConfig(scorer_actors=1), 64, 1).max_size == 62
+
+
+def test_decode_actors_must_be_ordered():
+    with pytest.raises(ValueError, match="min <= max"):
+        ResourcesConfig(decode_actors=(4, 2))
+
+
+def test_max_overlap():
+    assert max_overlap([(0, 10), (1, 2), (3, 5), (4, 6), (11, 12)]) == 3
+    assert max_overlap([(0, 1), (1, 2)]) == 1  # one ends as the next starts
+    assert max_overlap([]) == 0
+
+
+@pytest.mark.parametrize("stage", ["decode", "score", "read", "write"])
+def test_operator_names_map_to_stages(stage):
+    names = {"decode": "MapBatches(validate_rows)->MapBatches(MediaDecoder)", "score": "MapBatches(ChecklistScorer)",
+             "read": "ReadFiles", "write": "MapBatches(ScoreAssembler)->Write"}
+    assert stage_of(names[stage]) == stage
+
+
+def _stages(decode_busy: float, score_busy: float) -> dict[str, StageTime]:
+    # two decoders and one scorer alive over [0, 100]; the stages started at 0 and 10
+    return {
+        "read": StageTime(busy_s=2, rows=50, start=0, end=5),
+        "decode": StageTime(busy_s=decode_busy, rows=50, start=0, end=90, actor_spans=[(0, 100), (0, 100)]),
+        "score": StageTime(busy_s=score_busy, rows=50, start=10, end=100, actor_spans=[(-5, 100)]),
+        "write": StageTime(busy_s=1, rows=50, start=20, end=100),
+    }
+
+
+def test_decode_bound_run():
+    figures = stage_figures(_stages(decode_busy=190, score_busy=27), nodes=1, run_end=100)
+    assert figures["decode"] == {"busy_fraction": 0.95, "rows_per_s": round(50 / 90, 3)}
+    assert figures["score"]["busy_fraction"] == 0.3  # counted from its first task: model loading left out
+    stage, hint = bound_stage(figures)
+    assert stage == "decode" and hint.startswith("decode-bound: scorers idle 70% waiting for frames")
+
+
+def test_score_bound_run_is_the_control():
+    figures = stage_figures(_stages(decode_busy=40, score_busy=85), nodes=1, run_end=100)
+    assert bound_stage(figures)[0] == "score"
+
+
+def test_a_resumed_run_appends(tmp_path):
+    fs = fsspec.filesystem("file")
+    path = str(tmp_path / "stats.json")
+    first = run_entry(_stages(190, 27), nodes=1, run_start=0, run_end=100)
+    append_run(fs, path, first)
+    append_run(fs, path, run_entry(_stages(40, 85), nodes=1, run_start=0, run_end=100))
+    runs = json.loads(fs.cat_file(path))["runs"]
+    assert [r["bound_stage"] for r in runs] == ["decode", "score"]
+    assert runs[0]["decode_actors_max"] == 2 and set(runs[0]["stages"]) == {"read", "decode", "score", "write"}
