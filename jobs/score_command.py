@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from jobs.job_config_loading import build_job_config
+from pipeline.storage import add_storage_args, storage_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="allow the model repo to run its own code (off by default)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_storage_args(p)
 
 
 def flags_of(args: argparse.Namespace) -> dict:
@@ -42,6 +44,7 @@ def flags_of(args: argparse.Namespace) -> dict:
         "decode.frames": args.frames,
         "max_error_fraction": args.max_error_fraction,
         "model.trust_remote_code": args.trust_remote_code,
+        **storage_flags(args),
     }
 
 
