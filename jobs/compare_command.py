@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="first image or video (path or URI)")
     p.add_argument("b", help="second image or video (path or URI)")
     p.add_argument("--prompt", required=True, help="the prompt both were generated from")
-    p.add_argument("--model", required=True, help="transformers model id or local path")
+    p.add_argument("--model", required=True, help="transformers model id, local path, or fsspec URI of a saved checkpoint")
     p.add_argument("--checklist", action="append",
                    help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt (repeat for one per media kind)")
     p.add_argument("--weights", action="append", help="VisionReward weight file for each *_qa.txt checklist")

@@ -14,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt; repeat for one per media kind")
     p.add_argument("--weights", action="append", help="VisionReward weight file for each *_qa.txt checklist, in order")
     p.add_argument("--dimensions", help="VisionReward dimensions.json (question text -> dimension)")
-    p.add_argument("--model", help="transformers model id or local path")
+    p.add_argument("--model", help="transformers model id, local path, or fsspec URI of a saved checkpoint "
+                   "(s3://bucket/ckpt/: downloaded once per node into model.cache_dir)")
     p.add_argument("--out", help="output directory (local path or URI)")
     p.add_argument("--config", help="job config YAML (any JobConfig field; flags and --set override it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -14,6 +14,7 @@ import ray
 from ray.data import DataContext
 from ray.data.checkpoint import CheckpointConfig
 
+from actors.model_store import pin_model
 from jobs.output_dir import CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, create_output
 from pipeline.parquet_reader import row_count
 from pipeline.ray_runtime import init_ray
@@ -149,6 +150,7 @@ def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float) -> JobSummary
 
 def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool = False) -> JobSummary:
     t0 = time.perf_counter()
+    cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})  # job.json records a URI model's fingerprint
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
     dims = all_dimensions(checklists)

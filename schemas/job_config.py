@@ -84,7 +84,12 @@ class DecodeConfig(_Strict):
 class ModelConfig(_Strict):
     """Which vision-language model answers the checklist, and how it runs."""
 
-    model: str = Field(..., description="A transformers model id or local path (or fsspec URI of a saved model).")
+    model: str = Field(
+        ...,
+        description="A transformers hub id, a local folder, or an fsspec URI (s3://, gs://, ...) of a saved "
+        "checkpoint folder (config, tokenizer files, *.safetensors weights). A URI is downloaded once per node "
+        "into cache_dir, with the job's storage settings.",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="'auto' = bfloat16 on GPU, float32 on CPU (bf16 on CPU is slower and noisier)."
     )
@@ -111,6 +116,18 @@ class ModelConfig(_Strict):
         "prefix + longest set of packed question suffixes). Bigger fills the GPU better; too big "
         "runs out of memory. Items are packed greedily up to it; an item over it alone has its "
         "questions split into chunks against one prefix cache.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Local folder where each node keeps the models it downloaded from a URI, one copy per "
+        "model version shared by the node's actors. None = $VRSCORE_MODEL_CACHE, else "
+        "<the node's temp dir>/vrscore-model-cache. Nothing is ever evicted from it.",
+    )
+    fingerprint: str | None = Field(
+        None,
+        description="For a model at a URI: sha256 over its files' names, sizes and ETags (or mtimes). Filled "
+        "in by `vrscore score` before any work and kept in job.json; actors refuse objects that no longer "
+        "match, and so does a resume. Set it to pin a version. None for hub ids and local folders.",
     )
 
 
