@@ -27,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow the model repo to run its own code (off by default)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no job line")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="print the job line (rows done of total, rows/s, errors by status, time left) every "
+                   "SECONDS (default 10); in a terminal it appears beside Ray Data's progress bars")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
     add_storage_args(p)
 
 
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from jobs.score_job import run_score_job  # imports Ray; keep `--help` fast
 
     cfg = build_job_config(args.config, flags_of(args), args.set)
-    summary = run_score_job(cfg, ray_address=args.ray_address, quiet=args.quiet)
+    summary = run_score_job(cfg, ray_address=args.ray_address, quiet=args.quiet,
+                            progress_interval=args.progress_interval, verbose=getattr(args, "verbose", False))
     print(summary.format())
     fraction = summary.errors / summary.rows if summary.rows else 0.0
     if fraction > cfg.max_error_fraction:
