@@ -42,6 +42,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--rows-per-file", type=int, default=1000, help="resources.rows_per_file of the job")
+    ap.add_argument("--batch-size", type=int, default=1000,
+                    help="resources.batch_size and decode_batch_size: no row reaches the model, so large "
+                    "batches only cut per-batch overhead (default 1000)")
     ap.add_argument("--work", help="folder for model, manifest and output (default: a new temp folder)")
     ap.add_argument("--write-manifest", help=argparse.SUPPRESS)  # child-process mode
     args = ap.parse_args()
@@ -63,7 +66,8 @@ def main() -> None:
     from schemas.job_config import JobConfig, ModelConfig, ResourcesConfig
 
     cfg = JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model=str(model)),
-                    resources=ResourcesConfig(rows_per_file=args.rows_per_file, decode_batch_size=256))
+                    resources=ResourcesConfig(rows_per_file=args.rows_per_file, batch_size=args.batch_size,
+                                              decode_batch_size=args.batch_size))
     after_imports = peak_rss_mb()
     t0 = time.perf_counter()
     summary = run_score_job(cfg, quiet=True)

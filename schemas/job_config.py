@@ -163,8 +163,11 @@ class ResourcesConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Options for remote filesystems. Credentials come from the standard AWS environment or
-    profiles unless set here; they are never written to outputs or logs."""
+    """Options for S3 and S3-compatible stores (s3://), for the manifest, media, model and
+    output alike; other filesystems (gs://, az://, ...) use their library's own defaults.
+    Credentials always come from the standard AWS chain (environment, ~/.aws profiles,
+    instance or pod roles): there is no field for them, so they are never written to
+    outputs or logs."""
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (e.g. MinIO); None = AWS.")
     region: str | None = Field(None, description="S3 region; None = from the environment/profile.")
