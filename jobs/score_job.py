@@ -146,7 +146,7 @@ def _manifest_rows(cfg: JobConfig) -> int:
 
 
 def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool = False,
-                  progress_interval: float = 10.0, verbose: bool = False) -> JobSummary:
+                  progress_interval: float = 10.0, verbose: bool | None = None) -> JobSummary:
     t0 = time.perf_counter()
     cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})  # job.json records a URI model's fingerprint
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)

@@ -13,7 +13,7 @@ _QUIET_ENV = {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "RAY_DATA_LOG_LEVEL": "ERRO
 
 
 def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int | None = None,
-             verbose: bool = False) -> None:
+             verbose: bool | None = None) -> None:
     """`address` (or RAY_ADDRESS) joins an existing cluster; otherwise a local Ray starts here.
 
     A local Ray gets at least 4 logical CPUs: decode and scoring actors each hold one, and
@@ -23,12 +23,14 @@ def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int |
 
     The console shows warnings and errors only: Ray's INFO lines, Ray Data's progress log
     (written when stdout is no terminal) and the workers' output stay in Ray's log
-    directory (`<ray temp dir>/session_*/logs`) unless `verbose`. `quiet` also hides Ray
-    Data's progress bars.
+    directory (`<ray temp dir>/session_*/logs`) unless `verbose` (None = when debug logging
+    is on, as `vrscore -v COMMAND` sets it). `quiet` also hides Ray Data's progress bars.
     """
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if verbose is None:
+        verbose = logging.getLogger().isEnabledFor(logging.DEBUG)
     env = dict(_QUIET_ENV) if quiet else {}
     kwargs = dict(
         include_dashboard=False,
