@@ -14,10 +14,11 @@ import numpy as np
 from actors.adapters import load_adapter
 from actors.adapters.base import MediaInput
 from actors.systemic_failure import FailureStreak, uniform_failure
+from actors.model_store import local_model
 from pipeline.null_columns import nulls_as_none
 from schemas import status
 from schemas.checklist_set import checklists_from_json
-from schemas.job_config import DecodeConfig, ModelConfig
+from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ class ChecklistScorer:
     numpy columns mixed with nulls do not convert reliably to Arrow blocks.
     """
 
-    def __init__(self, model: dict, decode: dict, checklists_json: str, cpu_threads: int | None = None):
-        self.model_cfg = ModelConfig.model_validate(model)
+    def __init__(self, model: dict, decode: dict, checklists_json: str, cpu_threads: int | None = None,
+                 storage: dict | None = None):
+        # A model at a URI: this node's cached copy (downloaded once per node).
+        self.model_cfg = local_model(ModelConfig.model_validate(model), StorageConfig.model_validate(storage or {}))
         _set_cpu_threads(cpu_threads)
         self.checklists = checklists_from_json(checklists_json)
         # A broken model or device must stop the job, not pass as bad items (actors/systemic_failure.py).

@@ -8,6 +8,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from pipeline.storage import add_storage_args, storage_from_args
+
 if TYPE_CHECKING:  # the CLI imports this module for --help: torch and Ray only when run
     from jobs.reward_api import ItemScore
 
@@ -16,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", help="first image or video (path or URI)")
     p.add_argument("b", help="second image or video (path or URI)")
     p.add_argument("--prompt", required=True, help="the prompt both were generated from")
-    p.add_argument("--model", required=True, help="transformers model id or local path")
+    p.add_argument("--model", required=True, help="transformers model id, local path, or fsspec URI of a saved checkpoint")
     p.add_argument("--checklist", action="append",
                    help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt (repeat for one per media kind)")
     p.add_argument("--weights", action="append", help="VisionReward weight file for each *_qa.txt checklist")
@@ -26,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", choices=("score", "score_soft"), default="score",
                    help="total that decides which is better: hard answers (score) or p_yes (score_soft)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON instead of a table")
+    add_storage_args(p)
 
 
 def comparison(a: "ItemScore", b: "ItemScore", by: str) -> dict:
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from jobs.reward_api import ChecklistReward
 
     with ChecklistReward.load(args.model, args.checklist or ["default"], device=args.device, frames=args.frames,
-                              weights=args.weights, dimensions=args.dimensions) as rm:
+                              weights=args.weights, dimensions=args.dimensions,
+                              storage=storage_from_args(args)) as rm:
         a, b = rm.score(args.prompt, [args.a, args.b])
     failed = [f"{name} ({r.uri}): {r.status}: {r.error}" for name, r in (("A", a), ("B", b)) if not r.ok]
     if failed:

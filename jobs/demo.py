@@ -21,7 +21,12 @@ PROMPTS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="vrscore-demo", help="demo folder (media, model, manifest, output)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no job line")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="print the job line (rows done of total, rows/s, errors by status, time left) every "
+                   "SECONDS (default 10); in a terminal it appears beside Ray Data's progress bars")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
 
 
@@ -53,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists():
         raise FileExistsError(f"{out} exists from an earlier demo; remove it or pass --out elsewhere")
     print(RANDOM_WEIGHTS_WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a one-shard "Writing model shards" bar says nothing
     model_dir = build_demo_model(root / "model", preset="tiny")
     rows = write_demo_media(root / "media")
     manifest = root / "manifest.parquet"
@@ -60,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} media files and {manifest}; model in {model_dir}")
 
     cfg = JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model=str(model_dir)))
-    summary = run_score_job(cfg, ray_address=args.ray_address, quiet=args.quiet)
+    summary = run_score_job(cfg, ray_address=args.ray_address, quiet=args.quiet,
+                            progress_interval=args.progress_interval, verbose=getattr(args, "verbose", False))
     print(summary.format())
     print(RANDOM_WEIGHTS_WARNING)
     return 0 if summary.errors == 0 else 1

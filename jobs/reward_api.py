@@ -57,7 +57,8 @@ class ChecklistReward:
         self.checklists = checklists
         checklists_json = checklists_to_json(checklists)
         self._decoder = MediaDecoder(decode.model_dump(), {p: storage_options(storage, p) for p in ("s3", "s3a")})
-        self._scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_json)
+        self._scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_json,
+                                       storage=storage.model_dump())
         self._schema = scores_schema(all_dimensions(checklists), checklists_json=checklists_json, model_id=model.model)
         self._assembler = ScoreAssembler(checklists, self._schema)
 
@@ -65,7 +66,7 @@ class ChecklistReward:
     def load(cls, model: str, checklist: str | list[str] = "default", *, device: str = "auto", dtype: str = "auto",
              frames: str = "uniform:8", weights: list[str] | None = None, dimensions: str | None = None,
              storage: StorageConfig | None = None, **model_options) -> "ChecklistReward":
-        """`model`: transformers id or path. `checklist`: as `vrscore score --checklist`
+        """`model`: transformers id, local path or fsspec URI. `checklist`: as `vrscore score --checklist`
         ('default', YAML/JSON files, VisionReward *_qa.txt with `weights`). Other ModelConfig
         fields (share_prefix, token_budget, ...) go in `model_options`."""
         specs = [checklist] if isinstance(checklist, str) else list(checklist)

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from jobs.job_config_loading import build_job_config
+from pipeline.storage import add_storage_args, storage_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt; repeat for one per media kind")
     p.add_argument("--weights", action="append", help="VisionReward weight file for each *_qa.txt checklist, in order")
     p.add_argument("--dimensions", help="VisionReward dimensions.json (question text -> dimension)")
-    p.add_argument("--model", help="transformers model id or local path")
+    p.add_argument("--model", help="transformers model id, local path, or fsspec URI of a saved checkpoint "
+                   "(s3://bucket/ckpt/: downloaded once per node into model.cache_dir)")
     p.add_argument("--out", help="output directory (local path or URI)")
     p.add_argument("--config", help="job config YAML (any JobConfig field; flags and --set override it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -25,7 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow the model repo to run its own code (off by default)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no job line")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="print the job line (rows done of total, rows/s, errors by status, time left) every "
+                   "SECONDS (default 10); in a terminal it appears beside Ray Data's progress bars")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
+    add_storage_args(p)
 
 
 def flags_of(args: argparse.Namespace) -> dict:
@@ -42,6 +50,7 @@ def flags_of(args: argparse.Namespace) -> dict:
         "decode.frames": args.frames,
         "max_error_fraction": args.max_error_fraction,
         "model.trust_remote_code": args.trust_remote_code,
+        **storage_flags(args),
     }
 
 
@@ -49,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from jobs.score_job import run_score_job  # imports Ray; keep `--help` fast
 
     cfg = build_job_config(args.config, flags_of(args), args.set)
-    summary = run_score_job(cfg, ray_address=args.ray_address, quiet=args.quiet)
+    summary = run_score_job(cfg, ray_address=args.ray_address, quiet=args.quiet,
+                            progress_interval=args.progress_interval, verbose=getattr(args, "verbose", False))
     print(summary.format())
     fraction = summary.errors / summary.rows if summary.rows else 0.0
     if fraction > cfg.max_error_fraction:

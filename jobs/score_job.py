@@ -14,14 +14,16 @@ import ray
 from ray.data import DataContext
 from ray.data.checkpoint import CheckpointConfig
 
+from actors.model_store import pin_model
 from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, job_record,
                              normalised_config, open_output)
+from pipeline.output_stats import OutputScanner
 from pipeline.parquet_reader import row_count
+from pipeline.progress import JobProgress
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import format_entry, record_run
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
-from schemas import status
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
@@ -67,11 +69,6 @@ class JobSummary:
         lines.append(f"scores: {join(self.out, SCORES_DIR)}/  ({len(self.files)} files)")
         lines.append(f"checklist: {join(self.out, CHECKLIST_FILE)}   job: {join(self.out, JOB_FILE)}")
         return "\n".join(lines)
-
-
-def _mean(values: pa.ChunkedArray) -> float | None:
-    m = pc.mean(values).as_py()
-    return None if m is None else float(m)
 
 
 def _fmt(x: float | None) -> str:
@@ -136,26 +133,29 @@ def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_
     raise ManifestError(f"{n_problems} ids appear more than once in the manifest (ids must be unique): {shown}")
 
 
-def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float) -> JobSummary:
-    fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
-    columns = ["score", *dim_cols]
-    table = pq.ParquetDataset(path, filesystem=fs).read(columns=["status", "media_type", *columns])
-    counts = {r["values"]: r["counts"] for r in pc.value_counts(table["status"]).to_pylist()}
-    ok = counts.pop(status.OK, 0)
-    ok_rows = table.filter(pc.equal(table["status"], status.OK))
-    means = {}
-    for kind in sorted(set(ok_rows["media_type"].to_pylist()) - {None}):
-        rows = ok_rows.filter(pc.equal(ok_rows["media_type"], kind))
-        means[kind] = {c: _mean(rows[c]) for c in columns}
-    return JobSummary(
-        rows=table.num_rows, ok=ok, errors_by_status=counts, means=means, seconds=seconds, out=cfg.out,
-        files=[f for f in pq.ParquetDataset(path, filesystem=fs).files],
-    )
+def output_scanner(cfg: JobConfig, dim_cols: list[str]) -> OutputScanner:
+    return OutputScanner(join(cfg.out, SCORES_DIR), cfg.storage, ["score", *dim_cols])
 
 
-def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool = False) -> JobSummary:
+def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float, scanner: OutputScanner | None = None) -> JobSummary:
+    """Streamed file by file (the driver never holds a whole column); `scanner` may already
+    hold the files it read while the job ran."""
+    scanner = scanner or output_scanner(cfg, dim_cols)
+    stats = scanner.refresh(strict=True)
+    return JobSummary(rows=stats.rows, ok=stats.ok, errors_by_status=stats.errors_by_status, means=stats.means(),
+                      seconds=seconds, out=cfg.out, files=sorted(scanner.seen))
+
+
+def _manifest_rows(cfg: JobConfig) -> int:
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    return row_count(pq.ParquetDataset(path, filesystem=fs))
+
+
+def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool = False,
+                  progress_interval: float = 10.0, verbose: bool | None = None) -> JobSummary:
     t0 = time.perf_counter()
     cfg = normalised_config(cfg)  # a relative and an absolute path to one manifest are one job
+    cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})  # job.json records a URI model's fingerprint
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
     dims = all_dimensions(checklists)
@@ -165,7 +165,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
                            model_id=cfg.model.model, job_json=job_json)
     out_fs = fsspec_filesystem(cfg.out, cfg.storage)
     resumed = check_output(out_fs, cfg.out, job_json, checklists_json)  # refuse a mismatch before any work
-    init_ray(ray_address, quiet=quiet)
+    init_ray(ray_address, quiet=quiet, verbose=verbose)
     check_unique_ids(cfg)
     lease, resumed = open_output(out_fs, cfg.out, job_json, checklists_json)  # one run at a time
     log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
@@ -181,15 +181,18 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         id_column="id", checkpoint_path=ckpt_path if ckpt_fs is not None else os.path.abspath(ckpt_path),
         delete_checkpoint_on_success=False, override_filesystem=ckpt_fs,
     )
+    dim_cols = list(dimension_columns(dims).values())
+    scanner = output_scanner(cfg, dim_cols)
     try:
         ds = build_score_dataset(cfg, checklists, info, schema, checklists_json)
         run_start = time.time()
-        ds.write_parquet(path, filesystem=fs, schema=schema)
+        with JobProgress(scanner, _manifest_rows(cfg), progress_interval, enabled=not quiet):
+            ds.write_parquet(path, filesystem=fs, schema=schema)
         run = record_run(ds, out_fs, cfg.out, run_start)  # stats.json is written under the lease too
     finally:
         ctx.checkpoint_config = None
         lease.release()
-    summary = summarize(cfg, list(dimension_columns(dims).values()), time.perf_counter() - t0)
+    summary = summarize(cfg, dim_cols, time.perf_counter() - t0, scanner)
     summary.run = run
     return summary
 

@@ -135,6 +135,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
             "decode": cfg.decode.model_dump(),
             "checklists_json": checklists_json,
             "cpu_threads": res.cpu_threads_per_actor,
+            "storage": cfg.storage.model_dump(),
         },
         compute=ActorPoolStrategy(
             min_size=res.scorer_actors, max_size=res.scorer_max_actors or res.scorer_actors,

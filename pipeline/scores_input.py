@@ -25,7 +25,9 @@ import pyarrow.fs  # noqa: F401 - pa.fs in annotations
 import pyarrow.parquet as pq
 
 from pipeline.parquet_reader import read_parquet, row_count
+from pipeline.storage import add_storage_args as add_storage_arguments  # noqa: F401  (re-exported)
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
+from pipeline.storage import storage_from_args  # noqa: F401  (re-exported)
 from schemas.checklist import Checklist
 from schemas.job_config import StorageConfig
 from schemas.scores import META_MODEL, read_checklists_metadata
@@ -140,18 +142,6 @@ def write_text(uri: str, text: str, storage: StorageConfig) -> None:
     fsspec_filesystem(uri, storage).pipe_file(uri, text.encode())
 
 
-def add_storage_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("storage (S3 and compatible)")
-    g.add_argument("--endpoint-url", help=StorageConfig.model_fields["endpoint_url"].description)
-    g.add_argument("--region", help=StorageConfig.model_fields["region"].description)
-    g.add_argument("--profile", help=StorageConfig.model_fields["profile"].description)
-    g.add_argument("--anon", action="store_true", help=StorageConfig.model_fields["anon"].description)
-
-
 def add_ray_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def storage_from_args(args: argparse.Namespace) -> StorageConfig:
-    return StorageConfig(endpoint_url=args.endpoint_url, region=args.region, profile=args.profile, anon=args.anon)

@@ -6,6 +6,7 @@ they come from the standard AWS environment/profile chain inside s3fs.
 """
 from __future__ import annotations
 
+import argparse
 from urllib.parse import urlparse
 
 import fsspec
@@ -51,3 +52,30 @@ def arrow_filesystem(uri: str, storage: StorageConfig) -> tuple[pafs.FileSystem 
 
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
+
+
+# One storage option set for every command: flag -> StorageConfig field.
+STORAGE_FLAGS = {"endpoint_url": "--endpoint-url", "region": "--region", "profile": "--profile", "anon": "--anon"}
+
+
+def add_storage_args(p: argparse.ArgumentParser) -> None:
+    """`--endpoint-url`, `--region`, `--profile`, `--anon`, as every vrscore command takes them.
+    Defaults are None (not given), so a job config file's `storage:` section is only
+    overridden by flags actually given."""
+    g = p.add_argument_group("storage (S3 and compatible; credentials from the standard AWS chain)")
+    for name, flag in STORAGE_FLAGS.items():
+        help_text = StorageConfig.model_fields[name].description
+        if name == "anon":
+            g.add_argument(flag, action="store_true", default=None, help=help_text)
+        else:
+            g.add_argument(flag, help=help_text)
+
+
+def storage_flags(args: argparse.Namespace) -> dict:
+    """The storage flags given, as dotted JobConfig keys (None = not given)."""
+    return {f"storage.{name}": getattr(args, name, None) for name in STORAGE_FLAGS}
+
+
+def storage_from_args(args: argparse.Namespace) -> StorageConfig:
+    """A StorageConfig from the flags alone, for commands without a job config."""
+    return StorageConfig(**{k: v for k, v in ((n, getattr(args, n, None)) for n in STORAGE_FLAGS) if v is not None})

@@ -84,7 +84,12 @@ class DecodeConfig(_Strict):
 class ModelConfig(_Strict):
     """Which vision-language model answers the checklist, and how it runs."""
 
-    model: str = Field(..., description="A transformers model id or local path (or fsspec URI of a saved model).")
+    model: str = Field(
+        ...,
+        description="A transformers hub id, a local folder, or an fsspec URI (s3://, gs://, ...) of a saved "
+        "checkpoint folder (config, tokenizer files, *.safetensors weights). A URI is downloaded once per node "
+        "into cache_dir, with the job's storage settings.",
+    )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="'auto' = bfloat16 on GPU, float32 on CPU (bf16 on CPU is slower and noisier)."
     )
@@ -120,6 +125,18 @@ class ModelConfig(_Strict):
         "mark every remaining row score_error. Where the actor has scored an item before, that item is "
         "re-scored as a check and the job stops at the first such batch. Smaller stops sooner; a "
         "larger value tolerates runs of batches made only of bad items. Speed only: may change on resume.",
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="Local folder where each node keeps the models it downloaded from a URI, one copy per "
+        "model version shared by the node's actors. None = $VRSCORE_MODEL_CACHE, else "
+        "<the node's temp dir>/vrscore-model-cache. Nothing is ever evicted from it.",
+    )
+    fingerprint: str | None = Field(
+        None,
+        description="For a model at a URI: sha256 over its files' names, sizes and ETags (or mtimes). Filled "
+        "in by `vrscore score` before any work and kept in job.json; actors refuse objects that no longer "
+        "match, and so does a resume. Set it to pin a version. None for hub ids and local folders.",
     )
 
 
@@ -170,8 +187,11 @@ class ResourcesConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    """Options for remote filesystems. Credentials come from the standard AWS environment or
-    profiles unless set here; they are never written to outputs or logs."""
+    """Options for S3 and S3-compatible stores (s3://), for the manifest, media, model and
+    output alike; other filesystems (gs://, az://, ...) use their library's own defaults.
+    Credentials always come from the standard AWS chain (environment, ~/.aws profiles,
+    instance or pod roles): there is no field for them, so they are never written to
+    outputs or logs."""
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (e.g. MinIO); None = AWS.")
     region: str | None = Field(None, description="S3 region; None = from the environment/profile.")

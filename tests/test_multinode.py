@@ -1,6 +1,7 @@
 """`vrscore score --ray-address` on a two-node Ray cluster simulated on this machine
 (`ray.cluster_utils.Cluster`, in a process of its own so it never meets the test session's
-Ray): the output is complete and the scorer pool spread over both nodes.
+Ray): the output is complete and the scorer pool spread over both nodes; a model given as
+an S3 URI (moto on loopback) is downloaded once per node.
 
 Placement is made deterministic by resources, not left to the scheduler: each node has 4
 logical CPUs and a scorer actor reserves 3 (`resources.num_cpus_per_actor`), so two scorer
@@ -18,7 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image, write_video
+from actors.model_store import CACHE_ENV, DOWNLOAD_LOG, MARKER
 from tests.job_process import job_env, ray_tmp, run_job  # noqa: F401  (fixture)
+from tests.s3_fixtures import s3_endpoint  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow  # a job in a process of its own, with its own Ray
 N_ROWS = 24
@@ -29,8 +32,10 @@ SCRIPT = """
 import json, sys
 from ray.cluster_utils import Cluster
 
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False})
-worker = cluster.add_node(num_cpus=4)
+node_env = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}  # per-node environment (raylet and workers)
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False,
+                                                        "env_vars": node_env.get("head")})
+worker = cluster.add_node(num_cpus=4, env_vars=node_env.get("worker"))
 cluster.wait_for_nodes()
 from jobs import cli
 rc = cli.main([*json.loads(sys.argv[1]), "--ray-address", cluster.address])
@@ -49,28 +54,67 @@ cluster.shutdown()
 """
 
 
-def test_job_spreads_over_two_nodes(tmp_path, demo_model_dir, ray_tmp):  # noqa: F811
+def _manifest(tmp_path) -> tuple[str, list[dict]]:
     rows = []
     for k in range(N_ROWS):
         uri = (write_video(tmp_path / f"v{k}.mp4", n_frames=4, size=(64, 48), seed=k) if k % 3 == 2
                else write_image(tmp_path / f"i{k}.png", size=(96, 64), seed=k))
         rows.append({"id": f"r{k}", "uri": str(uri), "prompt": "a boat"})
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "manifest.parquet")
-    out = tmp_path / "out"
-    args = ["score", "--manifest", str(tmp_path / "manifest.parquet"), "--model", str(demo_model_dir),
-            "--out", str(out), "--quiet", "--frames", "uniform:2",
+    return str(tmp_path / "manifest.parquet"), rows
+
+
+def _run_on_two_nodes(manifest: str, model: str, out, env: dict, node_env: dict | None = None,
+                      extra: tuple[str, ...] = ()) -> dict:
+    args = ["score", "--manifest", manifest, "--model", model,
+            "--out", str(out), "--quiet", "--frames", "uniform:2", *extra,
             "--set", "resources.scorer_actors=2", "--set", "resources.num_cpus_per_actor=3",
             "--set", "resources.decode_cpus=0.5", "--set", "resources.batch_size=4",
             "--set", "resources.decode_batch_size=4", "--set", "resources.rows_per_file=4"]
-    proc = run_job([sys.executable, "-c", SCRIPT, json.dumps(args)], job_env(ray_tmp), timeout=300)
+    proc = run_job([sys.executable, "-c", SCRIPT, json.dumps(args), json.dumps(node_env or {})], env, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-4000:]
     result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["rc"] == 0, proc.stderr[-4000:]
+    return result
 
-    assert result["rc"] == 0
+
+def test_job_spreads_over_two_nodes(tmp_path, demo_model_dir, ray_tmp):  # noqa: F811
+    manifest, rows = _manifest(tmp_path)
+    out = tmp_path / "out"
+    result = _run_on_two_nodes(manifest, str(demo_model_dir), out, job_env(ray_tmp))
+
     assert sorted(result["nodes"]) == sorted([result["head"], result["worker"]])
     assert len(result["scorer_nodes"]) == 2  # the pool of two, never restarted
     assert sorted(result["scorer_nodes"]) == sorted([result["head"], result["worker"]])
     table = pq.read_table(out / "scores")
     assert sorted(table["id"].to_pylist()) == sorted(r["id"] for r in rows)
     assert set(table["status"].to_pylist()) == {"ok"}
+
+
+def test_model_from_s3_is_downloaded_once_per_node(tmp_path, demo_model_dir, ray_tmp, s3_endpoint):  # noqa: F811
+    bucket = s3_endpoint.make_bucket()
+    for f in demo_model_dir.iterdir():
+        s3_endpoint.upload(f, f"s3://{bucket}/ckpt/{f.name}")
+    model_uri = f"s3://{bucket}/ckpt/"
+    manifest, rows = _manifest(tmp_path)
+    # Each simulated node gets a cache of its own, as separate machines would have.
+    caches = {"head": tmp_path / "cache-head", "worker": tmp_path / "cache-worker"}
+    node_env = {node: {CACHE_ENV: str(path)} for node, path in caches.items()}
+    env = job_env(ray_tmp, s3_endpoint.env)
+    out = tmp_path / "out"
+    result = _run_on_two_nodes(manifest, model_uri, out, env, node_env, ("--endpoint-url", s3_endpoint.url))
+
+    assert sorted(result["scorer_nodes"]) == sorted([result["head"], result["worker"]])
+    for node, cache in caches.items():
+        downloads = [json.loads(line) for line in (cache / DOWNLOAD_LOG).read_text().splitlines()]
+        assert len(downloads) == 1, (node, downloads)  # one download per node
+        assert downloads[0]["uri"] == model_uri
+        entry = cache / downloads[0]["entry"]
+        assert (entry / MARKER).exists() and (entry / "model.safetensors").read_bytes() == (
+            demo_model_dir / "model.safetensors").read_bytes()
+    table = pq.read_table(out / "scores")
+    assert sorted(table["id"].to_pylist()) == sorted(r["id"] for r in rows)
+    assert set(table["status"].to_pylist()) == {"ok"}
+    job = json.loads((out / "job.json").read_text())
+    assert job["model"]["model"] == model_uri and len(job["model"]["fingerprint"]) == 64

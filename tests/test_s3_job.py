@@ -1,6 +1,7 @@
 """`vrscore score` with manifest, media and output all on S3 (moto on loopback), credentials
-from an AWS profile named in the job config: every row accounted for, and the secret key
-nowhere in what the job wrote or logged."""
+from an AWS profile named by `--profile`: every row accounted for, and the secret key
+nowhere in what the job wrote or logged. `vrscore pairs` then reads those scores with the
+very same storage flags."""
 from __future__ import annotations
 
 import json
@@ -41,13 +42,22 @@ def test_score_job_on_s3_keeps_every_row_and_no_secret(tmp_path, demo_model_dir,
 
     env = job_env(ray_tmp, s3_endpoint.profile_env(tmp_path, "vrscore-test"))
     assert not any(DUMMY_SECRET_ACCESS_KEY in v for k, v in env.items() if k != "AWS_SHARED_CREDENTIALS_FILE")
+    storage_flags = ["--endpoint-url", s3_endpoint.url, "--profile", "vrscore-test"]  # one set for every command
     proc = run_job(cli("score", "--manifest", manifest, "--model", str(demo_model_dir), "--out", out,
-                       "--frames", "uniform:2",
-                       "--set", f"storage.endpoint_url={s3_endpoint.url}", "--set", "storage.profile=vrscore-test",
+                       "--frames", "uniform:2", *storage_flags,
                        "--set", "resources.batch_size=4", "--set", "resources.rows_per_file=4"), env)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
+    pairs = run_job(cli("pairs", "--scores", out, "--out", f"s3://{bucket}/out/pairs1", "--strategy", "all",
+                        *storage_flags), env)
+    assert pairs.returncode == 0, pairs.stderr[-4000:]
+
     fs = s3_endpoint.filesystem()
+    summary = json.loads(fs.cat_file(f"{bucket}/out/pairs1/pairs.json"))
+    assert summary["scores"].endswith(f"{bucket}/out/run1/scores")
+    pair_files = [f for f in fs.find(f"{bucket}/out/pairs1/pairs") if f.endswith(".parquet")]
+    pairs_table = pa.concat_tables(pq.read_table(fs.open(f, "rb")) for f in pair_files)
+    assert pairs_table.num_rows == summary["pairs"] > 0  # 4 ok rows of one prompt: pairs over margin 0
     files = fs.find(f"{bucket}/out/run1")
     data_files = [f for f in files if f.startswith(f"{bucket}/out/run1/scores/")]
     assert data_files and all(f.endswith(".parquet") for f in data_files)
