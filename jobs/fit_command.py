@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -71,7 +72,9 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         report["alignment"] = (f"the same value ({x[0, 0] if len(x) else '-'}) for every item: not fitted, "
                                f"weight kept at {checklist.aggregation.alignment_weight}")
         x, names = x[:, 1:], names[1:]
+    t0 = time.perf_counter()
     fit = solve(x, data.pairs, l2=args.l2, nonnegative=not args.allow_negative)
+    seconds = {"fit": time.perf_counter() - t0}
     out = fitted_checklist(checklist, names, fit.weights)
     report.update(
         weights={n: float(w) for n, w in zip(names, fit.weights) if n != ALIGNMENT},
@@ -86,14 +89,18 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
     )
     if report["pairs"]["groups"] >= 2:
         folds = grouped_folds(data.group, args.folds, args.seed)
+        t0 = time.perf_counter()
         cv = cross_validate(x, data.pairs, folds, l2=args.l2, nonnegative=not args.allow_negative)
+        seconds["cross_validation"] = time.perf_counter() - t0
         report["cross_validation"] = {**summarise(cv), "per_fold": [
             {"fold": r.fold, "train_pairs": r.train_pairs, "test_pairs": r.test_pairs, "converged": r.converged,
              **{k: getattr(r.metrics, k) for k in ("accuracy_ties_dropped", "tau_star")}} for r in cv]}
         report["learning_curve"] = learning_curve(x, data.pairs, folds, l2=args.l2,
                                                   nonnegative=not args.allow_negative, seed=args.seed)
+        seconds["learning_curve"] = time.perf_counter() - t0 - seconds["cross_validation"]
     else:
         report["cross_validation"] = report["learning_curve"] = None
+    report["seconds"] = seconds
     return out, report
 
 
@@ -149,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
     columns = ["status", "media_type", "p_yes", *stored, *([alignment] if alignment else [])]
     scores.require_columns([args.key_column, *columns], "fit")
     init_ray(args.ray_address, quiet=args.quiet)
+    t0 = time.perf_counter()
     keys = pa.array(sorted(set(pairs.a) | set(pairs.b)), type=pa.string())
     table = collect_judged_rows(scores, args.key_column, keys, columns)
+    join_s = time.perf_counter() - t0
     if not table.num_rows:
         raise ValueError(f"none of the {len(keys)} judged items is in the scores' {args.key_column!r} column "
                          f"(judged keys look like {keys[0].as_py()!r}); see `vrscore fit --help` for the join")
@@ -162,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"scores": scores.data_uri, "judgments": args.judgments, "key_column": args.key_column,
               "features": args.features, "nonnegative": not args.allow_negative, "l2": args.l2,
               "folds": args.folds, "seed": args.seed, "max_pairs": args.max_pairs, "alignment_column": alignment,
-              "pairs": {"judged": data.judged_pairs, **data.skipped}, "media_types": {}}
+              "pairs": {"judged": data.judged_pairs, **data.skipped}, "join_seconds": join_s, "media_types": {}}
     fsspec_filesystem(args.out, storage).makedirs(args.out, exist_ok=True)
     for kind, media_data in data.by_media.items():
         before = scores.checklists[kind]
