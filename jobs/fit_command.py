@@ -81,7 +81,7 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         alignment_weight=out.aggregation.alignment_weight if has_alignment(checklist) else None,
         zero_weight_questions=[n for n in zero_weights(names, fit.weights) if n != ALIGNMENT],
         solver={"method": "L-BFGS-B", "converged": fit.converged, "message": fit.message,
-                "iterations": fit.iterations, "objective": fit.objective},
+                "iterations": fit.iterations, "objective": fit.objective if np.isfinite(fit.objective) else None},
         pairs={"scored": len(data.pairs), "fitted": fit.pairs, "human_ties": int(np.sum(data.pairs.y == 0)),
                "groups": int(len(np.unique(data.group)))},
         in_sample={"fitted": evaluate(x, data.pairs, fit.weights).to_dict(),
@@ -110,11 +110,12 @@ def _pct(spread: dict | None, key: str = "mean") -> str:
 
 def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     p, s = r["pairs"], r["solver"]
+    loss = "-" if s["objective"] is None else f"{s['objective']:.6g}"
     lines = [f"== {kind}: {r['checklist']} -> {out_file}",
              f"pairs: {p['scored']:,} scored in {p['groups']:,} groups; fitted on {p['fitted']:,} "
              f"(human ties {p['human_ties']:,} held out for tau*)",
              f"solver: L-BFGS-B {'converged' if s['converged'] else 'DID NOT CONVERGE'} in {s['iterations']} "
-             f"iterations, mean log-loss {s['objective']:.6g} ({s['message']})"]
+             f"iterations, mean log-loss {loss} ({s['message']})"]
     w_before = {q.id: q.weight for q in before.questions}
     dims = {q.id: q.dimension for q in before.questions}
     lines += [f"{'question':<34} {'dimension':<16} {'before':>9} {'fitted':>9}"]
