@@ -1,0 +1,95 @@
+"""`vrscore rescore --scores DIR --checklist NEW --out DIR2`: new weights, aggregation or masks
+applied to stored p_yes, on Ray Data, without a model.
+
+The output is a scores output like any other (OUT/scores/*.parquet, OUT/checklist.json), so
+`filter`, `pairs`, `eval` and `report` read it as they read `vrscore score`'s. Every column
+but checklist, p_yes, answers, score, score_soft and dim_* is carried over as it is.
+OUT/rescore.json (also in the Parquet metadata, `vrscore.rescore`) records the source.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from jobs.fit_data import source_alignment_column
+from pipeline.rescore import META_RESCORE, Rescorer, match_questions, rescored_schema
+from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
+                                   open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,
+                                   write_text)
+from pipeline.storage import arrow_filesystem, join
+from schemas.checklist import Checklist
+from schemas.checklist_set import checklists_to_json, resolve_checklists
+from schemas.scores import META_JOB
+
+RECORD_FILE = "rescore.json"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scores", required=True, help="output of `vrscore score` (DIR or DIR/scores; local path or URI)")
+    p.add_argument("--checklist", action="append", required=True,
+                   help="the new checklist (our YAML/JSON, e.g. `vrscore fit`'s OUT/image.yaml, or a VisionReward "
+                   "*_qa.txt with --weights); once per media type. Media types not given keep theirs")
+    p.add_argument("--weights", action="append", help="weight file of a VisionReward *_qa.txt checklist")
+    p.add_argument("--dimensions", help="VisionReward dimensions.json (dimension of each published question)")
+    p.add_argument("--alignment-column", help="scores column holding the alignment probability for checklists "
+                   "with an alignment term (default: the one the scoring job used, when the scores kept it)")
+    p.add_argument("--out", required=True, help="output directory (local path or URI)")
+    add_storage_arguments(p)
+    add_ray_arguments(p)
+
+
+def plan_checklists(scores: ScoresInput, new: dict[str, Checklist], alignment: str | None) -> dict[str, Checklist]:
+    """The checklist of every media type after rescoring; refuses what cannot be rescored."""
+    unknown = [k for k in new if k not in scores.checklists]
+    if len(unknown) == len(new):
+        raise ValueError(f"the scores hold no rows scored for {', '.join(unknown)} (their checklists: "
+                         f"{', '.join(scores.checklists)}): nothing to rescore")
+    after = dict(scores.checklists)
+    for kind, checklist in new.items():
+        if kind in after:
+            match_questions(after[kind], checklist)  # refuses here, before Ray starts
+            after[kind] = checklist
+    job = json.loads((scores.schema.metadata or {}).get(META_JOB, b"{}"))
+    used = job.get("alignment_column")
+    needs = [c.name for c in after.values() if c.aggregation.rule == "linear" and c.aggregation.alignment_weight]
+    if used and needs and not alignment:
+        raise ValueError(f"the scores were made with alignment from column {used!r}, which they do not keep, and "
+                         f"{needs[0]!r} has an alignment term: pass --alignment-column with a column holding it "
+                         "(keep it when scoring: --keep-columns)")
+    return after
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.ray_runtime import init_ray
+
+    storage = storage_from_args(args)
+    scores = open_scores(args.scores, storage)
+    new = resolve_checklists(args.checklist, args.weights, args.dimensions)
+    alignment = args.alignment_column or source_alignment_column(scores)
+    if alignment:
+        scores.require_columns([alignment], "--alignment-column")
+    after = plan_checklists(scores, new, alignment)
+    ignored = [k for k in new if k not in scores.checklists]
+    if ignored:
+        print(f"no {', '.join(ignored)} rows were scored in {scores.data_uri}: their checklist is not used")
+    refuse_existing_output(args.out, storage, [SCORES_DIR])
+    previous = (scores.schema.metadata or {}).get(META_RESCORE)
+    record = {"source": scores.data_uri, "source_checklists": json.loads(checklists_to_json(scores.checklists)),
+              "rescored": {k: after[k].name for k in new if k in scores.checklists},
+              "alignment_column": alignment,
+              "source_rescore": json.loads(previous) if previous else None}
+    record_json = json.dumps(record, indent=2)
+    schema = rescored_schema(scores.schema, after, record_json)
+
+    init_ray(args.ray_address, quiet=args.quiet)
+    fs, path = arrow_filesystem(join(args.out, SCORES_DIR), storage)
+    stage = Rescorer(scores.checklists, after, schema, alignment)
+    scores.read().map_batches(stage, batch_format="pyarrow").write_parquet(path, filesystem=fs, schema=schema)
+    write_empty_if_missing(join(args.out, SCORES_DIR), schema, storage)
+    write_text(join(args.out, CHECKLIST_FILE), checklists_to_json(after), storage)
+    write_text(join(args.out, RECORD_FILE), record_json, storage)
+    rows = open_scores(args.out, storage).count_rows()
+    print(f"rescored {rows:,} rows of {scores.data_uri} with " + ", ".join(f"{k}: {after[k].name}" for k in
+                                                                           record["rescored"]))
+    print(f"scores: {join(args.out, SCORES_DIR)}/   record: {join(args.out, RECORD_FILE)}")
+    return 0

@@ -1,0 +1,134 @@
+"""`vrscore fit` end to end on a local Ray: planted weights behind made-up scores and Parquet
+pairs, every left-out pair counted, the fitted checklist loadable and scoring as the model;
+the ImageReward JSON format through a key column; --max-pairs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.cli import main
+from pipeline.weight_fit import feature_names, item_features
+from pipeline.weighting import aggregate
+from schemas.checklist_set import resolve_checklists
+from tests.paths import PREFERENCES, require
+from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
+from tests.scores_fixtures import CHECKLISTS, random_rows, write_scores
+from tests.test_eval_command import made_up_rows
+
+IMAGE = CHECKLISTS["image"]
+
+
+def planted_case(tmp: Path, seed: int = 0) -> dict:
+    """Image groups scored with made-up p_yes (a few failed), some video groups, and Parquet
+    pairs drawn from known weights, with ties, missing items and image-video pairs."""
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, 700, (4, 6), error_rate=0.02) + random_rows(rng, 20, (3, 3), media_type="video", prefix="v")
+    write_scores(tmp / "s", rows)
+    ok = {r["id"]: r for r in rows if r.get("p_yes") is not None}
+    names = feature_names(IMAGE)
+    w = rng.uniform(0.3, 1.5, len(names))
+    w[[1, 4, 9, 12]] = 0.0
+    utility = {k: float(item_features(IMAGE, r["p_yes"][None, :].astype(np.float64))[0] @ w)
+               for k, r in ok.items() if r["media_type"] == "image"}
+    pairs, expect = [], {"missing_item": 0, "failed_item": 0, "mixed_media": 0, "human_ties": 0, "fitted": 0}
+    by_group: dict[str, list[str]] = {}
+    for r in rows:
+        by_group.setdefault(r["group"], []).append(r["id"])
+    for g, ids in by_group.items():
+        for i in range(len(ids)):
+            for j in range(i + 1, len(ids)):
+                a, b = ids[i], ids[j]
+                if a not in ok or b not in ok:
+                    pref = int(rng.choice([-1, 0, 1]))
+                    expect["failed_item"] += 1
+                elif rng.random() < 0.05:
+                    pref = 0
+                    expect["human_ties"] += a in utility
+                else:
+                    if a in utility:
+                        pref = 1 if rng.random() < 1 / (1 + np.exp(utility[b] - utility[a])) else -1
+                        expect["fitted"] += 1
+                    else:
+                        pref = int(rng.choice([-1, 1]))
+                pairs.append({"group": g, "a_id": a, "b_id": b, "preference": pref})
+    images, videos = sorted(utility), [k for k in ok if k.startswith("v")]
+    for k in range(30):
+        pairs.append({"group": "cross", "a_id": images[k], "b_id": videos[k], "preference": 1})
+        pairs.append({"group": "lost", "a_id": images[k], "b_id": f"nowhere/{k}", "preference": -1})
+    expect["mixed_media"] = expect["missing_item"] = 30
+    pq.write_table(pa.Table.from_pylist(pairs), tmp / "pairs.parquet")
+    return {"w": w, "names": names, "expect": expect, "rows": rows, "judged": len(pairs)}
+
+
+def test_fit_recovers_planted_weights_and_writes_a_usable_checklist(tmp_path: Path, ray_session, capsys):
+    case = planted_case(tmp_path)
+    args = ["fit", "--scores", str(tmp_path / "s"), "--judgments", str(tmp_path / "pairs.parquet"),
+            "--out", str(tmp_path / "fit"), "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    e = case["expect"]
+    assert report["pairs"] == {"judged": case["judged"], "missing_item": e["missing_item"],
+                               "failed_item": e["failed_item"], "mixed_media": e["mixed_media"]}
+    image = report["media_types"]["image"]
+    assert image["pairs"]["fitted"] == e["fitted"] and image["pairs"]["human_ties"] == e["human_ties"]
+    assert image["solver"]["converged"] and "converged in" in printed
+    w = np.array([image["weights"][n] for n in case["names"]])
+    assert w @ case["w"] / np.linalg.norm(w) / np.linalg.norm(case["w"]) >= 0.95
+    assert np.all(w[case["w"] == 0] <= 0.1 * w.max())
+    assert set(image["zero_weight_questions"]) <= {n for n, v in zip(case["names"], case["w"]) if v == 0}
+    cv = image["cross_validation"]
+    assert cv["folds"] == 5 and len(cv["per_fold"]) == 5 and cv["all_converged"]
+    assert 0.6 < cv["accuracy_ties_dropped"]["mean"] < 1 and cv["accuracy_ties_dropped"]["sd"] > 0
+    curve = image["learning_curve"]
+    assert [p["train_pairs"] for p in curve][:4] == [100, 200, 500, 1000]
+    assert curve[-1]["accuracy_ties_dropped"]["mean"] > curve[0]["accuracy_ties_dropped"]["mean"]
+    assert "video" in report["media_types"]  # one fit per media type
+
+    # The fitted checklist loads as `vrscore score --checklist` loads it and scores as the model.
+    fitted = resolve_checklists([str(tmp_path / "fit" / "image.yaml")])["image"]
+    assert [q.weight for q in fitted.questions if q.id in image["weights"]] == list(image["weights"].values())
+    p = np.stack([r["p_yes"] for r in case["rows"][:50] if r.get("p_yes") is not None and r["media_type"] == "image"])
+    np.testing.assert_allclose(aggregate(fitted, p).score, item_features(IMAGE, p.astype(np.float64)) @ w,
+                               rtol=1e-12, atol=1e-12)
+
+    assert main(args) == 2  # a second fit into the same --out is refused
+    assert "exists" in capsys.readouterr().err
+
+
+def test_fit_on_imagereward_json_through_a_key_column_with_max_pairs(tmp_path: Path, ray_session, capsys):
+    items = json.loads(require(PREFERENCES / "imagereward_test.json").read_text())[:120]
+    rows = made_up_rows(items, np.random.default_rng(3), key="ir_key")
+    write_scores(tmp_path / "s", rows, keep_fields=[pa.field("ir_key", pa.string())])
+    judged = sum(len(it["generations"]) * (len(it["generations"]) - 1) // 2 for it in items)
+    assert main(["fit", "--scores", str(tmp_path / "s"), "--judgments", str(PREFERENCES / "imagereward_test.json"),
+                 "--key-column", "ir_key", "--features", "soft", "--max-pairs", "500", "--folds", "3",
+                 "--out", str(tmp_path / "fit"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    image = report["media_types"]["image"]
+    assert report["pairs"]["judged"] > judged  # the whole test split is judged; only 120 prompts are scored
+    assert report["pairs"]["missing_item"] > 0 and report["pairs"]["failed_item"] > 0
+    assert image["sampled_from"] > 500 and image["pairs"]["scored"] == 500
+    assert "more than --max-pairs: fitting a seeded sample of 500" in printed
+    assert image["cross_validation"]["folds"] == 3
+    assert image["in_sample"]["stored_score_soft"]["pairs"] == 500
+    # made_up_rows follow the human ranking: the fitted soft score agrees with it.
+    assert image["cross_validation"]["accuracy_ties_dropped"]["mean"] > 0.55
+
+
+@pytest.mark.parametrize("judgments, message", [
+    ({"group": ["g"], "a_id": ["x"], "b_id": ["y"], "preference": [1]}, "none of the 2 judged items"),
+])
+def test_fit_refuses_judgments_that_match_nothing(tmp_path: Path, ray_session, capsys, judgments, message):
+    write_scores(tmp_path / "s", random_rows(np.random.default_rng(0), 3, (2, 2)))
+    pq.write_table(pa.table(judgments), tmp_path / "j.parquet")
+    assert main(["fit", "--scores", str(tmp_path / "s"), "--judgments", str(tmp_path / "j.parquet"),
+                 "--out", str(tmp_path / "fit"), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "fit").exists()
