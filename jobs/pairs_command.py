@@ -14,7 +14,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.pair_mining import STRATEGIES, mine_pairs
+from pipeline.pair_mining import MAX_PAIRS_PER_GROUP, STRATEGIES, mine_pairs
 from pipeline.scores_input import (ScoresInput, add_ray_arguments, add_storage_arguments, open_scores,
                                    refuse_existing_output, storage_from_args, write_empty_if_missing, write_text)
 from pipeline.storage import arrow_filesystem, join
@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "default: all)")
     p.add_argument("--pairs-per-group", type=int, default=16,
                    help="keep at most this many pairs per group, largest total gap first (dominance, all; "
-                   "0 = no cap; margin gives at most one)")
+                   f"0 = no cap below the hard cap of {MAX_PAIRS_PER_GROUP:,} per group that bounds a worker's "
+                   "memory; margin gives at most one)")
     p.add_argument("--seed", type=int, default=0, help="seed for breaking ties (best/worst, the cap)")
     p.add_argument("--group-by", default="group",
                    help="column whose equal values form a group (default 'group': the manifest's group, "
@@ -138,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--format: unknown format {unknown[0]!r} (choose among {', '.join(FORMATS)})")
     if args.margin < 0 or args.pairs_per_group < 0:
         raise ValueError("--margin and --pairs-per-group must be >= 0")
+    if args.pairs_per_group > MAX_PAIRS_PER_GROUP:
+        raise ValueError(f"--pairs-per-group: at most {MAX_PAIRS_PER_GROUP:,} pairs per group (0 = up to that cap)")
     scores.require_columns([args.group_by, args.score_column], "--group-by/--score-column")
     options = {"strategy": args.strategy, "margin": args.margin, "score_column": args.score_column,
                "dimensions": resolve_dimensions(scores, args.dimensions), "pairs_per_group": args.pairs_per_group,

@@ -12,6 +12,13 @@ and a video checklist are not on one scale):
 dominance and all keep the `pairs_per_group` pairs with the largest total gap, ties broken
 by the seed. Rows are ordered by id first, so the result does not depend on the order in
 which the cluster delivers a group.
+
+Memory per group is bounded: candidate pairs are found a block of chosen rows at a time
+(at most BLOCK_ELEMENTS row pairs per step, one dimension at a time) and only the best
+`pairs_per_group` of them are kept as the blocks go by, never an n x n matrix. A group
+never yields more than MAX_PAIRS_PER_GROUP pairs, also when no cap is asked for
+(`pairs_per_group` 0): past it the same rule applies (largest gaps, ties by the seed).
+Below the caps the result is exactly that of enumerating every pair at once.
 """
 from __future__ import annotations
 
@@ -27,6 +34,10 @@ from schemas.status import OK
 
 Strategy = Literal["dominance", "margin", "all"]
 STRATEGIES = ("dominance", "margin", "all")
+# Row pairs compared per step: ~8 MB of float64 per array whatever the group's size.
+BLOCK_ELEMENTS = 1 << 20
+# The most pairs one group yields (about 40 bytes each while mining, plus the output rows).
+MAX_PAIRS_PER_GROUP = 100_000
 
 
 def mine_pairs(
@@ -44,7 +55,8 @@ def mine_pairs(
     """Pairs of one group (rows sharing `group_column`), in `pairs_schema(dimension_columns)`.
 
     `dimension_columns` are written as gaps; `dominance_columns` (default: all of them) are
-    the dimensions the dominance rule compares. `pairs_per_group` None or 0 = no cap.
+    the dimensions the dominance rule compares. `pairs_per_group` None or 0 = no cap of its
+    own (MAX_PAIRS_PER_GROUP still applies).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
@@ -58,24 +70,80 @@ def mine_pairs(
     rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
     score = rows[score_column].to_numpy(zero_copy_only=False).astype(np.float64)
     checklist = np.array(rows["checklist"].to_pylist(), dtype=object)
-    chosen, rejected = [], []
-    for name in dict.fromkeys(checklist.tolist()):
-        members = np.flatnonzero(checklist == name)
-        if strategy == "margin":
+    if strategy == "margin":
+        chosen, rejected = [], []
+        for name in dict.fromkeys(checklist.tolist()):
+            members = np.flatnonzero(checklist == name)
             c, r = _best_vs_worst(score[members], margin, rng)
-        else:
+            chosen.append(members[c])
+            rejected.append(members[r])
+        ci, ri = np.concatenate(chosen), np.concatenate(rejected)
+    else:
+        best = _BestPairs(min(pairs_per_group or MAX_PAIRS_PER_GROUP, MAX_PAIRS_PER_GROUP))
+        for name in dict.fromkeys(checklist.tolist()):
+            members = np.flatnonzero(checklist == name)
             dims = None
             if strategy == "dominance":
                 dims = _dimension_matrix(rows, members, dominance_columns or dimension_columns)
-            c, r = _candidate_pairs(score[members], margin, dims)
-        chosen.append(members[c])
-        rejected.append(members[r])
-    ci, ri = np.concatenate(chosen), np.concatenate(rejected)
-    if strategy != "margin" and pairs_per_group and len(ci) > pairs_per_group:
-        # Largest total gap first: the surest preferences make the best training pairs.
-        order = np.lexsort((rng.random(len(ci)), -(score[ci] - score[ri])))[:pairs_per_group]
-        ci, ri = ci[order], ri[order]
+            for start, keep, gap in _candidate_blocks(score[members], margin, dims):
+                best.add_block(members, start, keep, gap, rng)
+        ci, ri = best.result()
     return _pairs_table(rows, ci, ri, score, dimension_columns, schema, group_column)
+
+
+class _BestPairs:
+    """The `cap` candidates with the largest gap (ties: smallest tie-break), kept as they
+    stream by; in enumeration order while no more than `cap` were seen."""
+
+    def __init__(self, cap: int):
+        self.cap, self.seen = cap, 0
+        self.parts: list[tuple[np.ndarray, ...]] = []
+        self.size = 0
+        self.floor = -np.inf  # gap of the worst kept pair once `cap` are kept
+
+    def add_block(self, members: np.ndarray, start: int, keep: np.ndarray, gap: np.ndarray,
+                  rng: np.random.Generator) -> None:
+        """Candidates of one block: `keep` (b, m) marks pairs (members[start + i] chosen,
+        members[j] rejected), `gap` their total gaps; enumeration order is row-major."""
+        count = np.count_nonzero(keep)
+        # One draw per candidate in enumeration order: the tie-breaks an all-at-once
+        # enumeration draws in one call (the generator's stream is the same in pieces).
+        tiebreak = rng.random(count)
+        first = self.seen
+        self.seen += count
+        if self.floor == -np.inf:
+            c, r = np.nonzero(keep)
+            rank = np.arange(count)
+        else:
+            enters = keep & (gap >= self.floor)  # a smaller gap can never enter the kept set
+            if not enters.any():
+                return
+            rank = (np.cumsum(keep.ravel()) - 1).reshape(keep.shape)[enters]
+            c, r = np.nonzero(enters)
+        ci, ri = members[c + start], members[r]
+        self.parts.append((ci, ri, gap[c, r], tiebreak[rank], first + rank))
+        self.size += len(ci)
+        if self.size > 2 * self.cap:
+            self._prune()
+
+    def _prune(self) -> None:
+        ci, ri, gap, tiebreak, seq = (np.concatenate(a) for a in zip(*self.parts))
+        order = np.lexsort((tiebreak, -gap))[: self.cap]
+        self.parts = [(ci[order], ri[order], gap[order], tiebreak[order], seq[order])]
+        self.size = len(order)
+        if self.size == self.cap:
+            self.floor = gap[order[-1]]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.parts:
+            return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+        ci, ri, gap, tiebreak, seq = (np.concatenate(a) for a in zip(*self.parts))
+        if self.seen <= self.cap:
+            order = np.argsort(seq)
+        else:
+            # Largest total gap first: the surest preferences make the best training pairs.
+            order = np.lexsort((tiebreak, -gap))[: self.cap]
+        return ci[order], ri[order]
 
 
 def _best_vs_worst(score: np.ndarray, margin: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -88,17 +156,46 @@ def _best_vs_worst(score: np.ndarray, margin: float, rng: np.random.Generator) -
     return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
 
 
-def _candidate_pairs(score: np.ndarray, margin: float, dims: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i chosen, j rejected) over the margin; with `dims` (n, k), also dominance."""
-    gap = score[:, None] - score[None, :]
-    if dims is None:
-        keep = (gap > 0) & (gap >= margin)
-    else:
-        usable = ~np.isnan(dims).any(axis=1)
-        diff = dims[:, None, :] - dims[None, :, :]
-        dominates = (diff >= 0).all(axis=2) & (diff > 0).any(axis=2)
-        keep = dominates & (gap >= margin) & usable[:, None] & usable[None, :]
-    return np.nonzero(keep)
+def _candidate_blocks(score: np.ndarray, margin: float, dims: np.ndarray | None):
+    """(start, keep, gap) per block of chosen rows: keep[i, j] marks pair (start + i chosen,
+    j rejected) over the margin (with `dims` (n, k), also dominance); gap is the total gap.
+    Blocks follow the row-major order of the full n x n comparison."""
+    n = len(score)
+    usable = None if dims is None else ~np.isnan(dims).any(axis=1)
+    step = max(1, BLOCK_ELEMENTS // max(1, n))
+    for start in range(0, n, step):
+        rows = slice(start, min(n, start + step))
+        gap = score[rows, None] - score[None, :]
+        if dims is None:
+            keep = (gap > 0) & (gap >= margin)
+        else:
+            # a >= b on every dimension and a > b on one (comparisons, not differences:
+            # the same answers for finite values, one pass less)
+            keep = _dominates(dims, rows, (gap >= margin) & usable[rows, None] & usable[None, :])
+        yield start, keep, gap
+
+
+SPARSE_BELOW = 1 / 16  # share of pairs still in the running under which the rest go pair by pair
+
+
+def _dominates(dims: np.ndarray, rows: slice, keep: np.ndarray) -> np.ndarray:
+    """keep & (row a >= row b on every dimension and > on one), for a in `rows`, b in all.
+    Comparisons, not differences: the same answers for finite values, one pass less. Once
+    few pairs are left, the remaining dimensions are compared for those pairs only."""
+    better = np.zeros(keep.shape, dtype=bool)
+    for d in range(dims.shape[1]):
+        if np.count_nonzero(keep) < SPARSE_BELOW * keep.size:
+            idx = np.flatnonzero(keep)
+            i, j = np.divmod(idx, keep.shape[1])
+            a, b = dims[rows][i, d:], dims[j, d:]
+            wins = (a >= b).all(axis=1) & (better.ravel()[idx] | (a > b).any(axis=1))
+            out = np.zeros(keep.shape, dtype=bool)
+            out.ravel()[idx[wins]] = True
+            return out
+        a, b = dims[rows, d, None], dims[None, :, d]
+        keep &= a >= b
+        better |= a > b
+    return keep & better
 
 
 def _dimension_matrix(rows: pa.Table, members: np.ndarray, columns: list[str]) -> np.ndarray:
