@@ -133,7 +133,7 @@ def test_two_checklists_of_one_name_are_refused_naming_both(tmp_path):
     video = _named(tmp_path, "video.yaml", "mine", "video", ["bright", "sharp", "smooth"])
     with pytest.raises(ValueError, match=r"two different checklists are named 'mine': .*image\.yaml.*video\.yaml"):
         resolve_checklists([image, video])
-    with pytest.raises(ValueError, match=r"two different checklists are named 'vrscore-image-default-v1'"):
+    with pytest.raises(ValueError, match=r"two different checklists are named 'vrscore-image-default-v2'"):
         resolve_checklists([_named(tmp_path, "v.yaml", default_checklist("image").name, "video", ["sharp"]), "default"])
     # scores written before the check: reading their checklists refuses too, instead of mixing
     both = checklists_to_json({"image": load_checklist_file(image), "video": load_checklist_file(video)})

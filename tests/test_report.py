@@ -74,7 +74,7 @@ def test_rendered_page_is_self_contained_and_escapes_text(table):
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; more" in page
     assert not re.search(r"""(src|href)=["'](?!data:)""", page)  # nothing fetched from outside
     assert page.count("<svg") == len(data.histograms)
-    assert "decode_error" in page and "vrscore-video-default-v1" in page
+    assert "decode_error" in page and "vrscore-video-default-v2" in page
 
 
 def test_thumbnails_are_small_jpegs_and_show_a_videos_first_frame(tmp_path: Path):

@@ -44,7 +44,7 @@ def test_score_keeps_input_order_and_reports_failures(reward, media):
     results = reward.score(PROMPT, [media["a"], media["missing"], media["v"]])
     assert [r.index for r in results] == [0, 1, 2]
     a, missing, v = results
-    assert a.ok and a.checklist == "vrscore-image-default-v1" and v.checklist == "vrscore-video-default-v1"
+    assert a.ok and a.checklist == "vrscore-image-default-v2" and v.checklist == "vrscore-video-default-v2"
     assert set(a.dimensions) == {"alignment", "composition", "quality", "fidelity", "safety_emotion"}
     assert list(a.p_yes) == reward.checklists["image"].question_ids and all(0 <= p <= 1 for p in a.p_yes.values())
     assert (missing.status, missing.score, missing.dimensions) == ("missing_file", None, {})
