@@ -209,3 +209,19 @@ def test_vrscore_score_into_an_output_another_run_holds_is_refused_before_any_wo
     err = capsys.readouterr().err
     assert f"vrscore score: error: {out}: another run is writing here" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written
+
+
+def test_vrscore_score_refuses_an_edited_manifest_before_any_work(tmp_path, capsys):
+    from jobs import cli as vrscore_cli
+    from schemas.checklist_set import checklists_to_json, resolve_checklists
+
+    manifest, out = tmp_path / "m.parquet", tmp_path / "out"
+    _manifest(manifest, ["a", "b"])
+    first = normalised_config(JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model="m")))
+    create_output(fsspec.filesystem("file"), str(out), job_record(first),
+                  checklists_to_json(resolve_checklists(["default"])))  # what the first run left
+    _manifest(manifest, ["a", "b", "c"])
+    assert vrscore_cli.main(["score", "--manifest", str(manifest), "--model", "m", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds scores of a different job (the manifest files changed since the first run" in err
+    assert sorted(p.name for p in out.iterdir()) == ["checklist.json", "job.json"]
