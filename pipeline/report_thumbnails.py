@@ -49,7 +49,7 @@ def refusal(uri: str, media_roots: list[str]) -> str | None:
     except MediaError as exc:
         return exc.message
     if protocol == "file":
-        path = os.path.realpath(uri[len("file://"):] if uri.startswith("file://") else uri)
+        path = os.path.realpath(uri.removeprefix("file://"))
         roots = [os.path.realpath(r) for r in media_roots]
         if not any(_under(path, r) for r in roots):
             return "a local file outside --media-root: the report reads local files only under a root you name"

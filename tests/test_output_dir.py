@@ -19,8 +19,8 @@ from jobs import output_lease
 from jobs.output_dir import (OutputMismatchError, check_output, create_output, job_record, normalise_local_path,
                              normalised_config, result_differences)
 from jobs.output_lease import OutputBusyError, OutputLease
-from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
+from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 
 
 def _job(**kw) -> JobConfig:
