@@ -34,6 +34,7 @@ def test_speed_knobs_may_change_and_score_settings_may_not(tmp_path):
     create_output(fs, out, first.model_dump_json(), "{}")
     faster = _job(resources=ResourcesConfig(batch_size=64, scorer_actors=3),
                   decode=DecodeConfig(worker_nice=0))
+    faster.model.systemic_failure_batches = 5  # when to stop on a broken model: not a result setting
     assert check_output(fs, out, faster.model_dump_json(), "{}") is True
     other = _job(decode=DecodeConfig(frames="uniform:16"))
     with pytest.raises(OutputMismatchError, match=r"decode\.frames: 'uniform:8' -> 'uniform:16'"):
