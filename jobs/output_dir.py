@@ -40,7 +40,7 @@ def normalise_local_path(uri: str, *, must_exist: bool = False) -> str:
     only a path that exists is changed (a model may be a hub id that looks like a path)."""
     if protocol_of(uri) != "file":
         return uri
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    path = uri.removeprefix("file://")
     if must_exist and not os.path.exists(path):
         return uri
     return os.path.abspath(os.path.expanduser(path))

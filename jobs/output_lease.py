@@ -108,7 +108,7 @@ class OutputLease:
 
     @classmethod
     def acquire(cls, fs: fsspec.AbstractFileSystem, out: str, *, ttl_s: float = LEASE_TTL_S,
-                settle_s: float = SETTLE_S) -> "OutputLease":
+                settle_s: float = SETTLE_S) -> OutputLease:
         lease = cls(fs, out, ttl_s)
         check_free(fs, out)
         fs.makedirs(out, exist_ok=True)

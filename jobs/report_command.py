@@ -1,24 +1,25 @@
 """`vrscore report --scores DIR --out report.html`: one self-contained HTML file.
 
 Two passes over the scores in the cluster (value ranges, then per-batch partial statistics
-on shared histogram bins); the merged partials, thumbnails of the top/bottom items and the
-page are made on the driver.
+on shared histogram bins), then the top/bottom items' thumbnails, decoded in the cluster by
+the decode stage under the scoring job's limits; the driver merges the partials and writes
+the page.
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from pipeline.report_html import data_uri, render_report, thumbnail_jpeg
+from pipeline.report_html import render_report
 from pipeline.report_stats import ITEM_FIELDS, ReportData, batch_partial, histogram_edges, merge
+from pipeline.report_thumbnails import make_thumbnails as make_item_thumbnails
+from pipeline.report_thumbnails import thumbnail_decode_config
 from pipeline.scores_input import ScoresInput, add_ray_arguments, add_storage_arguments, open_scores, storage_from_args
 from pipeline.storage import fsspec_filesystem, storage_options
 from schemas.checklist import Checklist
-from schemas.job_config import DecodeConfig
 from schemas.user_error import UserError
 
 
@@ -28,6 +29,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=6,
                    help="items shown at each end of every measure (each with a thumbnail; default 6)")
     p.add_argument("--bins", type=int, default=24, help="histogram bins per measure (default 24)")
+    p.add_argument("--media-root", action="append", default=[], metavar="DIR",
+                   help="show thumbnails of local files under DIR (repeatable); by default the report reads no "
+                        "local file, since a scores file from elsewhere could name any file of this machine")
+    p.add_argument("--thumbnail-timeout", type=float, default=30.0,
+                   help="seconds per thumbnail's read + decode, at most the job's decode.timeout_s (default 30)")
     add_storage_arguments(p)
     add_ray_arguments(p)
 
@@ -50,43 +56,32 @@ def collect_report_data(scores: ScoresInput, k: int, bins: int) -> ReportData:
     return merge(partials, edges, k)
 
 
-def _thumbnail(item: dict, media_options: dict[str, dict], allowed_schemes: list[str], max_bytes: int) -> dict:
-    from actors.media_io import read_media_bytes, uri_protocol
-
-    try:
-        data = read_media_bytes(item["uri"], allowed_schemes=allowed_schemes, max_bytes=max_bytes,
-                                storage_options=media_options.get(uri_protocol(item["uri"])))
-        return {"id": item["id"], "src": data_uri(thumbnail_jpeg(data, item["media_type"]))}
-    except Exception as exc:  # noqa: BLE001 - a missing preview is shown as such, never fatal
-        return {"id": item["id"], "src": f"{type(exc).__name__}: {exc}"[:300]}
-
-
-def make_thumbnails(data: ReportData, scores: ScoresInput, threads: int = 8) -> dict[str, str]:
-    """Item id -> JPEG data URI (or why there is none). At most a few hundred items: threads
-    on the driver (reads and decoders release the GIL) rather than a cluster job."""
+def make_thumbnails(data: ReportData, scores: ScoresInput, media_roots: list[str], timeout_s: float) -> dict[str, str]:
+    """Item id -> JPEG data URI (or why there is none), decoded in the cluster by the decode
+    stage with the scoring job's limits (`pipeline/report_thumbnails.py`)."""
     items = {it["id"]: it for side in (data.top, data.bottom) for by_col in side.values()
              for lst in by_col.values() for it in lst}
-    decode = DecodeConfig()
-    fn = functools.partial(_thumbnail, media_options={p: storage_options(scores.storage, p) for p in ("s3", "s3a")},
-                           allowed_schemes=decode.allowed_schemes, max_bytes=decode.max_bytes)
-    with ThreadPoolExecutor(threads) as pool:
-        return {r["id"]: r["src"] for r in pool.map(fn, items.values())}
+    decode = thumbnail_decode_config(scores.schema.metadata, timeout_s)
+    options = {p: storage_options(scores.storage, p) for p in ("s3", "s3a")}
+    return make_item_thumbnails(list(items.values()), decode, options, media_roots)
 
 
 def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
-    if args.top_k < 0 or args.bins < 1:
-        raise UserError("--top-k must be >= 0 and --bins >= 1")
+    if args.top_k < 0 or args.bins < 1 or args.thumbnail_timeout <= 0:
+        raise UserError("--top-k must be >= 0, --bins >= 1 and --thumbnail-timeout > 0")
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
     init_ray(args.ray_address, quiet=args.quiet)
     data = collect_report_data(scores, args.top_k, args.bins)
-    thumbs = make_thumbnails(data, scores)
+    thumbs = make_thumbnails(data, scores, args.media_root, args.thumbnail_timeout)
     page = render_report(data, scores.checklists_by_name, thumbs, source=scores.data_uri, model=scores.model_id)
     with fsspec_filesystem(args.out, storage).open(args.out, "w", encoding="utf-8") as f:
         f.write(page)
     missing = sum(1 for src in thumbs.values() if not src.startswith("data:"))
+    local = sum(1 for src in thumbs.values() if "outside --media-root" in src)
     print(f"report: {args.out}  ({data.rows} rows, {len(thumbs)} thumbnails"
-          + (f", {missing} without preview" if missing else "") + ")")
+          + (f", {missing} without preview" if missing else "")
+          + (f"; {local} local files not read: pass --media-root DIR to show them" if local else "") + ")")
     return 0

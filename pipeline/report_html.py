@@ -1,10 +1,13 @@
 """Render `ReportData` as one self-contained HTML file: inline CSS and SVG charts, base64
-JPEG thumbnails, no script and no external asset, so it can be mailed or archived as is."""
+JPEG thumbnails (of frames the decode stage gave, `pipeline/report_thumbnails.py`), no script
+and no external asset, so it can be mailed or archived as is."""
 from __future__ import annotations
 
 import base64
 import html
 import io
+
+import numpy as np
 
 from pipeline.report_stats import Histogram, ReportData
 from schemas.checklist import Checklist
@@ -50,19 +53,11 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def thumbnail_jpeg(data: bytes, media_type: str) -> bytes:
-    """A JPEG at most THUMB_SIDE on its longer side: the image, or a video's first frame."""
-    from PIL import Image, ImageOps
+def thumbnail_jpeg(frame: np.ndarray) -> bytes:
+    """A JPEG at most THUMB_SIDE on its longer side of one decoded (H, W, 3) uint8 RGB frame."""
+    from PIL import Image
 
-    if media_type == "video":
-        import decord  # heavy; only the report's thumbnail tasks need it
-
-        frame = decord.VideoReader(io.BytesIO(data))[0].asnumpy()
-        img = Image.fromarray(frame)
-    else:
-        img = Image.open(io.BytesIO(data))
-        img.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))  # JPEG: decode at reduced size
-        img = ImageOps.exif_transpose(img).convert("RGB")
+    img = Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8))
     img.thumbnail((THUMB_SIDE, THUMB_SIDE))
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=82)

@@ -74,7 +74,7 @@ class ScoresInput:
         fs, source = self._source()
         return row_count(pq.ParquetDataset(source, filesystem=fs))
 
-    def read(self, columns: list[str] | None = None) -> "Dataset":
+    def read(self, columns: list[str] | None = None) -> Dataset:
         fs, source = self._source()
         return read_parquet(source, fs, columns)
 

@@ -19,8 +19,8 @@ from jobs import output_lease
 from jobs.output_dir import (OutputMismatchError, check_output, create_output, job_record, normalise_local_path,
                              normalised_config, result_differences)
 from jobs.output_lease import OutputBusyError, OutputLease
-from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
+from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 
 
 def _job(**kw) -> JobConfig:
@@ -34,6 +34,7 @@ def test_speed_knobs_may_change_and_score_settings_may_not(tmp_path):
     create_output(fs, out, first.model_dump_json(), "{}")
     faster = _job(resources=ResourcesConfig(batch_size=64, scorer_actors=3),
                   decode=DecodeConfig(worker_nice=0))
+    faster.model.systemic_failure_batches = 5  # when to stop on a broken model: not a result setting
     assert check_output(fs, out, faster.model_dump_json(), "{}") is True
     other = _job(decode=DecodeConfig(frames="uniform:16"))
     with pytest.raises(OutputMismatchError, match=r"decode\.frames: 'uniform:8' -> 'uniform:16'"):
@@ -209,3 +210,19 @@ def test_vrscore_score_into_an_output_another_run_holds_is_refused_before_any_wo
     err = capsys.readouterr().err
     assert f"vrscore score: error: {out}: another run is writing here" in err and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written
+
+
+def test_vrscore_score_refuses_an_edited_manifest_before_any_work(tmp_path, capsys):
+    from jobs import cli as vrscore_cli
+    from schemas.checklist_set import checklists_to_json, resolve_checklists
+
+    manifest, out = tmp_path / "m.parquet", tmp_path / "out"
+    _manifest(manifest, ["a", "b"])
+    first = normalised_config(JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model="m")))
+    create_output(fsspec.filesystem("file"), str(out), job_record(first),
+                  checklists_to_json(resolve_checklists(["default"])))  # what the first run left
+    _manifest(manifest, ["a", "b", "c"])
+    assert vrscore_cli.main(["score", "--manifest", str(manifest), "--model", "m", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds scores of a different job (the manifest files changed since the first run" in err
+    assert sorted(p.name for p in out.iterdir()) == ["checklist.json", "job.json"]

@@ -1,19 +1,31 @@
 """The HTML report: statistics against direct computation, split invariance of the partials,
 thumbnails, and `vrscore report` rendered by headless Chromium with its images decoded."""
+import base64
+import functools
+import http.server
 import io
+import json
+import os
 import re
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from actors.report_thumbnailer import ReportThumbnailer
 from actors.synthetic_media import write_image, write_video
 from jobs.cli import main
-from pipeline.report_html import render_report, thumbnail_jpeg
+from pipeline.report_html import render_report
 from pipeline.report_stats import batch_partial, histogram_edges, merge
+from pipeline.report_thumbnails import thumbnail_decode_config
+from schemas.job_config import DecodeConfig
+from schemas.scores import META_JOB
+from tests.fifo_helpers import unblock_fifo_later
 from tests.paths import MEDIA
 from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
 from tests.scores_fixtures import CHECKLISTS, random_rows, scores_table, write_scores
@@ -77,14 +89,122 @@ def test_rendered_page_is_self_contained_and_escapes_text(table):
     assert "decode_error" in page and "vrscore-video-default-v2" in page
 
 
+def _thumbs(uris: list[str], roots: list[Path], decode: DecodeConfig | None = None) -> dict[str, str]:
+    """The report's thumbnail stage called in process, as Ray Data calls it."""
+    stage = ReportThumbnailer((decode or thumbnail_decode_config(None, 30)).model_dump(),
+                              {"http": {"allow_redirects": False}}, [str(r) for r in roots])
+    kinds = ["video" if u.endswith(".mp4") else "image" for u in uris]
+    try:
+        out = stage({"id": np.array([str(i) for i in range(len(uris))], dtype=object),
+                     "uri": np.array(uris, dtype=object), "media_type": np.array(kinds, dtype=object)})
+    finally:
+        stage.close()
+    return dict(zip(uris, out["src"]))
+
+
+def _jpeg(src: str) -> Image.Image:
+    assert src.startswith("data:image/jpeg;base64,"), src
+    return Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+
+
 def test_thumbnails_are_small_jpegs_and_show_a_videos_first_frame(tmp_path: Path):
-    img = Image.open(io.BytesIO(thumbnail_jpeg(write_image(tmp_path / "a.png", size=(640, 320)).read_bytes(), "image")))
-    assert img.format == "JPEG" and img.size == (240, 120)
+    image = write_image(tmp_path / "a.png", size=(640, 320))
     video = write_video(tmp_path / "v.mp4", n_frames=16, size=(256, 128), fps=8)
-    first = np.asarray(Image.open(io.BytesIO(thumbnail_jpeg(video.read_bytes(), "video"))).convert("RGB"), dtype=int)
+    thumbs = _thumbs([str(image), str(video)], [tmp_path])
+    img = _jpeg(thumbs[str(image)])
+    assert img.format == "JPEG" and max(img.size) == 240 and abs(img.size[0] / img.size[1] - 2) < 0.1
+    first = np.asarray(_jpeg(thumbs[str(video)]).convert("RGB"), dtype=int)
     # The synthetic video sweeps a yellow bar from left (frame 0) to right along its lower half.
-    assert first.shape == (120, 240, 3)
-    assert np.abs(first[100, 3] - [255, 255, 0]).max() < 60 and np.abs(first[100, -4] - [255, 255, 0]).max() > 60
+    assert first.shape[1] == 240 and abs(first.shape[1] / first.shape[0] - 2) < 0.1
+    assert np.abs(first[-20, 3] - [255, 255, 0]).max() < 60 and np.abs(first[-20, -4] - [255, 255, 0]).max() > 60
+
+
+class _Counting(http.server.SimpleHTTPRequestHandler):
+    requests = 0
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).requests += 1
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_local_files_and_internal_urls_never_reach_the_report(tmp_path: Path):
+    (tmp_path / "media").mkdir()
+    (tmp_path / "private").mkdir()
+    shown = write_image(tmp_path / "media" / "ok.png", size=(64, 48))
+    private = write_image(tmp_path / "private" / "secret.png", size=(64, 48))
+    escape = tmp_path / "media" / "link.png"
+    escape.symlink_to(private)  # under the root by name only
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Counting, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uris = [str(shown), "file:///etc/passwd", "/etc/passwd", str(private), str(escape),
+                f"{tmp_path}/media/../private/secret.png",
+                "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+                f"http://127.0.0.1:{server.server_port}/private/secret.png",
+                f"http://localhost:{server.server_port}/media/ok.png", "http://10.0.0.7/x.png", "http://[::1]/x.png"]
+        thumbs = _thumbs(uris, [tmp_path / "media"])
+    finally:
+        server.shutdown()
+    assert thumbs[str(shown)].startswith("data:image/jpeg")  # negative control: a file under the root is shown
+    for uri in uris[1:6]:
+        assert "a local file outside --media-root" in thumbs[uri], uri
+    for uri in uris[6:-1]:
+        assert "is an internal address" in thumbs[uri], uri
+    assert thumbs[uris[-1]].startswith("no preview (refused)")  # an IPv6 literal: refused as a chained URL
+    assert _Counting.requests == 0  # not even asked for
+
+
+def test_a_hung_decode_does_not_hang_the_report(tmp_path: Path):
+    fifo = tmp_path / "hang.png"
+    os.mkfifo(fifo)
+    unblock_fifo_later(fifo, 60)
+    t0 = time.monotonic()
+    thumbs = _thumbs([str(fifo), str(write_image(tmp_path / "ok.png", size=(64, 48)))], [tmp_path],
+                     thumbnail_decode_config(None, timeout_s=2))
+    assert time.monotonic() - t0 < 30
+    assert thumbs[str(fifo)].startswith("no preview (timeout)")
+    assert thumbs[str(tmp_path / "ok.png")].startswith("data:image/jpeg")  # the next item is served
+
+
+def test_the_scoring_jobs_decode_limits_and_schemes_apply(tmp_path: Path):
+    big = write_image(tmp_path / "big.png", size=(400, 300))
+    job = {"decode": DecodeConfig(max_source_pixels=100 * 100, timeout_s=90).model_dump()}
+    decode = thumbnail_decode_config({META_JOB: json.dumps(job).encode()}, timeout_s=30)
+    assert decode.max_source_pixels == 100 * 100 and decode.timeout_s == 30 and decode.frames == "uniform:1"
+    assert _thumbs([str(big)], [tmp_path], decode)[str(big)].startswith("no preview (too_large)")
+    job["decode"]["allowed_schemes"] = ["s3"]
+    decode = thumbnail_decode_config({META_JOB: json.dumps(job).encode()}, timeout_s=30)
+    assert _thumbs([str(big)], [tmp_path], decode)[str(big)].startswith("no preview (invalid_uri)")
+    assert _thumbs([str(big)], [tmp_path])[str(big)].startswith("data:image/jpeg")  # default limits: shown
+
+
+def test_report_command_decodes_thumbnails_in_the_cluster_and_refuses_foreign_uris(tmp_path, ray_session,
+                                                                                   monkeypatch, capsys):
+    media = tmp_path / "media"
+    media.mkdir()
+    rows = random_rows(np.random.default_rng(4), 1, (4, 4))
+    rows[0]["uri"] = str(write_image(media / "ok.png", size=(96, 64)))
+    rows[1]["uri"] = "file:///etc/passwd"
+    rows[2]["uri"] = str(write_image(tmp_path / "elsewhere.png", size=(96, 64)))
+    rows[3]["uri"] = "http://169.254.169.254/latest/meta-data/"
+    write_scores(tmp_path / "s", rows, files=1)
+    # Were thumbnails made on the driver, this would break them: the stage runs in Ray's workers.
+    monkeypatch.setattr("pipeline.report_html.thumbnail_jpeg", lambda *a: 1 / 0)
+    page = tmp_path / "report.html"
+    assert main(["report", "--scores", str(tmp_path / "s"), "--out", str(page), "--top-k", "4",
+                 "--media-root", str(media), "--quiet"]) == 0
+    html = page.read_text()
+    shown = {}  # uri -> the tooltip of its placeholder, or "img"
+    for uri, img, reason in re.findall(r'<div class="item" title="([^"]*)">(?:(<img )|<div class="noimg" title="([^"]*)")',
+                                       html):
+        shown.setdefault(uri, "img" if img else reason)
+    assert set(shown) == {r["uri"] for r in rows} and shown[rows[0]["uri"]] == "img"
+    assert "outside --media-root" in shown[rows[1]["uri"]] and "outside --media-root" in shown[rows[2]["uri"]]
+    assert "is an internal address" in shown[rows[3]["uri"]] and "root:x:0" not in html
+    assert "3 without preview; 2 local files not read: pass --media-root DIR" in capsys.readouterr().out
 
 
 PROBE = """<script>window.addEventListener('load', () => { for (const img of document.images)
@@ -115,7 +235,8 @@ def test_report_command_renders_in_chromium_with_every_image(tmp_path: Path, ray
     rows.append({**rows[2], "id": "bad", "status": "decode_error", "error": "made-up", "p_yes": None})
     write_scores(tmp_path / "s", rows)
     page = tmp_path / "report.html"
-    assert main(["report", "--scores", str(tmp_path / "s"), "--out", str(page), "--top-k", "3", "--quiet"]) == 0
+    assert main(["report", "--scores", str(tmp_path / "s"), "--out", str(page), "--top-k", "3", "--quiet",
+                 "--media-root", str(media), "--media-root", str(MEDIA)]) == 0
 
     html = page.read_text()
     n_images = html.count("<img ")

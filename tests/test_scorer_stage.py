@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from actors.checklist_scorer import ChecklistScorer
-from actors.systemic_failure import FailureStreak, SystemicScoringError, uniform_failure
 from actors.media_decoder import MediaDecoder
+from actors.systemic_failure import FailureStreak, SystemicScoringError, uniform_failure
 from pipeline.score_pipeline import validate_rows
 from schemas import status
 from schemas.checklist_set import checklists_to_json, resolve_checklists
