@@ -82,11 +82,8 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
     from schemas.user_error import UserError
 
+    # ConfigError, ManifestError, FilterError and ChecklistFormatError are UserErrors too.
     types: tuple[type, ...] = (UserError, ValidationError, FileNotFoundError, FileExistsError, PermissionError)
-    # Error types of user input defined before UserError (a ValueError subclass each).
-    for module, name in (("jobs.job_config_loading", "ConfigError"), ("schemas.manifest", "ManifestError"),
-                         ("pipeline.filter_expr", "FilterError"), ("schemas.visionreward_format", "ChecklistFormatError")):
-        types += (getattr(importlib.import_module(module), name),)
     return exc if isinstance(exc, types) else None
 
 

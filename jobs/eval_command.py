@@ -13,11 +13,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.preference_metrics import PreferenceMetrics, preference_metrics, ranking_pairs, score_differences
-from pipeline.scores_input import ScoresInput, add_ray_arguments, add_storage_arguments, open_scores, storage_from_args
+from pipeline.preference_metrics import (
+    PreferenceMetrics,
+    preference_metrics,
+    ranking_pairs,
+    score_differences,
+)
+from pipeline.scores_input import (
+    ScoresInput,
+    add_ray_arguments,
+    add_storage_arguments,
+    open_scores,
+    storage_from_args,
+)
 from pipeline.storage import arrow_filesystem, fsspec_filesystem
 from schemas.job_config import StorageConfig
 from schemas.status import OK
+from schemas.user_error import UserError
 
 JUDGMENTS_HELP = """\
 Human judgments (--judgments), any of:
@@ -63,7 +75,7 @@ def _from_rankings(groups: list[str], keys: list[list[str]], ranks: list[list[fl
     g, a, b, h = [], [], [], []
     for group, k, r in zip(groups, keys, ranks):
         if len(k) != len(r):
-            raise ValueError(f"group {group!r}: {len(k)} items but {len(r)} ranks")
+            raise UserError(f"group {group!r}: {len(k)} items but {len(r)} ranks")
         i, j, hh = ranking_pairs(np.asarray(r, dtype=np.float64))
         g += [group] * len(i)
         a += [k[x] for x in i]
@@ -85,12 +97,12 @@ def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
     if {"group", "a_id", "b_id", "preference"} <= names:
         h = table["preference"].to_numpy(zero_copy_only=False)
         if not np.isin(h, [-1, 0, 1]).all():
-            raise ValueError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
+            raise UserError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
         group, a, b = (table[c].cast(pa.string()).to_pylist() for c in ("group", "a_id", "b_id"))
         return HumanPairs(group, a, b, h.astype(np.int64))
     if {"group", "id", "rank"} <= names:
         return _ranking_groups(table)
-    raise ValueError(f"{uri}: expected ImageReward JSON, or Parquet with columns group, a_id, b_id, preference "
+    raise UserError(f"{uri}: expected ImageReward JSON, or Parquet with columns group, a_id, b_id, preference "
                      f"(pairs) or group, id, rank (rankings); found {', '.join(table.column_names)}")
 
 
@@ -99,7 +111,7 @@ def _ranking_groups(table: pa.Table) -> HumanPairs:
     and cut where that key changes after sorting on it, so the key, the sort and the cut
     agree for any type (sorting integers and cutting on strings merged 2 and 10)."""
     if table["group"].null_count:
-        raise ValueError(f"{table['group'].null_count} ranking rows have no group; every ranked item needs one")
+        raise UserError(f"{table['group'].null_count} ranking rows have no group; every ranked item needs one")
     group = pc.cast(table["group"], pa.string())
     table = table.set_column(table.schema.get_field_index("group"), "group", group).sort_by("group")
     keys = np.array(table["group"].to_pylist(), dtype=object)
@@ -124,7 +136,7 @@ def scored_items(scores: ScoresInput, key_column: str, keys: list[str], measures
     for row in ds.iter_rows():
         key = str(row[key_column])
         if key in found:
-            raise ValueError(f"key {key!r} appears twice in the scores' {key_column!r} column; keys must be unique")
+            raise UserError(f"key {key!r} appears twice in the scores' {key_column!r} column; keys must be unique")
         ok = row["status"] == OK
         found[key] = {m: row[m] if ok else None for m in measures}
     return found
@@ -169,13 +181,13 @@ def run(args: argparse.Namespace) -> int:
     scores = open_scores(args.scores, storage)
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
-        raise ValueError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
+        raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
     measures = ["score", "score_soft", *scores.dimension_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     items = scored_items(scores, args.key_column, pairs.a + pairs.b, measures)
     judged = set(pairs.a) | set(pairs.b)
     if not items:
-        raise ValueError(f"none of the {len(judged)} judged items is in the scores' {args.key_column!r} column "
+        raise UserError(f"none of the {len(judged)} judged items is in the scores' {args.key_column!r} column "
                          f"(judged keys look like {min(judged)!r}); see `vrscore eval --help` for the join")
     results = evaluate(pairs, items, measures)
     ok = sum(1 for k in judged if items.get(k, {}).get("score") is not None)

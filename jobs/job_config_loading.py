@@ -13,9 +13,10 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.job_config import JobConfig
+from schemas.user_error import UserError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     pass
 
 

@@ -15,12 +15,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.pair_mining import MAX_PAIRS_PER_GROUP, STRATEGIES, mine_pairs
-from pipeline.scores_input import (ScoresInput, add_ray_arguments, add_storage_arguments, open_scores,
-                                   refuse_existing_output, storage_from_args, write_empty_if_missing, write_text)
+from pipeline.scores_input import (
+    ScoresInput,
+    add_ray_arguments,
+    add_storage_arguments,
+    open_scores,
+    refuse_existing_output,
+    storage_from_args,
+    write_empty_if_missing,
+    write_text,
+)
 from pipeline.storage import arrow_filesystem, join
 from schemas.checklist import dimension_column
 from schemas.pairs import DPO_FORMATS, gap_column, pairs_schema
 from schemas.status import OK
+from schemas.user_error import UserError
 
 PAIRS_DIR = "pairs"
 FORMATS = ("parquet", *DPO_FORMATS)
@@ -65,7 +74,7 @@ def resolve_dimensions(scores: ScoresInput, spec: str | None) -> list[str]:
     for name in (s.strip() for s in spec.split(",") if s.strip()):
         col = name if name.startswith("dim_") else dimension_column(name)
         if col not in scores.dimension_columns:
-            raise ValueError(f"--dimensions: unknown dimension {name!r} (known: {', '.join(scores.dimension_columns)})")
+            raise UserError(f"--dimensions: unknown dimension {name!r} (known: {', '.join(scores.dimension_columns)})")
         cols.append(col)
     return cols
 
@@ -136,11 +145,11 @@ def run(args: argparse.Namespace) -> int:
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
-        raise ValueError(f"--format: unknown format {unknown[0]!r} (choose among {', '.join(FORMATS)})")
+        raise UserError(f"--format: unknown format {unknown[0]!r} (choose among {', '.join(FORMATS)})")
     if args.margin < 0 or args.pairs_per_group < 0:
-        raise ValueError("--margin and --pairs-per-group must be >= 0")
+        raise UserError("--margin and --pairs-per-group must be >= 0")
     if args.pairs_per_group > MAX_PAIRS_PER_GROUP:
-        raise ValueError(f"--pairs-per-group: at most {MAX_PAIRS_PER_GROUP:,} pairs per group (0 = up to that cap)")
+        raise UserError(f"--pairs-per-group: at most {MAX_PAIRS_PER_GROUP:,} pairs per group (0 = up to that cap)")
     scores.require_columns([args.group_by, args.score_column], "--group-by/--score-column")
     options = {"strategy": args.strategy, "margin": args.margin, "score_column": args.score_column,
                "dimensions": resolve_dimensions(scores, args.dimensions), "pairs_per_group": args.pairs_per_group,

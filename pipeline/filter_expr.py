@@ -25,13 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.checklist import Checklist
+from schemas.user_error import UserError
 
 Evaluator = Callable[[pa.Table], pa.Array]
 _COMPARE = {ast.Lt: pc.less, ast.LtE: pc.less_equal, ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
             ast.Eq: pc.equal, ast.NotEq: pc.not_equal}
 
 
-class FilterError(ValueError):
+class FilterError(UserError):
     """The filter text is not valid; the message names the offending part."""
 
 

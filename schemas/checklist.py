@@ -14,6 +14,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.user_error import UserError
+
 PROMPT_PLACEHOLDER = "[[prompt]]"
 QUESTION_PLACEHOLDER = "[[question]]"
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -137,7 +139,7 @@ def load_checklist_file(path: str | Path) -> Checklist:
     text = p.read_text(encoding="utf-8")
     data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise ValueError(f"{p}: a checklist file must hold a mapping, got {type(data).__name__}")
+        raise UserError(f"{p}: a checklist file must hold a mapping, got {type(data).__name__}")
     return Checklist.model_validate(data)
 
 

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from schemas.checklist import Checklist, default_checklist, load_checklist_file
+from schemas.user_error import UserError
 from schemas.visionreward_format import load_visionreward
 
 MEDIA_TYPES = ("image", "video")
@@ -23,7 +24,7 @@ def resolve_checklists(
 
     def put(kind: str, checklist: Checklist, source: str) -> None:
         if kind in out:
-            raise ValueError(f"two checklists for {kind}s ({out[kind].name!r} and {source}); give one per media kind")
+            raise UserError(f"two checklists for {kind}s ({out[kind].name!r} and {source}); give one per media kind")
         out[kind], sources[kind] = checklist, source
 
     for spec in specs:
@@ -35,19 +36,19 @@ def resolve_checklists(
         suffix = Path(spec).suffix.lower()
         if suffix == ".txt":
             if not weights:
-                raise ValueError(f"{spec}: a VisionReward question list needs its weight file (--weights)")
+                raise UserError(f"{spec}: a VisionReward question list needs its weight file (--weights)")
             checklist = load_visionreward(spec, weights.pop(0), dimensions)
         elif suffix in (".yaml", ".yml", ".json"):
             checklist = load_checklist_file(spec)
         else:
-            raise ValueError(f"{spec}: unknown checklist format (expected .yaml, .yml, .json or VisionReward .txt)")
+            raise UserError(f"{spec}: unknown checklist format (expected .yaml, .yml, .json or VisionReward .txt)")
         kinds = MEDIA_TYPES if checklist.media_type == "any" else (checklist.media_type,)
         for kind in kinds:
             put(kind, checklist, spec)
     if weights:
-        raise ValueError(f"unused weight files {weights}: each belongs to one VisionReward *_qa.txt checklist")
+        raise UserError(f"unused weight files {weights}: each belongs to one VisionReward *_qa.txt checklist")
     if not out:
-        raise ValueError("no checklist given")
+        raise UserError("no checklist given")
     check_unique_names(out, sources)
     return out
 
@@ -61,7 +62,7 @@ def check_unique_names(checklists: dict[str, Checklist], sources: dict[str, str]
         first = seen.setdefault(checklist.name, kind)
         if first != kind and checklists[first] != checklist:
             where = sources or {}
-            raise ValueError(
+            raise UserError(
                 f"two different checklists are named {checklist.name!r}: "
                 f"{where.get(first, 'the one')} for {first}s and {where.get(kind, 'the one')} for {kind}s; "
                 "give each checklist its own name"

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from schemas import status
+from schemas.user_error import UserError
 
 REQUIRED = ("id", "uri")
 OPTIONAL = ("media_type", "prompt", "group")
@@ -25,7 +26,7 @@ IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif"
 VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv"})
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """The manifest as a whole is unusable; raised before any work starts."""
 
 

@@ -14,6 +14,7 @@ import json
 import pyarrow as pa
 
 from schemas.checklist import Checklist, dimension_column
+from schemas.user_error import UserError
 
 META_CHECKLISTS = b"vrscore.checklists"
 META_MODEL = b"vrscore.model"
@@ -74,5 +75,5 @@ def read_checklists_metadata(schema: pa.Schema) -> dict[str, Checklist]:
     """The checklists a scores file was made with (from its Parquet metadata)."""
     meta = schema.metadata or {}
     if META_CHECKLISTS not in meta:
-        raise ValueError("not a vrscore scores file: no checklist in its metadata")
+        raise UserError("not a vrscore scores file: no checklist in its metadata")
     return {k: Checklist.model_validate(v) for k, v in json.loads(meta[META_CHECKLISTS]).items()}

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from schemas.checklist import Aggregation, Checklist, Mask, Question
+from schemas.user_error import UserError
 
 # Upstream's presence gates and what they zero, as positions in the 30-line image select
 # list (inference-image.py: MASK_FEATURE_MAP). Resolved through dimensions.json's
@@ -26,7 +27,7 @@ UPSTREAM_IMAGE_MASKS: dict[int, list[int]] = {0: [22, 23, 24, 28, 29], 1: [25, 2
 MASK_DIMENSION = "Mask"  # dimensions.json's name for gating questions
 
 
-class ChecklistFormatError(ValueError):
+class ChecklistFormatError(UserError):
     pass
 
 
