@@ -1,0 +1,85 @@
+"""Video inputs laid out by hand, following each family's stock video processor and processor code.
+
+Every stock video processor needs torchvision, which has no CPU build here, so these functions
+redo their steps in numpy/PIL: resize by the video processor's own rule (read from the saved
+video_preprocessor_config.json), rescale and normalise, patchify, and expand the placeholder the
+way the processor's `replace_video_token` does. Frames given at the processor's target size are
+not resized, so the layout does not depend on the resampling filter.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    if frames.shape[1:3] == (height, width):
+        return frames
+    return np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BICUBIC)) for f in frames])
+
+
+def _normalise(frames: np.ndarray, cfg: dict) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32, rescaled and normalised as the config says."""
+    x = frames.astype(np.float32) * np.float32(cfg["rescale_factor"])
+    x = (x - np.array(cfg["image_mean"], np.float32)) / np.array(cfg["image_std"], np.float32)
+    return x.transpose(0, 3, 1, 2)
+
+
+def _tokenize(tokenizer, text: str) -> dict[str, torch.Tensor]:
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+# ---- Qwen3-VL: video_processing_qwen3_vl.py and processing_qwen3_vl.py ----
+
+def _qwen3_smart_resize(t: int, h: int, w: int, factor: int, min_pixels: int, max_pixels: int):
+    """video_processing_qwen3_vl.smart_resize, except that one frame is allowed (padded later)."""
+    h_bar, w_bar = round(h / factor) * factor, round(w / factor) * factor
+    t_bar = max(round(t / 2) * 2, 2)
+    if t_bar * h_bar * w_bar > max_pixels:
+        beta = math.sqrt((t * h * w) / max_pixels)
+        h_bar = max(factor, math.floor(h / beta / factor) * factor)
+        w_bar = max(factor, math.floor(w / beta / factor) * factor)
+    elif t_bar * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (t * h * w))
+        h_bar, w_bar = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _qwen_patchify(x: np.ndarray, patch: int, merge: int, temporal: int):
+    """Qwen3VLVideoProcessor.patchify for one video (T, C, H, W): pad T with the last frame."""
+    if pad := -len(x) % temporal:
+        x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
+    t, c, h, w = x.shape
+    gt, gh, gw = t // temporal, h // patch, w // patch
+    p = x.reshape(gt, temporal, c, gh // merge, merge, patch, gw // merge, merge, patch)
+    p = p.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return p.reshape(gt * gh * gw, c * temporal * patch * patch), (gt, gh, gw)
+
+
+def qwen3_vl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
+    cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
+    patch, merge, temporal = cfg["patch_size"], cfg["merge_size"], cfg["temporal_patch_size"]
+    h, w = _qwen3_smart_resize(len(frames), *frames.shape[1:3], patch * merge,
+                               cfg["size"]["shortest_edge"], cfg["size"]["longest_edge"])
+    pixels, (gt, gh, gw) = _qwen_patchify(_normalise(_resize(frames, h, w), cfg), patch, merge, temporal)
+    # processing_qwen3_vl._calculate_timestamps: pad with the last time, average each temporal patch
+    times = list(seconds) + [seconds[-1]] * (-len(seconds) % temporal)
+    stamps = [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, len(times), temporal)]
+    per_frame = gh * gw // merge**2
+    block = "".join(f"<{s:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_frame + "<|vision_end|>"
+                    for s in stamps)
+    inputs = _tokenize(tokenizer, prompt.replace("<|video_pad|>", block, 1))
+    video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    inputs["mm_token_type_ids"] = (inputs["input_ids"] == video_id).long() * 2
+    inputs["pixel_values_videos"] = torch.from_numpy(np.ascontiguousarray(pixels))
+    inputs["video_grid_thw"] = torch.tensor([[gt, gh, gw]])
+    return inputs
+
+
+VIDEO_BUILDERS = {"qwen3_vl": qwen3_vl_video, "qwen3_vl_moe": qwen3_vl_video, "qwen3_5": qwen3_vl_video}
