@@ -63,8 +63,21 @@ def _qwen_vl_image(model_dir, tokenizer, prompt, image):
     return {**inputs, **vision}
 
 
+def _glm4v_image(model_dir, tokenizer, prompt, image):
+    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+
+    proc = Glm4vImageProcessorPil.from_pretrained(model_dir)
+    vision = proc(images=[image], return_tensors="pt")
+    n = int(vision["image_grid_thw"].prod()) // proc.merge_size**2
+    inputs = _tokenize(tokenizer, prompt.replace("<|image|>", "<|image|>" * n))
+    # processing_glm4v.create_mm_token_type_ids: 1 for image tokens outside the video markers
+    inputs["mm_token_type_ids"] = (inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<|image|>")).long()
+    return {**inputs, **vision}
+
+
 IMAGE_BUILDERS = {
     "qwen3_vl": _qwen_vl_image, "qwen3_vl_moe": _qwen_vl_image, "qwen3_5": _qwen_vl_image,
+    "glm4v": _glm4v_image,
 }
 
 

@@ -37,8 +37,12 @@ def _tokenize(tokenizer, text: str) -> dict[str, torch.Tensor]:
 
 # ---- Qwen3-VL: video_processing_qwen3_vl.py and processing_qwen3_vl.py ----
 
-def _qwen3_smart_resize(t: int, h: int, w: int, factor: int, min_pixels: int, max_pixels: int):
-    """video_processing_qwen3_vl.smart_resize, except that one frame is allowed (padded later)."""
+def _video_smart_resize(t: int, h: int, w: int, factor: int, min_pixels: int, max_pixels: int):
+    """smart_resize of video_processing_qwen3_vl / _glm4v (the same code), except that one frame is
+    allowed: the stock code raises for fewer frames than a temporal patch, patchify pads them."""
+    if h < factor or w < factor:
+        scale = max(factor / h, factor / w)
+        h, w = int(h * scale), int(w * scale)
     h_bar, w_bar = round(h / factor) * factor, round(w / factor) * factor
     t_bar = max(round(t / 2) * 2, 2)
     if t_bar * h_bar * w_bar > max_pixels:
@@ -49,6 +53,16 @@ def _qwen3_smart_resize(t: int, h: int, w: int, factor: int, min_pixels: int, ma
         beta = math.sqrt(min_pixels / (t * h * w))
         h_bar, w_bar = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
     return h_bar, w_bar
+
+
+def _qwen_style_video(model_dir: Path, frames: np.ndarray):
+    """Resize, normalise and patchify as the Qwen3-VL and GLM-4.1V video processors do."""
+    cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
+    patch, merge, temporal = cfg["patch_size"], cfg["merge_size"], cfg["temporal_patch_size"]
+    h, w = _video_smart_resize(len(frames), *frames.shape[1:3], patch * merge,
+                               cfg["size"]["shortest_edge"], cfg["size"]["longest_edge"])
+    pixels, grid = _qwen_patchify(_normalise(_resize(frames, h, w), cfg), patch, merge, temporal)
+    return torch.from_numpy(np.ascontiguousarray(pixels)), grid, merge, temporal
 
 
 def _qwen_patchify(x: np.ndarray, patch: int, merge: int, temporal: int):
@@ -63,23 +77,35 @@ def _qwen_patchify(x: np.ndarray, patch: int, merge: int, temporal: int):
 
 
 def qwen3_vl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
-    cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
-    patch, merge, temporal = cfg["patch_size"], cfg["merge_size"], cfg["temporal_patch_size"]
-    h, w = _qwen3_smart_resize(len(frames), *frames.shape[1:3], patch * merge,
-                               cfg["size"]["shortest_edge"], cfg["size"]["longest_edge"])
-    pixels, (gt, gh, gw) = _qwen_patchify(_normalise(_resize(frames, h, w), cfg), patch, merge, temporal)
+    pixels, (gt, gh, gw), merge, temporal = _qwen_style_video(model_dir, frames)
     # processing_qwen3_vl._calculate_timestamps: pad with the last time, average each temporal patch
     times = list(seconds) + [seconds[-1]] * (-len(seconds) % temporal)
     stamps = [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, len(times), temporal)]
     per_frame = gh * gw // merge**2
+    # replace_video_token replaces <|video_pad|> alone, inside the template's own vision markers
     block = "".join(f"<{s:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_frame + "<|vision_end|>"
                     for s in stamps)
     inputs = _tokenize(tokenizer, prompt.replace("<|video_pad|>", block, 1))
     video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     inputs["mm_token_type_ids"] = (inputs["input_ids"] == video_id).long() * 2
-    inputs["pixel_values_videos"] = torch.from_numpy(np.ascontiguousarray(pixels))
-    inputs["video_grid_thw"] = torch.tensor([[gt, gh, gw]])
-    return inputs
+    return {**inputs, "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([[gt, gh, gw]])}
 
 
-VIDEO_BUILDERS = {"qwen3_vl": qwen3_vl_video, "qwen3_vl_moe": qwen3_vl_video, "qwen3_5": qwen3_vl_video}
+def glm4v_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
+    """processing_glm4v.replace_video_token: per temporal patch, an image block then its whole second."""
+    pixels, (gt, gh, gw), merge, temporal = _qwen_style_video(model_dir, frames)
+    stamps = list(seconds[::temporal])[:gt]  # metadata.timestamps[::2]
+    per_frame = gh * gw // merge**2
+    block = "".join("<|begin_of_image|>" + "<|image|>" * per_frame + f"<|end_of_image|>{int(s)}" for s in stamps)
+    inputs = _tokenize(tokenizer, prompt.replace("<|video|>", block, 1))
+    ids = inputs["input_ids"][0]
+    inside = (torch.cumsum(ids == tokenizer.convert_tokens_to_ids("<|begin_of_video|>"), 0)
+              > torch.cumsum(ids == tokenizer.convert_tokens_to_ids("<|end_of_video|>"), 0))
+    image = ids == tokenizer.convert_tokens_to_ids("<|image|>")
+    inputs["mm_token_type_ids"] = torch.where(image & inside, 2, torch.where(image, 1, 0))[None]
+    return {**inputs, "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([[gt, gh, gw]])}
+
+
+VIDEO_BUILDERS = {
+    "qwen3_vl": qwen3_vl_video, "qwen3_vl_moe": qwen3_vl_video, "qwen3_5": qwen3_vl_video, "glm4v": glm4v_video,
+}
