@@ -10,6 +10,7 @@ template leaves the answer after one).
 """
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -75,9 +76,21 @@ def _glm4v_image(model_dir, tokenizer, prompt, image):
     return {**inputs, **vision}
 
 
+def _internvl_image(model_dir, tokenizer, prompt, image):
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    proc = GotOcr2ImageProcessorPil.from_pretrained(model_dir)
+    # InternVLProcessor's images_kwargs default: crop_to_patches=True (tiles plus a thumbnail)
+    vision = proc(images=[image], crop_to_patches=True, return_tensors="pt")
+    seq = json.loads((Path(model_dir) / "processor_config.json").read_text())["image_seq_length"]
+    context = tokenizer.context_image_token * seq * int(vision.pop("num_patches")[0])
+    block = f"{tokenizer.start_image_token}{context}{tokenizer.end_image_token}"
+    return {**_tokenize(tokenizer, prompt.replace(tokenizer.context_image_token, block, 1)), **vision}
+
+
 IMAGE_BUILDERS = {
     "qwen3_vl": _qwen_vl_image, "qwen3_vl_moe": _qwen_vl_image, "qwen3_5": _qwen_vl_image,
-    "glm4v": _glm4v_image,
+    "glm4v": _glm4v_image, "internvl": _internvl_image,
 }
 
 

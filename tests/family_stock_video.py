@@ -106,6 +106,18 @@ def glm4v_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, sec
     return {**inputs, "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([[gt, gh, gw]])}
 
 
+def internvl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
+    """processing_internvl: every frame one tile at the video processor's size, on a `FrameK: ` line."""
+    cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
+    seq = json.loads((Path(model_dir) / "processor_config.json").read_text())["image_seq_length"]
+    pixels = _normalise(_resize(frames, cfg["size"]["height"], cfg["size"]["width"]), cfg)
+    tile = f"{tokenizer.start_image_token}{tokenizer.context_image_token * seq}{tokenizer.end_image_token}"
+    block = "\n".join(f"Frame{i + 1}: {tile}" for i in range(len(frames)))
+    inputs = _tokenize(tokenizer, prompt.replace(tokenizer.video_token, block, 1))
+    return {**inputs, "pixel_values": torch.from_numpy(np.ascontiguousarray(pixels))}
+
+
 VIDEO_BUILDERS = {
     "qwen3_vl": qwen3_vl_video, "qwen3_vl_moe": qwen3_vl_video, "qwen3_5": qwen3_vl_video, "glm4v": glm4v_video,
+    "internvl": internvl_video,
 }
