@@ -1,7 +1,7 @@
 """An independent p_yes per model family, built the way each family's stock processor builds inputs.
 
 None of vrscore's adapter code is used: this is what the adapters are checked against. Images go
-through the family's stock PIL image processor and its own placeholder expansion. Videos cannot
+through the family's stock processor (PIL image processor, placeholder expansion, token types). Videos cannot
 (every stock video processor needs torchvision, absent here), so their inputs are laid out by hand
 following the stock processor code (`family_stock_video.py`). The answer is read from
 `model(**inputs).logits[0, -1]` and pooled as sigmoid(logsumexp(yes logits) - logsumexp(no logits))
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+import transformers
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from tests.family_stock_video import VIDEO_BUILDERS
@@ -45,53 +46,27 @@ def answer_ids(tokenizer, prompt: str, words: tuple[str, ...]) -> list[int]:
     return [i[0] for i in ids]
 
 
-def _tokenize(tokenizer, text: str) -> dict[str, torch.Tensor]:
-    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+# ---- images: the family's stock processor, less its video processor (which needs torchvision) ----
+
+@lru_cache(maxsize=4)
+def image_processor_of(model_dir: str):
+    """The checkpoint's own processor class, built without a video processor.
+
+    Any processor whose __init__ takes a video processor cannot be built without torchvision; a
+    subclass whose get_attributes() leaves it out builds and runs the stock image path unchanged.
+    """
+    name = json.loads((Path(model_dir) / "preprocessor_config.json").read_text())["processor_class"]
+    base = getattr(transformers, name)
+    attributes = [a for a in base.get_attributes() if a != "video_processor"]
+    image_only = type(f"{name}ImageOnly", (base,), {"get_attributes": classmethod(lambda cls: attributes)})
+    return image_only.from_pretrained(model_dir)
 
 
-# ---- images: the stock PIL image processor and the processor's expansion rule ----
-
-def _qwen_vl_image(model_dir, tokenizer, prompt, image):
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    proc = Qwen2VLImageProcessorPil.from_pretrained(model_dir)
-    vision = proc(images=[image], return_tensors="pt")
-    n = int(vision["image_grid_thw"].prod()) // proc.merge_size**2
-    inputs = _tokenize(tokenizer, prompt.replace("<|image_pad|>", "<|image_pad|>" * n))
-    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    inputs["mm_token_type_ids"] = (inputs["input_ids"] == image_id).long()
-    return {**inputs, **vision}
-
-
-def _glm4v_image(model_dir, tokenizer, prompt, image):
-    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
-
-    proc = Glm4vImageProcessorPil.from_pretrained(model_dir)
-    vision = proc(images=[image], return_tensors="pt")
-    n = int(vision["image_grid_thw"].prod()) // proc.merge_size**2
-    inputs = _tokenize(tokenizer, prompt.replace("<|image|>", "<|image|>" * n))
-    # processing_glm4v.create_mm_token_type_ids: 1 for image tokens outside the video markers
-    inputs["mm_token_type_ids"] = (inputs["input_ids"] == tokenizer.convert_tokens_to_ids("<|image|>")).long()
-    return {**inputs, **vision}
-
-
-def _internvl_image(model_dir, tokenizer, prompt, image):
-    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
-
-    proc = GotOcr2ImageProcessorPil.from_pretrained(model_dir)
-    # InternVLProcessor's images_kwargs default: crop_to_patches=True (tiles plus a thumbnail)
-    vision = proc(images=[image], crop_to_patches=True, return_tensors="pt")
-    seq = json.loads((Path(model_dir) / "processor_config.json").read_text())["image_seq_length"]
-    context = tokenizer.context_image_token * seq * int(vision.pop("num_patches")[0])
-    block = f"{tokenizer.start_image_token}{context}{tokenizer.end_image_token}"
-    return {**_tokenize(tokenizer, prompt.replace(tokenizer.context_image_token, block, 1)), **vision}
-
-
-IMAGE_BUILDERS = {
-    "qwen3_vl": _qwen_vl_image, "qwen3_vl_moe": _qwen_vl_image, "qwen3_5": _qwen_vl_image,
-    "glm4v": _glm4v_image, "internvl": _internvl_image,
-}
+def _image_inputs(model_dir: Path, prompt: str, image: Image.Image) -> dict:
+    processor = image_processor_of(str(model_dir))
+    inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    inputs.pop("batch_num_images", None)  # LLaVA-OneVision's bookkeeping, not a model input
+    return dict(inputs)
 
 
 def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
@@ -103,7 +78,7 @@ def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
     if media == "image":
         if len(frames) != 1:
             raise ValueError("an image is one frame")
-        return IMAGE_BUILDERS[family](model_dir, tokenizer, prompt, Image.fromarray(frames[0])), prompt
+        return _image_inputs(model_dir, prompt, Image.fromarray(frames[0])), prompt
     if seconds is None:  # frames sampled at 2 fps, the stock processors' default rate
         seconds = [i / 2 for i in range(len(frames))]
     return VIDEO_BUILDERS[family](model_dir, tokenizer, prompt, frames, seconds), prompt

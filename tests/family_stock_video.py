@@ -117,7 +117,18 @@ def internvl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, 
     return {**inputs, "pixel_values": torch.from_numpy(np.ascontiguousarray(pixels))}
 
 
+def llava_onevision_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray,
+                          seconds: list[float]) -> dict:
+    """processing_llava_onevision.replace_video_token: T frames of pooled tiles plus one newline."""
+    cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
+    tokens = json.loads((Path(model_dir) / "processor_config.json").read_text())["num_image_tokens"]
+    pixels = _normalise(_resize(frames, cfg["size"]["height"], cfg["size"]["width"]), cfg)
+    pooled = math.ceil(int(math.sqrt(tokens)) / 2)
+    inputs = _tokenize(tokenizer, prompt.replace("<video>", "<video>" * (len(frames) * pooled**2 + 1), 1))
+    return {**inputs, "pixel_values_videos": torch.from_numpy(np.ascontiguousarray(pixels))[None]}
+
+
 VIDEO_BUILDERS = {
     "qwen3_vl": qwen3_vl_video, "qwen3_vl_moe": qwen3_vl_video, "qwen3_5": qwen3_vl_video, "glm4v": glm4v_video,
-    "internvl": internvl_video,
+    "internvl": internvl_video, "llava_onevision": llava_onevision_video,
 }

@@ -14,6 +14,7 @@ FAMILY_MODULES: dict[str, str] = {
     "qwen3_5": "actors.tiny_models.qwen3_vl",
     "glm4v": "actors.tiny_models.glm4v",
     "internvl": "actors.tiny_models.internvl",
+    "llava_onevision": "actors.tiny_models.llava_onevision",
 }
 
 
