@@ -10,7 +10,9 @@ template leaves the answer after one).
 """
 from __future__ import annotations
 
+import inspect
 import json
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -59,18 +61,23 @@ def image_processor_of(model_dir: str):
     base = getattr(transformers, name)
     attributes = [a for a in base.get_attributes() if a != "video_processor"]
     image_only = type(f"{name}ImageOnly", (base,), {"get_attributes": classmethod(lambda cls: attributes)})
-    return image_only.from_pretrained(model_dir)
+    video_param = inspect.signature(base.__init__).parameters.get("video_processor")
+    required = video_param is not None and video_param.default is inspect.Parameter.empty
+    return image_only.from_pretrained(model_dir, **({"video_processor": None} if required else {}))
 
 
 def _image_inputs(model_dir: Path, prompt: str, image: Image.Image) -> dict:
     processor = image_processor_of(str(model_dir))
-    inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    with warnings.catch_warnings():
+        # Glm4vProcessor.create_mm_token_type_ids calls np.array on a tensor row (transformers 5.24)
+        warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+        inputs = processor(images=[image], text=[prompt], return_tensors="pt")
     inputs.pop("batch_num_images", None)  # LLaVA-OneVision's bookkeeping, not a model input
     return dict(inputs)
 
 
 def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
-                 seconds: list[float] | None = None) -> tuple[dict, str]:
+                 seconds: list[float] | None = None, duration: float | None = None) -> tuple[dict, str]:
     """(model inputs, rendered prompt) for one item and one question."""
     model, tokenizer = load(str(model_dir))
     family = model.config.model_type
@@ -81,14 +88,18 @@ def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
         return _image_inputs(model_dir, prompt, Image.fromarray(frames[0])), prompt
     if seconds is None:  # frames sampled at 2 fps, the stock processors' default rate
         seconds = [i / 2 for i in range(len(frames))]
-    return VIDEO_BUILDERS[family](model_dir, tokenizer, prompt, frames, seconds), prompt
+    return VIDEO_BUILDERS[family](model_dir, tokenizer, prompt, frames, seconds, duration), prompt
 
 
 def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
-                seconds: list[float] | None = None) -> float:
-    """p_yes for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image)."""
+                seconds: list[float] | None = None, duration: float | None = None) -> float:
+    """p_yes for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image).
+
+    `seconds`: each frame's time in the video (default: 2 frames a second from 0); `duration`: the
+    video's length, which SmolVLM writes into its prompt (default: the last frame's time).
+    """
     model, tokenizer = load(str(model_dir))
-    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds)
+    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration)
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].float()
     yes = torch.logsumexp(logits[answer_ids(tokenizer, prompt, YES_WORDS)], 0)

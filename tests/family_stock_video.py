@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,8 @@ def _qwen_patchify(x: np.ndarray, patch: int, merge: int, temporal: int):
     return p.reshape(gt * gh * gw, c * temporal * patch * patch), (gt, gh, gw)
 
 
-def qwen3_vl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
+def qwen3_vl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float],
+                duration: float | None) -> dict:
     pixels, (gt, gh, gw), merge, temporal = _qwen_style_video(model_dir, frames)
     # processing_qwen3_vl._calculate_timestamps: pad with the last time, average each temporal patch
     times = list(seconds) + [seconds[-1]] * (-len(seconds) % temporal)
@@ -91,7 +93,8 @@ def qwen3_vl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, 
     return {**inputs, "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([[gt, gh, gw]])}
 
 
-def glm4v_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
+def glm4v_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float],
+                duration: float | None) -> dict:
     """processing_glm4v.replace_video_token: per temporal patch, an image block then its whole second."""
     pixels, (gt, gh, gw), merge, temporal = _qwen_style_video(model_dir, frames)
     stamps = list(seconds[::temporal])[:gt]  # metadata.timestamps[::2]
@@ -106,7 +109,8 @@ def glm4v_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, sec
     return {**inputs, "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([[gt, gh, gw]])}
 
 
-def internvl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float]) -> dict:
+def internvl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float],
+                duration: float | None) -> dict:
     """processing_internvl: every frame one tile at the video processor's size, on a `FrameK: ` line."""
     cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
     seq = json.loads((Path(model_dir) / "processor_config.json").read_text())["image_seq_length"]
@@ -118,7 +122,7 @@ def internvl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, 
 
 
 def llava_onevision_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray,
-                          seconds: list[float]) -> dict:
+                          seconds: list[float], duration: float | None) -> dict:
     """processing_llava_onevision.replace_video_token: T frames of pooled tiles plus one newline."""
     cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
     tokens = json.loads((Path(model_dir) / "processor_config.json").read_text())["num_image_tokens"]
@@ -128,7 +132,32 @@ def llava_onevision_video(model_dir: Path, tokenizer, prompt: str, frames: np.nd
     return {**inputs, "pixel_values_videos": torch.from_numpy(np.ascontiguousarray(pixels))[None]}
 
 
+def smolvlm_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float],
+                  duration: float | None) -> dict:
+    """processing_smolvlm.replace_video_token: an intro line, then each frame's time and global view.
+
+    The stock video processor resizes twice (longest edge, then the square tile) with torchvision;
+    here frames are resized once to the square tile, and not at all when already that size.
+    """
+    from num2words import num2words
+
+    cfg = json.loads((Path(model_dir) / "video_preprocessor_config.json").read_text())
+    seq = json.loads((Path(model_dir) / "processor_config.json").read_text())["image_seq_len"]
+    side = cfg["max_image_size"]["longest_edge"]
+    pixels = torch.from_numpy(np.ascontiguousarray(_normalise(_resize(frames, side, side), cfg)))
+    whole = int(duration) if duration is not None else int(seconds[-1])
+    text = (f"You are provided the following series of {num2words(len(frames))} frames "
+            f"from a {timedelta(seconds=whole)} [H:MM:SS] video.\n")
+    view = "<fake_token_around_image><global-img>" + "<image>" * seq + "<fake_token_around_image>"
+    for s in seconds:
+        text += f"\nFrame from {int(s // 60):02d}:{int(s % 60):02d}:" + view
+    inputs = _tokenize(tokenizer, prompt.replace("<video>", text + "\n\n", 1))
+    return {**inputs, "pixel_values": pixels[None],
+            "pixel_attention_mask": torch.ones((1, len(frames), side, side), dtype=torch.bool)}
+
+
 VIDEO_BUILDERS = {
     "qwen3_vl": qwen3_vl_video, "qwen3_vl_moe": qwen3_vl_video, "qwen3_5": qwen3_vl_video, "glm4v": glm4v_video,
     "internvl": internvl_video, "llava_onevision": llava_onevision_video,
+    "smolvlm": smolvlm_video,
 }

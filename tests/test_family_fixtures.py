@@ -7,6 +7,7 @@ every equivalence test pass vacuously.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -18,7 +19,8 @@ from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTo
 
 from actors.demo_model import build_demo_model
 from actors.tiny_models import FAMILY_MODULES
-from tests.family_stock import NO_WORDS, YES_WORDS, render, stock_inputs, stock_p_yes
+from actors.tiny_models.tokenizer import build_bpe_tokenizer
+from tests.family_stock import NO_WORDS, YES_WORDS, answer_ids, render, stock_inputs, stock_p_yes
 from tests.family_stock_video import VIDEO_BUILDERS
 
 FAMILIES = sorted(FAMILY_MODULES)
@@ -104,3 +106,25 @@ def test_make_demo_model_command_builds_a_family(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "config.json").read_text())["model_type"] == "qwen3_vl"
+
+
+def test_gemma3_with_the_projector_from_config_ignores_the_image(tmp_path):
+    """The control above catches a zero projector: left as `from_config` makes it, the image is ignored."""
+    path = build_demo_model(tmp_path / "drawn", family="gemma3")
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.zero_()
+    zeroed = tmp_path / "zeroed"
+    shutil.copytree(path, zeroed)
+    model.save_pretrained(zeroed)
+    a, b = (stock_p_yes(zeroed, _frames(seed, 1, 64, 64), "image", QUESTION) for seed in (0, 1))
+    assert abs(a - b) < 1e-6
+    a, b = (stock_p_yes(path, _frames(seed, 1, 64, 64), "image", QUESTION) for seed in (0, 1))
+    assert abs(a - b) > 1e-3
+
+
+def test_answer_after_a_space_reads_the_space_forms():
+    """SmolVLM's template ends in `Assistant:`: the answer token is " Yes", not "Yes"."""
+    tokenizer = build_bpe_tokenizer(("<x>",), "", eos="<x>", pad="<x>")
+    assert answer_ids(tokenizer, "Assistant:", ("Yes",)) == tokenizer.encode(" Yes", add_special_tokens=False)
+    assert answer_ids(tokenizer, "assistant\n", ("Yes",)) == tokenizer.encode("Yes", add_special_tokens=False)

@@ -15,6 +15,9 @@ FAMILY_MODULES: dict[str, str] = {
     "glm4v": "actors.tiny_models.glm4v",
     "internvl": "actors.tiny_models.internvl",
     "llava_onevision": "actors.tiny_models.llava_onevision",
+    "gemma3": "actors.tiny_models.gemma3",
+    "smolvlm": "actors.tiny_models.smolvlm",
+    "idefics3": "actors.tiny_models.smolvlm",
 }
 
 
