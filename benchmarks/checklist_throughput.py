@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from actors.adapters import MediaInput, load_adapter
-from actors.adapters.qwen2_vl_inputs import common_prefix_length
+from actors.adapters.packing import common_prefix_length
 from actors.demo_model import build_demo_model
 from schemas.job_config import DecodeConfig, ModelConfig
 
@@ -66,7 +66,16 @@ def measure(fn, items: list[MediaInput], questions: list[list[str]], cuda: bool)
 
 
 def vision_params(model) -> int:
-    return sum(p.numel() for p in model.model.visual.parameters())
+    """Parameters of the vision tower and projector: the inner model less its language model."""
+    return sum(p.numel() for p in model.model.parameters()) - sum(p.numel() for p in model.model.language_model.parameters())
+
+
+def vision_patches(adapter, prepared) -> int:
+    """Patches the vision tower embeds for one item: its pixels over (3 x temporal x patch x patch)."""
+    vision = adapter.model.config.vision_config
+    per_patch = 3 * getattr(vision, "temporal_patch_size", 1) * vision.patch_size**2
+    media = adapter.family.media_kwargs([prepared.visual], torch.device("cpu"), torch.float32)
+    return sum(v.numel() for k, v in media.items() if k.startswith("pixel_values")) // per_patch
 
 
 def language_params(model) -> int:
@@ -81,9 +90,9 @@ def run_case(label: str, adapter, items: list[MediaInput], questions: list[str],
     p = common_prefix_length(prepared.sequences)
     s = float(np.mean([len(seq) - p for seq in prepared.sequences]))
     q = len(questions)
-    patches = prepared.visual.pixel_values.shape[0]
+    patches = vision_patches(adapter, prepared)
     print(f"{label}: {len(items)} items/call, Q = {q} questions, prefix P = {p} tokens "
-          f"({prepared.visual.num_tokens} visual, {patches} vision patches), mean suffix S = {s:.1f} tokens")
+          f"({patches} vision patches), mean suffix S = {s:.1f} tokens")
 
     measure(adapter.score, items[:1], qs[:1], cuda)  # warm-up: allocator, kernels, lazy inits
     measure(adapter.score_reference, items[:1], [questions[:1]], cuda)

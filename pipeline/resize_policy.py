@@ -1,4 +1,12 @@
-"""The frame size the model sees: the Qwen2-VL `smart_resize` rule as a pure function.
+"""The frame size the model sees, per model family, as pure functions (`RESIZE_RULES`).
+
+Each family module names its rule (`Family.resize_rule`, `actors/adapters/family.py`).
+`smart_resize` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4.1V) gives the model's input size itself.
+`fit_within` only caps the pixels, keeping the aspect ratio, for families whose own processor
+resizes or tiles every frame again (InternVL, LLaVA-OneVision, Gemma 3, SmolVLM): those take
+the frames as a source image, whatever `MediaInput.resized` says.
+
+The Qwen2-VL `smart_resize` rule:
 
 The decode stage resizes every image and video frame to this size, once, from the source,
 as the stock Qwen2-VL processor does; the scorer marks those frames resized and the model
@@ -42,3 +50,17 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
     return h_bar, w_bar
+
+
+def fit_within(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """(height, width) scaled down, aspect ratio kept, to at most `max_pixels`; never scaled up
+    (`factor` and `min_pixels` are unused: the family's processor resizes again)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image sides must be >= 1 pixel, got {height}x{width}")
+    if height * width <= max_pixels:
+        return height, width
+    scale = math.sqrt(max_pixels / (height * width))
+    return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
+
+
+RESIZE_RULES = {"smart_resize": smart_resize, "fit_within": fit_within}

@@ -8,14 +8,8 @@ import pytest
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize as stock_smart_resize
 
-from actors.adapters.qwen2_vl_inputs import (
-    VisionSpec,
-    common_prefix_length,
-    expand_placeholder,
-    pack_forwards,
-    prepare_visual,
-    smart_resize,
-)
+from actors.adapters.packing import common_prefix_length, pack_forwards
+from actors.adapters.qwen2_vl_inputs import VisionSpec, prepare_visual, smart_resize
 
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 160 * 160
 
@@ -86,11 +80,7 @@ def test_resize_factor_must_be_a_multiple_of_patch_times_merge(spec):
         prepare_visual(frames, spec, MIN_PIXELS, MAX_PIXELS, resize_factor=32)
 
 
-def test_expand_placeholder_and_common_prefix():
-    ids = np.array([1, 2, 9, 3])
-    np.testing.assert_array_equal(expand_placeholder(ids, 9, 3), [1, 2, 9, 9, 9, 3])
-    with pytest.raises(ValueError, match="exactly one"):
-        expand_placeholder(np.array([9, 9]), 9, 2)
+def test_common_prefix():
     seqs = [np.array([1, 2, 3, 4]), np.array([1, 2, 3, 5, 6]), np.array([1, 2, 7])]
     assert common_prefix_length(seqs) == 2
     # identical sequences keep one token each for the answer position

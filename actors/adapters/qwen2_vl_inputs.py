@@ -6,9 +6,6 @@ here, reproducing the stock processors step by step: smart_resize, bicubic resiz
 as the PIL image processor; torchvision's antialiased bicubic used for stock videos
 approximates the same filter), rescale in float64 then float32, CLIP normalisation,
 temporal padding with the last frame, and the stock patch flattening order.
-
-Also here, because they are pure: the longest common token prefix of an item's prompts
-and the packing of items into forwards under a token budget.
 """
 from __future__ import annotations
 
@@ -101,69 +98,3 @@ def prepare_visual(frames: np.ndarray, spec: VisionSpec, min_pixels: int, max_pi
     normalized = (scaled - np.asarray(spec.image_mean, np.float32)) / np.asarray(spec.image_std, np.float32)
     pixel_values, grid = patchify(normalized, spec)
     return VisualInput(pixel_values, grid, pixel_values.shape[0] // spec.merge_size**2)
-
-
-def expand_placeholder(ids: np.ndarray, placeholder_id: int, count: int) -> np.ndarray:
-    """Replace the single media placeholder token in `ids` by `count` copies (one per visual token)."""
-    where = np.flatnonzero(ids == placeholder_id)
-    if len(where) != 1:
-        raise ValueError(f"expected exactly one media placeholder token in the prompt, found {len(where)}")
-    i = int(where[0])
-    return np.concatenate([ids[:i], np.full(count, placeholder_id, ids.dtype), ids[i + 1:]])
-
-
-def common_prefix_length(sequences: list[np.ndarray]) -> int:
-    """Length of the longest token prefix shared by all sequences, at most the shortest length - 1
-    so that every sequence keeps at least one token (its answer position) in its suffix."""
-    limit = min(len(s) for s in sequences) - 1
-    first = sequences[0][:limit]
-    n = limit
-    for s in sequences[1:]:
-        differ = np.flatnonzero(s[:n] != first[:n])
-        if len(differ):
-            n = int(differ[0])
-    return n
-
-
-@dataclass(frozen=True)
-class Forward:
-    """One prefix forward over `items` (their prefixes right-padded into one batch), then one
-    suffix forward per chunk. A chunk maps an item to the questions whose suffixes are packed,
-    one after the other, into that item's row."""
-
-    items: list[int]
-    chunks: list[dict[int, list[int]]]
-
-
-def pack_forwards(prefix_lens: list[int], suffix_lens: list[list[int]], token_budget: int) -> list[Forward]:
-    """Greedily group consecutive items while rows x (longest prefix + longest packed suffixes)
-    stays within `token_budget` (the KV cache a suffix forward ends with).
-
-    An item over the budget on its own forms its own group, its questions split into chunks that
-    each fit next to the prefix (at least one question per chunk). Items without questions are
-    left out.
-    """
-    packed = [sum(s) for s in suffix_lens]
-    groups: list[list[int]] = []
-    for i in (i for i in range(len(prefix_lens)) if suffix_lens[i]):
-        candidate = (groups[-1] if groups else []) + [i]
-        cost = len(candidate) * (max(prefix_lens[j] for j in candidate) + max(packed[j] for j in candidate))
-        if groups and cost <= token_budget:
-            groups[-1] = candidate
-        else:
-            groups.append([i])
-
-    forwards = []
-    for group in groups:
-        i = group[0]
-        if len(group) > 1 or prefix_lens[i] + packed[i] <= token_budget:
-            forwards.append(Forward(group, [{j: list(range(len(suffix_lens[j]))) for j in group}]))
-            continue
-        chunks: list[list[int]] = [[]]
-        room = token_budget - prefix_lens[i]
-        for q, s in enumerate(suffix_lens[i]):
-            if chunks[-1] and sum(suffix_lens[i][k] for k in chunks[-1]) + s > room:
-                chunks.append([])
-            chunks[-1].append(q)
-        forwards.append(Forward(group, [{i: chunk} for chunk in chunks]))
-    return forwards
