@@ -39,6 +39,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
 from actors.adapters.base import MediaInput
+from actors.adapters.chat_template import answer_token_ids, ends_in_text, load_chat_template
 from actors.adapters.family import Family
 from actors.adapters.packing import (
     additive_mask,
@@ -107,8 +108,13 @@ class ChecklistEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model.model, trust_remote_code=remote)
         # checked before the weights load, so a wrong setting fails in seconds
         self.family: Family = family_class(model.model, config, self.tokenizer, decode)
-        self.prompts = PromptEncoder(self.tokenizer, None, system_prompt)
-        self.answer_ids = [self._single_token(w) for w in model.yes_words + model.no_words]
+        self.prompts = PromptEncoder(self.tokenizer, load_chat_template(self.tokenizer, model.model, model.chat_template),
+                                     system_prompt)
+        leading = model.answer_leading_space
+        if leading is None:
+            probe = self.prompts.render(self.family.media_content(self.family.media_types[0]), ["?", "."])
+            leading = ends_in_text(probe, self.tokenizer)
+        self.answer_ids = answer_token_ids(self.tokenizer, model.yes_words + model.no_words, leading, model.model)
         self.num_yes = len(model.yes_words)
         if len(set(self.answer_ids)) != len(self.answer_ids):
             raise ValueError(f"yes_words {model.yes_words} and no_words {model.no_words} share a token")
@@ -130,13 +136,6 @@ class ChecklistEngine:
         # transformers 5.2x renamed past_key_values to cache (the old name warns, then goes in 5.40)
         self.cache_kw = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters \
             else "past_key_values"
-
-    def _single_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"answer word {word!r} is {len(ids)} tokens {self.tokenizer.convert_ids_to_tokens(ids)} "
-                             f"for {self.model_id}'s tokenizer; every yes/no word must be exactly one token")
-        return ids[0]
 
     # ---- inputs -------------------------------------------------------------------------
     def prepare(self, item: MediaInput, questions: Sequence[str]) -> PreparedItem:

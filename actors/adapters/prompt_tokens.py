@@ -114,7 +114,8 @@ class PromptEncoder:
         self.forbidden = added_token_ids(tokenizer)
         self._marked: dict[str, str] = {}  # the template rendered around sentinels, per media content
 
-    def _render(self, content: dict, texts: Sequence[str]) -> str:
+    def render(self, content: dict, texts: Sequence[str]) -> str:
+        """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""
         messages = [] if self.system_prompt is None else [{"role": "system", "content": texts[1]}]
         messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
@@ -124,8 +125,8 @@ class PromptEncoder:
         texts = [question] if self.system_prompt is None else [question, self.system_prompt]
         key = repr(sorted(content.items()))
         if key not in self._marked:
-            self._marked[key] = self._render(content, sentinels(len(texts)))
-        return template_segments(lambda t: self._render(content, t), texts, self._marked[key])
+            self._marked[key] = self.render(content, sentinels(len(texts)))
+        return template_segments(lambda t: self.render(content, t), texts, self._marked[key])
 
     def _splices(self, text: str) -> bool:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
