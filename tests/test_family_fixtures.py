@@ -1,0 +1,130 @@
+"""Each family's tiny checkpoint builds offline, reloads like a real one, and its image reaches the logits.
+
+The stock p_yes (tests/family_stock.py) must change when the image or video is swapped: a fixture
+whose media does not reach the answer (Gemma 3's all-zero projector from `from_config`) would let
+every equivalence test pass vacuously.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+from actors.demo_model import build_demo_model
+from actors.tiny_models import FAMILY_MODULES
+from actors.tiny_models.tokenizer import build_bpe_tokenizer
+from tests.family_stock import NO_WORDS, YES_WORDS, answer_ids, render, stock_inputs, stock_p_yes
+from tests.family_stock_video import VIDEO_BUILDERS
+
+FAMILIES = sorted(FAMILY_MODULES)
+QUESTION = "Is the lighting natural?"
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_dir(request, tmp_path_factory):
+    return request.param, build_demo_model(tmp_path_factory.mktemp(request.param), family=request.param)
+
+
+def _frames(seed: int, t: int, h: int, w: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+
+
+def test_reloads_from_safetensors_with_the_auto_classes(family_dir):
+    family, path = family_dir
+    assert (path / "model.safetensors").exists() and not list(path.glob("*.bin"))
+    model, info = AutoModelForImageTextToText.from_pretrained(path, output_loading_info=True)
+    assert model.config.model_type == family
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert sum(p.numel() for p in model.parameters()) < 2_000_000
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert len(tokenizer) <= model.config.get_text_config().vocab_size
+    # the stock image processor builds from the saved preprocessor_config.json
+    assert AutoImageProcessor.from_pretrained(path) is not None
+
+
+def test_template_renders_and_answer_words_are_single_tokens(family_dir):
+    _, path = family_dir
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompt = render(tokenizer, "image", QUESTION)
+    assert QUESTION in prompt
+    for word in YES_WORDS + NO_WORDS:
+        for form in (word, " " + word):
+            assert len(tokenizer.encode(form, add_special_tokens=False)) == 1, form
+    for token in tokenizer.all_special_tokens:
+        assert len(tokenizer.encode(token, add_special_tokens=False)) == 1, token
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (64, 128), (96, 64)])
+def test_swapping_the_image_changes_stock_p_yes(family_dir, shape):
+    _, path = family_dir
+    a = stock_p_yes(path, _frames(0, 1, *shape), "image", QUESTION)
+    b = stock_p_yes(path, _frames(1, 1, *shape), "image", QUESTION)
+    assert 0 < a < 1 and abs(a - b) > 1e-3
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 9])
+def test_swapping_the_video_changes_stock_p_yes(family_dir, n_frames):
+    family, path = family_dir
+    if family not in VIDEO_BUILDERS:
+        pytest.skip(f"{family} takes no video")
+    a = stock_p_yes(path, _frames(0, n_frames, 64, 64), "video", QUESTION)
+    b = stock_p_yes(path, _frames(1, n_frames, 64, 64), "video", QUESTION)
+    assert 0 < a < 1 and abs(a - b) > 1e-4
+
+
+def test_video_layout_counts_match_the_model(family_dir):
+    """The hand-laid video inputs hold as many placeholder tokens as the vision tower emits."""
+    family, path = family_dir
+    if family not in VIDEO_BUILDERS:
+        pytest.skip(f"{family} takes no video")
+    inputs, _ = stock_inputs(path, _frames(0, 3, 64, 96), "video", QUESTION)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        logits = model(**inputs).logits
+    assert logits.shape[:2] == inputs["input_ids"].shape
+
+
+def test_unknown_family_is_refused_and_other_presets_too(tmp_path):
+    with pytest.raises(ValueError, match="unknown family"):
+        build_demo_model(tmp_path / "x", family="llava")
+    with pytest.raises(ValueError, match="preset 'tiny' only"):
+        build_demo_model(tmp_path / "y", family=FAMILIES[0], preset="bench")
+    assert not list(tmp_path.iterdir())
+
+
+def test_make_demo_model_command_builds_a_family(tmp_path):
+    out = tmp_path / "m"
+    done = subprocess.run([sys.executable, "-m", "jobs.cli", "make-demo-model", str(out), "--family", "qwen3_vl"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["model_type"] == "qwen3_vl"
+
+
+def test_gemma3_with_the_projector_from_config_ignores_the_image(tmp_path):
+    """The control above catches a zero projector: left as `from_config` makes it, the image is ignored."""
+    path = build_demo_model(tmp_path / "drawn", family="gemma3")
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    with torch.no_grad():
+        model.model.multi_modal_projector.mm_input_projection_weight.zero_()
+    zeroed = tmp_path / "zeroed"
+    shutil.copytree(path, zeroed)
+    model.save_pretrained(zeroed)
+    a, b = (stock_p_yes(zeroed, _frames(seed, 1, 64, 64), "image", QUESTION) for seed in (0, 1))
+    assert abs(a - b) < 1e-6
+    a, b = (stock_p_yes(path, _frames(seed, 1, 64, 64), "image", QUESTION) for seed in (0, 1))
+    assert abs(a - b) > 1e-3
+
+
+def test_answer_after_a_space_reads_the_space_forms():
+    """SmolVLM's template ends in `Assistant:`: the answer token is " Yes", not "Yes"."""
+    tokenizer = build_bpe_tokenizer(("<x>",), "", eos="<x>", pad="<x>")
+    assert answer_ids(tokenizer, "Assistant:", ("Yes",)) == tokenizer.encode(" Yes", add_special_tokens=False)
+    assert answer_ids(tokenizer, "assistant\n", ("Yes",)) == tokenizer.encode("Yes", add_special_tokens=False)
