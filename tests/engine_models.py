@@ -1,0 +1,34 @@
+"""Tiny random checkpoints with capabilities the demo presets lack (sliding-window layers),
+built from transformers' own classes with the demo tokenizer and preprocessor config."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+from actors import demo_model as dm
+
+
+def build_sliding_qwen2_vl(out: Path, window: int) -> Path:
+    """Qwen2-VL whose second and third language layers attend within `window` tokens."""
+    tok = dm.build_tokenizer()
+    ids = {name: tok.convert_tokens_to_ids(t) for name, t in (
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
+    text = dict(vocab_size=-(-len(tok) // 64) * 64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e4, "mrope_section": [2, 3, 3]},
+                use_sliding_window=True, sliding_window=window, max_window_layers=1, initializer_range=0.2,
+                bos_token_id=tok.pad_token_id, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    vision = dict(depth=1, embed_dim=32, num_heads=2, mlp_ratio=2, hidden_size=32, in_channels=3,
+                  patch_size=dm.PATCH_SIZE, spatial_merge_size=dm.MERGE_SIZE,
+                  temporal_patch_size=dm.TEMPORAL_PATCH_SIZE, initializer_range=0.2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
+    assert config.text_config.layer_types == ["full_attention", "sliding_attention", "sliding_attention"]
+    torch.manual_seed(0)
+    Qwen2VLForConditionalGeneration(config).eval().save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps(dm._preprocessor_config("qwen2_vl")))
+    return out
