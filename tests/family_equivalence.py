@@ -57,7 +57,8 @@ def swapped_media_effect(model_dir: Path, media: str, a: np.ndarray, b: np.ndarr
 
 
 def shifted_positions_effect(model_dir: Path, media: str, pixels: np.ndarray, monkeypatch, **model: object) -> float:
-    """|fast with every suffix one position late - stock|: the positions are really used."""
+    """|fast with every suffix one position late - stock|: the positions are really used.
+    The engine stays patched until `monkeypatch` is undone (the end of the test)."""
     original = engine_module.ChecklistEngine._prefix_forward
 
     def late(self, group, lengths):
@@ -67,5 +68,4 @@ def shifted_positions_effect(model_dir: Path, media: str, pixels: np.ndarray, mo
 
     monkeypatch.setattr(engine_module.ChecklistEngine, "_prefix_forward", late)
     fast = adapter(model_dir, **model).score([item(media, pixels)], [QUESTIONS])[0]
-    monkeypatch.undo()
     return float(np.abs(fast - stock(model_dir, media, pixels)).max())
