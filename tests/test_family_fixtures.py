@@ -11,16 +11,20 @@ import shutil
 import subprocess
 import sys
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+from transformers.video_utils import VideoMetadata
 
 from actors.demo_model import build_demo_model
 from actors.tiny_models import FAMILY_MODULES
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
-from tests.family_stock import NO_WORDS, YES_WORDS, answer_ids, render, stock_inputs, stock_p_yes
+from tests.family_stock import (
+    NO_WORDS, YES_WORDS, answer_ids, image_processor_of, render, stock_inputs, stock_p_yes,
+)
 from tests.family_stock_video import VIDEO_BUILDERS
 
 FAMILIES = sorted(FAMILY_MODULES)
@@ -128,3 +132,24 @@ def test_answer_after_a_space_reads_the_space_forms():
     tokenizer = build_bpe_tokenizer(("<x>",), "", eos="<x>", pad="<x>")
     assert answer_ids(tokenizer, "Assistant:", ("Yes",)) == tokenizer.encode(" Yes", add_special_tokens=False)
     assert answer_ids(tokenizer, "assistant\n", ("Yes",)) == tokenizer.encode("Yes", add_special_tokens=False)
+
+
+@pytest.mark.parametrize("n_frames", [1, 2, 9])
+def test_hand_laid_video_tokens_equal_the_stock_processors_expansion(family_dir, n_frames):
+    """The stock processor's own `replace_video_token`, fed the video inputs a torchvision video
+    processor would return, expands the placeholder to the same tokens as the hand layout."""
+    family, path = family_dir
+    if family not in VIDEO_BUILDERS:
+        pytest.skip(f"{family} takes no video")
+    inputs, prompt = stock_inputs(path, _frames(0, n_frames, 64, 64), "video", QUESTION)
+    processor = image_processor_of(str(path))
+    video_config = json.loads((path / "video_preprocessor_config.json").read_text())
+    processor.video_processor = SimpleNamespace(**video_config)  # what replace_video_token reads
+    metadata = VideoMetadata(total_num_frames=n_frames, fps=2.0, frames_indices=list(range(n_frames)))
+    pixels = inputs.get("pixel_values_videos", inputs.get("pixel_values"))
+    video_inputs = {"video_grid_thw": inputs.get("video_grid_thw"), "video_metadata": [metadata],
+                    "pixel_values_videos": pixels if pixels.ndim == 5 else pixels[None], "pixel_values": pixels}
+    expansion = processor.replace_video_token(video_inputs, 0)
+    tokenizer = processor.tokenizer
+    expected = tokenizer.encode(prompt.replace(processor.video_token, expansion, 1), add_special_tokens=False)
+    assert inputs["input_ids"][0].tolist() == expected
