@@ -153,3 +153,15 @@ def test_hand_laid_video_tokens_equal_the_stock_processors_expansion(family_dir,
     tokenizer = processor.tokenizer
     expected = tokenizer.encode(prompt.replace(processor.video_token, expansion, 1), add_special_tokens=False)
     assert inputs["input_ids"][0].tolist() == expected
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "glm4v"])
+def test_hand_laid_video_pixels_of_a_still_equal_the_stock_image_processors(family, tmp_path):
+    """Two equal frames make one temporal patch, which the stock image processor builds from one
+    image by repeating it: resize rule, normalisation and patch order must all agree."""
+    path = build_demo_model(tmp_path / family, family=family)
+    still = _frames(0, 1, 64, 96)
+    video, _ = stock_inputs(path, np.repeat(still, 2, axis=0), "video", QUESTION)
+    image, _ = stock_inputs(path, still, "image", QUESTION)
+    assert torch.equal(video["video_grid_thw"], image["image_grid_thw"])
+    torch.testing.assert_close(video["pixel_values_videos"], image["pixel_values"], atol=1e-6, rtol=0)
