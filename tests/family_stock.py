@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 import transformers
+from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from tests.family_stock_video import VIDEO_BUILDERS

@@ -23,7 +23,13 @@ from actors.demo_model import build_demo_model
 from actors.tiny_models import FAMILY_MODULES
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 from tests.family_stock import (
-    NO_WORDS, YES_WORDS, answer_ids, image_processor_of, render, stock_inputs, stock_p_yes,
+    NO_WORDS,
+    YES_WORDS,
+    answer_ids,
+    image_processor_of,
+    render,
+    stock_inputs,
+    stock_p_yes,
 )
 from tests.family_stock_video import VIDEO_BUILDERS
 

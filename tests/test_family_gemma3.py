@@ -12,7 +12,14 @@ import pytest
 from actors.adapters import MediaInput
 from actors.demo_model import build_demo_model
 from tests.family_equivalence import (
-    QUESTIONS, adapter, fast_vs_stock, frames, item, shifted_positions_effect, stock, swapped_media_effect,
+    QUESTIONS,
+    adapter,
+    fast_vs_stock,
+    frames,
+    item,
+    shifted_positions_effect,
+    stock,
+    swapped_media_effect,
 )
 
 FAMILY = "gemma3"

@@ -4,7 +4,12 @@ from __future__ import annotations
 import pytest
 
 from actors.demo_model import build_demo_model
-from tests.family_equivalence import fast_vs_stock, frames, shifted_positions_effect, swapped_media_effect
+from tests.family_equivalence import (
+    fast_vs_stock,
+    frames,
+    shifted_positions_effect,
+    swapped_media_effect,
+)
 
 FAMILY = "internvl"
 

@@ -5,7 +5,13 @@ import pytest
 
 from actors.demo_model import build_demo_model
 from tests.family_equivalence import (
-    QUESTIONS, adapter, fast_vs_stock, frames, item, shifted_positions_effect, swapped_media_effect,
+    QUESTIONS,
+    adapter,
+    fast_vs_stock,
+    frames,
+    item,
+    shifted_positions_effect,
+    swapped_media_effect,
 )
 
 FAMILY = "llava_onevision"

@@ -13,7 +13,13 @@ from transformers.models.smolvlm.modeling_smolvlm import SmolVLMModel
 
 from actors.demo_model import build_demo_model
 from tests.family_equivalence import (
-    QUESTIONS, adapter, fast_vs_stock, frames, item, shifted_positions_effect, swapped_media_effect,
+    QUESTIONS,
+    adapter,
+    fast_vs_stock,
+    frames,
+    item,
+    shifted_positions_effect,
+    swapped_media_effect,
 )
 
 IMAGES = [(64, 64), (80, 120), (200, 48)]  # one view; a 2x2 grid + global; a 1x4 strip + global

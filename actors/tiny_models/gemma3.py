@@ -12,7 +12,15 @@ from pathlib import Path
 from transformers import Gemma3Config, PreTrainedModel
 
 from actors.tiny_models.common import (
-    HALF, HEADS, HIDDEN, INIT_RANGE, INTERMEDIATE, KV_HEADS, save_checkpoint, token_ids, vocab_size,
+    HALF,
+    HEADS,
+    HIDDEN,
+    INIT_RANGE,
+    INTERMEDIATE,
+    KV_HEADS,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
 )
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from transformers import Glm4vConfig
 
 from actors.tiny_models.common import (
-    CLIP_MEAN, CLIP_STD, HEADS, HIDDEN, INIT_RANGE, INTERMEDIATE, KV_HEADS, LAYERS, save_checkpoint, token_ids,
+    CLIP_MEAN,
+    CLIP_STD,
+    HEADS,
+    HIDDEN,
+    INIT_RANGE,
+    INTERMEDIATE,
+    KV_HEADS,
+    LAYERS,
+    save_checkpoint,
+    token_ids,
     vocab_size,
 )
 from actors.tiny_models.tokenizer import build_bpe_tokenizer

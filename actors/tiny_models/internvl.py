@@ -12,7 +12,15 @@ from pathlib import Path
 from transformers import InternVLConfig
 
 from actors.tiny_models.common import (
-    HEADS, HIDDEN, INIT_RANGE, INTERMEDIATE, KV_HEADS, LAYERS, save_checkpoint, token_ids, vocab_size,
+    HEADS,
+    HIDDEN,
+    INIT_RANGE,
+    INTERMEDIATE,
+    KV_HEADS,
+    LAYERS,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
 )
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 

@@ -14,7 +14,16 @@ from pathlib import Path
 from transformers import Idefics3Config, SmolVLMConfig
 
 from actors.tiny_models.common import (
-    HALF, HEADS, HIDDEN, INIT_RANGE, INTERMEDIATE, KV_HEADS, LAYERS, save_checkpoint, token_ids, vocab_size,
+    HALF,
+    HEADS,
+    HIDDEN,
+    INIT_RANGE,
+    INTERMEDIATE,
+    KV_HEADS,
+    LAYERS,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
 )
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 

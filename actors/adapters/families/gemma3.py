@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+from transformers.models.gemma3.image_processing_pil_gemma3 import (
+    Gemma3ImageProcessorPil,
+)
 from transformers.utils import cached_file
 
 from actors.adapters.base import MediaInput
@@ -38,7 +41,7 @@ class Gemma3Family:
 
     def __init__(self, checkpoint: str, config, tokenizer, decode: DecodeConfig):
         path = cached_file(checkpoint, "processor_config.json", _raise_exceptions_for_missing_entries=False)
-        seq = json.loads(open(path).read()).get("image_seq_length") if path else None
+        seq = json.loads(Path(path).read_text()).get("image_seq_length") if path else None
         self.seq = seq or config.mm_tokens_per_image
         if self.seq != config.mm_tokens_per_image:
             raise ValueError(f"{checkpoint}: processor image_seq_length {self.seq} != the model's "

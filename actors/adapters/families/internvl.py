@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
+    GotOcr2ImageProcessorPil,
+)
 from transformers.utils import cached_file
 
 from actors.adapters.base import MediaInput
@@ -29,7 +32,7 @@ class InternVLMedia:
 
 def _json(checkpoint: str, name: str) -> dict | None:
     path = cached_file(checkpoint, name, _raise_exceptions_for_missing_entries=False)
-    return None if path is None else json.loads(open(path).read())
+    return None if path is None else json.loads(Path(path).read_text())
 
 
 class InternVLFamily:

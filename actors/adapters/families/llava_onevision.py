@@ -15,6 +15,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ class OneVisionMedia:
 
 def _json(checkpoint: str, name: str) -> dict:
     path = cached_file(checkpoint, name, _raise_exceptions_for_missing_entries=False)
-    return {} if path is None else json.loads(open(path).read())
+    return {} if path is None else json.loads(Path(path).read_text())
 
 
 def unpadded_features(height: int, width: int, patches: int, scale_h: int, scale_w: int,

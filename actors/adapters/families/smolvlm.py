@@ -13,14 +13,19 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import timedelta
 
 import numpy as np
 import torch
 from num2words import num2words
 from PIL import Image
-from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
-from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+from transformers.models.idefics3.image_processing_pil_idefics3 import (
+    Idefics3ImageProcessorPil,
+)
+from transformers.models.smolvlm.image_processing_pil_smolvlm import (
+    SmolVLMImageProcessorPil,
+)
 from transformers.utils import cached_file
 
 from actors.adapters.base import MediaInput
@@ -40,7 +45,7 @@ class SmolMedia:
 
 def _json(checkpoint: str, name: str) -> dict:
     path = cached_file(checkpoint, name, _raise_exceptions_for_missing_entries=False)
-    return {} if path is None else json.loads(open(path).read())
+    return {} if path is None else json.loads(Path(path).read_text())
 
 
 class SmolVLMFamily:
