@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import pre_tokenizers
 from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -27,6 +26,9 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+from actors.tiny_models import FAMILY_MODULES, build_family
+from actors.tiny_models.tokenizer import _ANSWER_WORDS, _COMMON_WORDS, build_bpe_tokenizer  # noqa: F401
 
 # The chat template shipped with Qwen/Qwen2-VL-*-Instruct (chat_template.json), verbatim.
 QWEN2_VL_CHAT_TEMPLATE = (
@@ -51,33 +53,6 @@ SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
 )
-
-# Answer words first: their chains get the lowest ranks, so they are single tokens in every
-# context (bare, capitalised, after a space).
-_ANSWER_WORDS = "yes no"
-_COMMON_WORDS = """
-the a an of in on at to for from by with without and or not but if as is are was were be been
-being does do did has have had can could should would will it its this that these those there
-their they them he she his her you your we our i me my what which who whom whose when where why
-how all any some most many much more less few each every other another such same only very too
-so than then also just well good bad high low large small big little long short new old young
-image images video videos picture pictures photo frame frames scene shot view camera text prompt
-meet meets met requirement requirements stated state completely complete fail fails failure
-composition aesthetically aesthetic pleasing beautiful obvious obviously flaw flaws clear clearly
-natural naturally realistic real reality quality detail details detailed sharp blurry blur noise
-noisy artifact artifacts distortion distorted deformed color colors colour lighting light bright
-dark shadow shadows contrast subject subjects background foreground main object objects person
-people human humans man woman men women child face faces hand hands body bodies finger fingers
-eye eyes animal animals cat dog bird horse car tree trees water sky sun rain snow street city room
-house road mountain river sea beach forest night day morning evening motion movement moving move
-moves stable stability smooth consistent consistency physics physical law laws world look looks
-appear appears seem seems safe harmful content emotion emotional positive negative style overall
-cinematic slow fast close up down over under into through while between left right top bottom
-front back side time change changes shape size position correct accurate whole part parts walking
-running sitting standing playing piano sunlit red blue green yellow white black gold golden
-system user assistant helpful answer question describe following given please
-"""
-
 
 @dataclass(frozen=True)
 class _Preset:
@@ -111,7 +86,8 @@ PRESETS: dict[str, _Preset] = {
         vocab_size=151936, initializer_range=0.02, dtype=torch.bfloat16,
     ),
 }
-FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+QWEN2_FAMILIES = ("qwen2_vl", "qwen2_5_vl")
+FAMILIES = QWEN2_FAMILIES + tuple(FAMILY_MODULES)
 
 PATCH_SIZE, TEMPORAL_PATCH_SIZE, MERGE_SIZE = 14, 2, 2
 # CLIP's normalisation, as in Qwen2-VL's preprocessor_config.json.
@@ -119,49 +95,9 @@ IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
 IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def _bpe_tokens(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
-    """Split `word` the way a BPE model does: always merge the lowest-ranked pair, leftmost first."""
-    parts = list(word)
-    while len(parts) > 1:
-        pairs = [(ranks[pair], i) for i, pair in enumerate(zip(parts, parts[1:])) if pair in ranks]
-        if not pairs:
-            break
-        best = min(pairs)[1]
-        parts[best:best + 2] = [parts[best] + parts[best + 1]]
-    return parts
-
-
-def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
-    space = "\u0120"  # byte-level BPE's symbol for a leading space
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    merges: list[tuple[str, str]] = []
-    ranks: dict[tuple[str, str], int] = {}
-    words = [w for base in (_ANSWER_WORDS + " " + _COMMON_WORDS).split()
-             for w in (base, base.capitalize(), space + base, space + base.capitalize())]
-    for word in dict.fromkeys(words):
-        parts = _bpe_tokens(word, ranks)
-        while len(parts) > 1:  # chain the current pieces left to right into one token
-            pair = (parts[0], parts[1])
-            if pair not in ranks:  # an existing merge would apply here anyway
-                ranks[pair] = len(merges)
-                merges.append(pair)
-                vocab.setdefault(pair[0] + pair[1], len(vocab))
-            parts[:2] = [pair[0] + pair[1]]
-    return vocab, merges
-
-
 def build_tokenizer() -> Qwen2Tokenizer:
     """Byte-level BPE with Qwen2's pre-tokenizer, the Qwen2-VL special tokens and chat template."""
-    vocab, merges = _vocab_and_merges()
-    for token in SPECIAL_TOKENS:
-        vocab[token] = len(vocab)
-    tokenizer = Qwen2Tokenizer(
-        vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token=None, extra_special_tokens={}, model_max_length=32768,
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
-    tokenizer.chat_template = QWEN2_VL_CHAT_TEMPLATE
-    return tokenizer
+    return build_bpe_tokenizer(SPECIAL_TOKENS, QWEN2_VL_CHAT_TEMPLATE, eos="<|im_end|>", pad="<|endoftext|>")
 
 
 def _model_config(preset: _Preset, family: str, tokenizer: Qwen2Tokenizer):
@@ -221,8 +157,12 @@ def build_demo_model(out_dir: str | Path, preset: str = "tiny", family: str = "q
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {list(FAMILIES)}")
+    if family not in QWEN2_FAMILIES and preset != "tiny":
+        raise ValueError(f"family {family!r} comes in preset 'tiny' only")
     spec = PRESETS[preset]
     out = Path(out_dir)
+    if family not in QWEN2_FAMILIES:
+        return build_family(out, family, seed)
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = build_tokenizer()

@@ -18,6 +18,7 @@ peak GPU memory.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import torch
 
 from actors.adapters import MediaInput, load_adapter
 from actors.adapters.packing import common_prefix_length
-from actors.demo_model import build_demo_model
+from actors.demo_model import FAMILIES, build_demo_model
 from schemas.job_config import DecodeConfig, ModelConfig
 
 VR = Path(__file__).resolve().parents[2] / "shared" / "data" / "visionreward"
@@ -84,6 +85,12 @@ def language_params(model) -> int:
     return sum(p.numel() for p in lm.parameters()) - lm.embed_tokens.weight.numel()
 
 
+def resize_factor(model_dir: Path) -> int:
+    """patch x merge of a Qwen-style checkpoint (32 for Qwen3-VL), else the default 28."""
+    cfg = json.loads((Path(model_dir) / "preprocessor_config.json").read_text())
+    return cfg["patch_size"] * cfg["merge_size"] if "merge_size" in cfg else 28
+
+
 def run_case(label: str, adapter, items: list[MediaInput], questions: list[str], repeats: int, cuda: bool) -> None:
     qs = [questions] * len(items)
     prepared = adapter.prepare(items[0], questions)
@@ -123,7 +130,8 @@ def run_case(label: str, adapter, items: list[MediaInput], questions: list[str],
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="bench", choices=["tiny", "bench", "qwen2_vl_2b"])
-    ap.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl"])
+    ap.add_argument("--family", default="qwen2_vl", choices=list(FAMILIES),
+                    help="model family of the random model (families other than qwen2_vl/qwen2_5_vl: preset tiny only)")
     ap.add_argument("--model-dir", type=Path, help="reuse a model built earlier (else built in a temp folder)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -147,7 +155,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or build_demo_model(Path(tmp) / "model", preset=args.preset, family=args.family)
         # pixel bounds that keep the chosen frame sizes as they are
-        decode = DecodeConfig(video_min_pixels=args.video_side**2, video_max_pixels=args.video_side**2,
+        decode = DecodeConfig(resize_factor=resize_factor(model_dir),
+                              video_min_pixels=args.video_side**2, video_max_pixels=args.video_side**2,
                               image_min_pixels=args.image_side**2, image_max_pixels=args.image_side**2)
         adapter = load_adapter(ModelConfig(model=str(model_dir), device=args.device, dtype=args.dtype,
                                            token_budget=args.token_budget), decode)

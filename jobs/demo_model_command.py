@@ -1,7 +1,11 @@
-"""`vrscore make-demo-model DIR`: a random-weight Qwen2-VL-family model, built offline."""
+"""`vrscore make-demo-model DIR --family F`: a random-weight model of a supported family, built offline."""
 from __future__ import annotations
 
 import argparse
+
+from actors.tiny_models import FAMILY_MODULES
+
+FAMILIES = ("qwen2_vl", "qwen2_5_vl", *FAMILY_MODULES)
 
 RANDOM_WEIGHTS_WARNING = (
     "NOTE: the demo model has RANDOM weights: its answers and scores mean nothing. "
@@ -13,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="where to save the model (save_pretrained layout)")
     p.add_argument("--preset", default="tiny", choices=["tiny", "bench", "qwen2_vl_2b"],
                    help="tiny: ~0.2M params (tests, demo); bench: CPU benchmark size; qwen2_vl_2b: real 2B shapes")
-    p.add_argument("--family", default="qwen2_vl", choices=["qwen2_vl", "qwen2_5_vl"])
+    p.add_argument("--family", default="qwen2_vl", choices=list(FAMILIES),
+                   help="config.model_type of the model; families other than Qwen2-VL/2.5-VL come in preset tiny only")
     p.add_argument("--seed", type=int, default=0)
 
 

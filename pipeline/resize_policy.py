@@ -1,7 +1,8 @@
 """The frame size the model sees, per model family, as pure functions (`RESIZE_RULES`).
 
 Each family module names its rule (`Family.resize_rule`, `actors/adapters/family.py`).
-`smart_resize` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4.1V) gives the model's input size itself.
+`smart_resize` (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and `smart_resize_small_up` (GLM-4.1V) give
+the model's input size itself.
 `fit_within` only caps the pixels, keeping the aspect ratio, for families whose own processor
 resizes or tiles every frame again (InternVL, LLaVA-OneVision, Gemma 3, SmolVLM): those take
 the frames as a source image, whatever `MediaInput.resized` says.
@@ -63,4 +64,14 @@ def fit_within(height: int, width: int, factor: int, min_pixels: int, max_pixels
     return max(1, math.floor(height * scale)), max(1, math.floor(width * scale))
 
 
-RESIZE_RULES = {"smart_resize": smart_resize, "fit_within": fit_within}
+def smart_resize_small_up(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """GLM-4.1V's variant: a side shorter than `factor` first scales the frame up (aspect ratio
+    kept, truncated to whole pixels), then `smart_resize` (with per-frame pixel bounds: the stock
+    processor's bounds count both frames of a temporal patch, twice these)."""
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    return smart_resize(height, width, factor, min_pixels, max_pixels)
+
+
+RESIZE_RULES = {"smart_resize": smart_resize, "smart_resize_small_up": smart_resize_small_up, "fit_within": fit_within}

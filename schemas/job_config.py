@@ -105,6 +105,19 @@ class ModelConfig(_Strict):
         "'yes' never matters. Each must be a single token of the model's tokenizer.",
     )
     no_words: list[str] = Field(default_factory=lambda: ["No", "no"], description="Answer tokens that mean no (pooled likewise).")
+    answer_leading_space: bool | None = Field(
+        None,
+        description="Score the answer words with a leading space (' Yes'), as a model writes them "
+        "after a generation prompt that ends in text such as 'Assistant:'. None = decide from the "
+        "chat template: leading space when its generation prompt ends in neither whitespace nor a "
+        "special token.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="Path or URI of a Jinja chat template file to use instead of the checkpoint's own. "
+        "None = the checkpoint's (tokenizer_config.json, chat_template.jinja or chat_template.json); "
+        "a checkpoint without one is refused.",
+    )
     share_prefix: bool = Field(
         True,
         description="Encode each item's media and prompt prefix once and run only the question "

@@ -159,7 +159,7 @@ def test_answer_words_must_be_single_tokens(demo_model_dir):
 
 def test_unsupported_model_type_lists_the_supported_ones(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "llama"}')
-    with pytest.raises(ValueError, match="'llama'; supported model types: .*'qwen2_5_vl', 'qwen2_vl'"):
+    with pytest.raises(ValueError, match="'llama', not an image-text-to-text model; supported model types: .*'qwen2_5_vl', 'qwen2_vl'"):
         load_adapter(ModelConfig(model=str(tmp_path)), DECODE)
     assert {"qwen2_vl", "qwen2_5_vl"} <= set(supported_model_types())
 

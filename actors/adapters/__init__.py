@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from transformers import AutoConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
 from actors.adapters.base import ChecklistAdapter, MediaInput
 from actors.adapters.engine import ChecklistEngine
@@ -10,13 +11,21 @@ from schemas.job_config import DecodeConfig, ModelConfig
 
 
 def load_adapter(model: ModelConfig, decode: DecodeConfig, system_prompt: str | None = None) -> ChecklistAdapter:
-    """Load `model.model` (local path or hub id) with the family module of its model_type."""
-    model_type = AutoConfig.from_pretrained(model.model, trust_remote_code=model.trust_remote_code).model_type
-    family = family_class(model_type)
-    if family is None:
-        raise ValueError(f"{model.model} has model_type {model_type!r}; supported model types: "
-                         f"{supported_model_types()}")
-    return ChecklistEngine(model, decode, family, system_prompt)
+    """Load `model.model` (local path or hub id) with the family module of its model_type, or on
+    the generic path (reference forwards through its own processor) for other image-text-to-text
+    models."""
+    config = AutoConfig.from_pretrained(model.model, trust_remote_code=model.trust_remote_code)
+    family = family_class(config.model_type)
+    if family is not None:
+        return ChecklistEngine(model, decode, family, system_prompt)
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or \
+            "AutoModelForImageTextToText" in (getattr(config, "auto_map", None) or {}):
+        from actors.adapters.generic import GenericAdapter
+
+        return GenericAdapter(model, config.model_type, system_prompt)
+    raise ValueError(f"{model.model} has model_type {config.model_type!r}, not an image-text-to-text model; "
+                     f"supported model types: {supported_model_types()}, or any image-text-to-text model "
+                     "with a stock processor (one forward per question)")
 
 
 __all__ = ["ChecklistAdapter", "MediaInput", "load_adapter", "supported_model_types"]

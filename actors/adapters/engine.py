@@ -30,6 +30,7 @@ eager attention accept and flash_attention_2 does not (refused at load when shar
 from __future__ import annotations
 
 import inspect
+from copy import deepcopy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
 from actors.adapters.base import MediaInput
+from actors.adapters.chat_template import answer_token_ids, ends_in_text, load_chat_template
 from actors.adapters.family import Family
 from actors.adapters.packing import (
     additive_mask,
@@ -53,6 +55,8 @@ from schemas.job_config import DecodeConfig, ModelConfig
 
 # Attention implementations that take the suffix forward's block-diagonal 4D mask as is.
 MASKABLE_ATTENTION = ("sdpa", "eager")
+# Layer types whose whole state is keys and values; anything else is a state carried along the sequence.
+ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
 
 
 @dataclass(eq=False)
@@ -67,11 +71,10 @@ class PreparedItem:
 
 @dataclass(eq=False)
 class _Prefix:
-    """The KV cache of a batch of prefixes, their padding mask, key positions and the next position."""
+    """The KV cache of a batch of prefixes, their padding mask and the position after each."""
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (rows, kv heads, width, head dim)
     mask: torch.Tensor  # bool (rows, width)
-    positions: torch.Tensor  # (rows, width) 1D positions of the prefix keys (for sliding windows)
     next_pos: list[int]
 
 
@@ -107,8 +110,13 @@ class ChecklistEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model.model, trust_remote_code=remote)
         # checked before the weights load, so a wrong setting fails in seconds
         self.family: Family = family_class(model.model, config, self.tokenizer, decode)
-        self.prompts = PromptEncoder(self.tokenizer, None, system_prompt)
-        self.answer_ids = [self._single_token(w) for w in model.yes_words + model.no_words]
+        self.prompts = PromptEncoder(self.tokenizer, load_chat_template(self.tokenizer, model.model, model.chat_template),
+                                     system_prompt)
+        leading = model.answer_leading_space
+        if leading is None:
+            probe = self.prompts.render(self.family.media_content(self.family.media_types[0]), ["?", "."])
+            leading = ends_in_text(probe, self.tokenizer)
+        self.answer_ids = answer_token_ids(self.tokenizer, model.yes_words + model.no_words, leading, model.model)
         self.num_yes = len(model.yes_words)
         if len(set(self.answer_ids)) != len(self.answer_ids):
             raise ValueError(f"yes_words {model.yes_words} and no_words {model.no_words} share a token")
@@ -121,8 +129,15 @@ class ChecklistEngine:
         ).to(self.device).eval()
         text_config = self.model.config.get_text_config()
         self.language_model = self.model.model.language_model
-        layer_types = getattr(text_config, "layer_types", None) or []
+        layer_types = set(getattr(text_config, "layer_types", None) or [])
         self.sliding_window = getattr(text_config, "sliding_window", None) if "sliding_attention" in layer_types else None
+        # layers that carry a state other than keys and values (linear attention, convolutions,
+        # state spaces) cannot share one packed row among questions: each question continues its
+        # own copy of the prefix state
+        self.stateful = bool(layer_types - ATTENTION_LAYERS)
+        if model.share_prefix and "chunked_attention" in layer_types:
+            raise ValueError(f"{model.model} has chunked-attention layers, which the shared-prefix path does not "
+                             "mask; use share_prefix=False")
         self.softcap = getattr(text_config, "final_logit_softcapping", None)
         head = self.model.get_output_embeddings()
         self.answer_weight = head.weight[self.answer_ids].detach()
@@ -130,13 +145,6 @@ class ChecklistEngine:
         # transformers 5.2x renamed past_key_values to cache (the old name warns, then goes in 5.40)
         self.cache_kw = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters \
             else "past_key_values"
-
-    def _single_token(self, word: str) -> int:
-        ids = self.tokenizer.encode(word, add_special_tokens=False)
-        if len(ids) != 1:
-            raise ValueError(f"answer word {word!r} is {len(ids)} tokens {self.tokenizer.convert_ids_to_tokens(ids)} "
-                             f"for {self.model_id}'s tokenizer; every yes/no word must be exactly one token")
-        return ids[0]
 
     # ---- inputs -------------------------------------------------------------------------
     def prepare(self, item: MediaInput, questions: Sequence[str]) -> PreparedItem:
@@ -187,15 +195,25 @@ class ChecklistEngine:
                 results[i] = self.score_reference([items[i]], [questions[i]])[0]
                 prepared[i] = None
         suffix_lens = [[len(s) - n for s in p.sequences] if p else [] for p, n in zip(prepared, prefix_lens)]
-        for fwd in pack_forwards(prefix_lens, suffix_lens, self.token_budget):
-            prefix = self._prefix_forward([prepared[i] for i in fwd.items], [prefix_lens[i] for i in fwd.items])
-            for chunk in fwd.chunks:
-                rows = [fwd.items.index(i) for i in chunk]
-                suffixes = [[prepared[i].sequences[q][prefix_lens[i]:] for q in qs] for i, qs in chunk.items()]
-                p_yes = iter(self._suffix_forward(prefix, rows, suffixes))
-                for i, qs in chunk.items():
-                    for q in qs:
-                        results[i][q] = next(p_yes)
+        if self.stateful:
+            for i, p in enumerate(prepared):
+                if p:
+                    results[i] = self._score_stateful(p, prefix_lens[i])
+            return results
+        # items whose media a model cannot take in one forward (family.batch_key) go in separate ones
+        batch_key = getattr(self.family, "batch_key", lambda media: "any")
+        keys = [batch_key(p.visual) if p else None for p in prepared]
+        for key in dict.fromkeys(k for k in keys if k is not None):
+            group_lens = [lens if k == key else [] for lens, k in zip(suffix_lens, keys)]
+            for fwd in pack_forwards(prefix_lens, group_lens, self.token_budget):
+                prefix = self._prefix_forward([prepared[i] for i in fwd.items], [prefix_lens[i] for i in fwd.items])
+                for chunk in fwd.chunks:
+                    rows = [fwd.items.index(i) for i in chunk]
+                    suffixes = [[prepared[i].sequences[q][prefix_lens[i]:] for q in qs] for i, qs in chunk.items()]
+                    p_yes = iter(self._suffix_forward(prefix, rows, suffixes))
+                    for i, qs in chunk.items():
+                        for q in qs:
+                            results[i][q] = next(p_yes)
         return results
 
     def _media_after(self, item: PreparedItem, prefix_len: int) -> bool:
@@ -232,14 +250,14 @@ class ChecklistEngine:
         # positions run past the text that follows it
         last = torch.tensor(lengths, device=self.device) - 1
         next_pos = flat[torch.arange(len(group), device=self.device), last] + 1
-        return _Prefix([(layer.keys, layer.values) for layer in cache.layers], mask.bool(), flat, next_pos.tolist())
+        return _Prefix([(layer.keys, layer.values) for layer in cache.layers], mask.bool(), next_pos.tolist())
 
     def _suffix_forward(self, prefix: _Prefix, rows: list[int], suffixes: list[list[np.ndarray]]) -> np.ndarray:
         """p_yes of every suffix; row r packs suffixes[r] one after the other against prefix row rows[r]."""
         layout = pack_suffixes(suffixes, prefix.mask[rows].cpu(), [prefix.next_pos[r] for r in rows], self.pad_id)
         mask: Any = additive_mask(layout.allowed, self.dtype, self.device)
         if self.sliding_window is not None:
-            sliding = within_window(layout, prefix.positions[rows].cpu(), self.sliding_window)
+            sliding = within_window(layout, self.sliding_window)
             mask = {"full_attention": mask, "sliding_attention": additive_mask(sliding, self.dtype, self.device)}
         select = torch.tensor(rows, device=self.device)
         cache = DynamicCache([(k[select], v[select]) for k, v in prefix.kv])
@@ -247,6 +265,45 @@ class ChecklistEngine:
                                   position_ids=layout.positions.to(self.device), use_cache=True,
                                   **{self.cache_kw: cache})
         return self._answer_p_yes(out.last_hidden_state[layout.answers])
+
+
+    def _score_stateful(self, item: PreparedItem, n: int) -> np.ndarray:
+        """One item on a model with recurrent layers: its prefix alone (no padding may enter the
+        state), then its questions in chunks under the token budget, each question in its own row
+        on its own copy of the prefix state, right-padded (padding after a question's last token
+        cannot reach it: every layer is causal)."""
+        ids = torch.from_numpy(item.sequences[0][:n])[None].to(self.device)
+        mask = torch.ones_like(ids)
+        inputs = {**self.family.media_kwargs([item.visual], self.device, self.dtype), **self.family.token_types(ids)}
+        position_ids = self._prefix_positions(ids, mask, inputs)
+        cache = DynamicCache(config=self.model.config)
+        self.model.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                         **{self.cache_kw: cache}, **inputs)
+        next_pos = int((position_ids if position_ids.ndim == 2 else position_ids.amax(0))[0, -1]) + 1
+        suffixes = [s[n:] for s in item.sequences]
+        p_yes = np.empty(len(suffixes), np.float32)
+        start = 0
+        while start < len(suffixes):
+            end = start + 1  # at least one question per chunk
+            while end < len(suffixes) and (end + 1 - start) * (n + max(map(len, suffixes[start:end + 1]))) <= self.token_budget:
+                end += 1
+            chunk = suffixes[start:end]
+            width = max(map(len, chunk))
+            rows = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            real = torch.zeros((len(chunk), n + width), dtype=torch.long)
+            real[:, :n] = 1
+            for r, s in enumerate(chunk):
+                rows[r, :len(s)] = torch.from_numpy(s)
+                real[r, n:n + len(s)] = 1
+            copy = deepcopy(cache)
+            copy.reorder_cache(torch.zeros(len(chunk), dtype=torch.long, device=self.device))
+            out = self.language_model(input_ids=rows.to(self.device), attention_mask=real.to(self.device),
+                                      position_ids=(next_pos + torch.arange(width, device=self.device)).expand(len(chunk), -1),
+                                      use_cache=True, **{self.cache_kw: copy})
+            last = torch.tensor([len(s) - 1 for s in chunk], device=self.device)
+            p_yes[start:end] = self._answer_p_yes(out.last_hidden_state[torch.arange(len(chunk), device=self.device), last])
+            start = end
+        return p_yes
 
 
 def _check_lengths(items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> None:

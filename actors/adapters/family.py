@@ -22,6 +22,8 @@ file in `actors/adapters/families/`, supplies only what differs between families
   `{"mm_token_type_ids": ...}` or Gemma 3's `{"token_type_ids": ...}`, for a (rows, length) batch.
 - `media_kwargs(media, device, dtype)`: several items' prepared media batched into the keyword
   arguments of one forward, in item order (the order the model consumes them).
+- `batch_key(media)` (optional): items whose keys differ never share a forward (GLM-4.1V's model
+  cannot take images and videos together); without it, any mix of items shares forwards.
 - `position_rule`: "1d" (positions 0..n-1, the suffix continues at the prefix length) or
   "mrope" (the model's own `get_rope_index` on the prefix; the suffix continues at its maximum
   + 1). Text-only suffixes take plain 2D position ids either way.
@@ -33,7 +35,7 @@ registered by `config.model_type` in `actors/adapters/families/__init__.py`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -60,6 +62,8 @@ class Family(Protocol):
     def token_types(self, ids: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
     def media_kwargs(self, media: Sequence[Any], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]: ...
+
+    def batch_key(self, media: Any) -> Hashable: ...
 
 
 def as_tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -71,7 +71,9 @@ def pack_forwards(prefix_lens: list[int], suffix_lens: list[list[int]], token_bu
 class SuffixLayout:
     """Question suffixes packed row by row against a prefix cache of `width` columns.
 
-    ids and positions (rows, length); `allowed` (rows, length, width + length) says which keys
+    ids, positions and indices (rows, length): indices are the tokens' places in their own
+    sequence (prefix length + offset in the question), which sliding windows count in, and
+    positions what the rotary embedding gets; `allowed` (rows, length, width + length) says which keys
     each suffix token sees: its prefix, then its own question causally, no other question (padding
     sees itself only, so no row of the mask is empty). `answers` are the (row, column) of each
     suffix's last token, in the order the suffixes were given.
@@ -79,6 +81,7 @@ class SuffixLayout:
 
     ids: torch.Tensor
     positions: torch.Tensor
+    indices: torch.Tensor
     allowed: torch.Tensor
     answers: tuple[list[int], list[int]]
 
@@ -86,11 +89,13 @@ class SuffixLayout:
 def pack_suffixes(suffixes: list[list[np.ndarray]], prefix_mask: torch.Tensor, next_pos: list[int],
                   pad_id: int) -> SuffixLayout:
     """Row r packs suffixes[r] one after the other; its prefix is row r of `prefix_mask` (bool
-    (rows, width)) and its positions continue at next_pos[r]."""
+    (rows, width), right-padded) and its positions continue at next_pos[r]."""
     rows, width = prefix_mask.shape
     length = max(sum(len(s) for s in packed) for packed in suffixes)
     ids = torch.full((rows, length), pad_id, dtype=torch.long)
     positions = torch.zeros((rows, length), dtype=torch.long)
+    indices = torch.zeros((rows, length), dtype=torch.long)
+    prefix_lens = prefix_mask.sum(-1).tolist()
     allowed = torch.zeros((rows, length, width + length), dtype=torch.bool)
     allowed[:, :, :width] = prefix_mask[:, None, :]
     answer_rows, answer_cols = [], []
@@ -100,20 +105,22 @@ def pack_suffixes(suffixes: list[list[np.ndarray]], prefix_mask: torch.Tensor, n
             end = start + len(s)
             ids[r, start:end] = torch.from_numpy(s)
             positions[r, start:end] = next_pos[r] + torch.arange(len(s))
+            indices[r, start:end] = prefix_lens[r] + torch.arange(len(s))
             allowed[r, start:end, width + start:width + end] = torch.ones(len(s), len(s), dtype=torch.bool).tril()
             answer_rows.append(r)
             answer_cols.append(end - 1)
             start = end
         padding = torch.arange(start, length)
         allowed[r, padding, width + padding] = True
-    return SuffixLayout(ids, positions, allowed, (answer_rows, answer_cols))
+    return SuffixLayout(ids, positions, indices, allowed, (answer_rows, answer_cols))
 
 
-def within_window(layout: SuffixLayout, prefix_positions: torch.Tensor, window: int) -> torch.Tensor:
-    """`layout.allowed` narrowed for a sliding-window layer: a query sees a key only when their true
-    positions are less than `window` apart. prefix_positions: (rows, width) positions of the prefix keys."""
-    key_pos = torch.cat([prefix_positions, layout.positions], dim=1)  # (rows, width + length)
-    distance = layout.positions[:, :, None] - key_pos[:, None, :]
+def within_window(layout: SuffixLayout, window: int) -> torch.Tensor:
+    """`layout.allowed` narrowed for a sliding-window layer: a query sees a key only when their
+    places in the sequence are less than `window` apart (as transformers' sliding mask counts)."""
+    rows, width = layout.allowed.shape[0], layout.allowed.shape[2] - layout.ids.shape[1]
+    key_index = torch.cat([torch.arange(width).expand(rows, -1), layout.indices], dim=1)
+    distance = layout.indices[:, :, None] - key_index[:, None, :]
     return layout.allowed & (distance < window)
 
 

@@ -101,10 +101,12 @@ class PromptEncoder:
     laid out as the family's stock processor lays it out.
 
     `layout` = (placeholder, expansion): the text the template renders for the media, and what the
-    processor puts in its place. When both begin and end with added tokens (as `<|image_pad|>` and
-    its N copies do), the expansion's ids are encoded once per item and spliced in: the tokenizer
-    splits at added tokens, so this equals encoding the expanded text, at a fraction of the cost.
-    Otherwise (text at an edge, e.g. a timestamp) the expanded text is encoded per question.
+    processor puts in its place. The tokenizer splits a text at added tokens before anything else,
+    so where the expansion is cut off from its surroundings by added tokens (its own first and last
+    tokens, or the template's tokens right around the placeholder, as in
+    `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any prompt: they are
+    encoded once per item and spliced in, which equals encoding the expanded text at a fraction of
+    the cost. Otherwise the expanded text is encoded per question.
     """
 
     def __init__(self, tokenizer, template: str | None, system_prompt: str | None):
@@ -112,33 +114,53 @@ class PromptEncoder:
         self.template = template
         self.system_prompt = system_prompt
         self.forbidden = added_token_ids(tokenizer)
+        # added tokens that split text cleanly (no whitespace stripping around them), by content
+        self._cuts = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if not (t.lstrip or t.rstrip)}
         self._marked: dict[str, str] = {}  # the template rendered around sentinels, per media content
 
-    def _render(self, content: dict, texts: Sequence[str]) -> str:
+    def render(self, content: dict, texts: Sequence[str]) -> str:
+        """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""
         messages = [] if self.system_prompt is None else [{"role": "system", "content": texts[1]}]
         messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   chat_template=self.template)
 
-    def segments(self, content: dict, question: str) -> list[tuple[str, bool]]:
-        texts = [question] if self.system_prompt is None else [question, self.system_prompt]
+    def _marked_template(self, content: dict) -> str:
         key = repr(sorted(content.items()))
         if key not in self._marked:
-            self._marked[key] = self._render(content, sentinels(len(texts)))
-        return template_segments(lambda t: self._render(content, t), texts, self._marked[key])
+            self._marked[key] = self.render(content, sentinels(1 if self.system_prompt is None else 2))
+        return self._marked[key]
 
-    def _splices(self, text: str) -> bool:
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        added = self.tokenizer.added_tokens_decoder
-        return bool(ids) and all(i in self.forbidden and not (added[i].lstrip or added[i].rstrip)
-                                 for i in (ids[0], ids[-1]))
+    def segments(self, content: dict, question: str) -> list[tuple[str, bool]]:
+        texts = [question] if self.system_prompt is None else [question, self.system_prompt]
+        return template_segments(lambda t: self.render(content, t), texts, self._marked_template(content))
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _cut_edges(self, text: str) -> bool:
+        ids = self._encode(text)
+        return bool(ids) and all(i in self._cuts.values() for i in (ids[0], ids[-1]))
+
+    def _splice(self, content: dict, placeholder: str, expansion: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(placeholder ids, expansion ids) as they appear in any whole prompt, or None."""
+        if self._cut_edges(placeholder) and self._cut_edges(expansion):
+            return np.asarray(self._encode(placeholder)), np.asarray(self._encode(expansion))
+        marked = self._marked_template(content)
+        at = marked.find(placeholder)
+        left = [c for c in self._cuts if marked[:at].endswith(c)]
+        right = [c for c in self._cuts if marked[at + len(placeholder):].startswith(c)]
+        if at < 0 or not left or not right:
+            return None
+        left, right = max(left, key=len), max(right, key=len)
+        wrapped = [self._encode(left + text + right) for text in (placeholder, expansion)]
+        if any(w[0] != self._cuts[left] or w[-1] != self._cuts[right] for w in wrapped):
+            return None
+        return np.asarray(wrapped[0][1:-1]), np.asarray(wrapped[1][1:-1])
 
     def sequences(self, content: dict, questions: Sequence[str], layout: tuple[str, str]) -> list[np.ndarray]:
         placeholder, expansion = layout
-        splice = self._splices(placeholder) and self._splices(expansion)
-        if splice:
-            holder = np.asarray(self.tokenizer.encode(placeholder, add_special_tokens=False))
-            expanded = np.asarray(self.tokenizer.encode(expansion, add_special_tokens=False))
+        splice = self._splice(content, placeholder, expansion)
         out = []
         for q in questions:
             segments = self.segments(content, q)
@@ -146,14 +168,14 @@ class PromptEncoder:
             if found != 1:
                 raise ValueError(f"expected exactly one media placeholder {placeholder!r} in the chat "
                                  f"template's rendering, found {found}")
-            if not splice:
+            if splice is None:
                 segments = [(s if is_data else s.replace(placeholder, expansion), is_data) for s, is_data in segments]
                 out.append(encode_segments(self.tokenizer, segments, self.forbidden))
                 continue
+            holder, expanded = splice
             ids = encode_segments(self.tokenizer, segments, self.forbidden)
             # data makes no added token, so the placeholder's ids occur once, where the template put them
-            at = [i for i in range(len(ids) - len(holder) + 1) if ids[i] == holder[0]
-                  and np.array_equal(ids[i:i + len(holder)], holder)]
+            at = [i for i in np.flatnonzero(ids == holder[0]) if np.array_equal(ids[i:i + len(holder)], holder)]
             if len(at) != 1:
                 raise ValueError(f"media placeholder {placeholder!r} found {len(at)} times in the prompt's tokens")
             out.append(np.concatenate([ids[:at[0]], expanded, ids[at[0] + len(holder):]]).astype(np.int64))

@@ -78,10 +78,12 @@ def patchify(frames: np.ndarray, spec: VisionSpec) -> tuple[np.ndarray, tuple[in
 
 
 def prepare_visual(frames: np.ndarray, spec: VisionSpec, min_pixels: int, max_pixels: int,
-                   resize_factor: int | None = None, already_resized: bool = False) -> VisualInput:
+                   resize_factor: int | None = None, already_resized: bool = False,
+                   resize_rule=smart_resize) -> VisualInput:
     """uint8 (T, H, W, 3) frames -> the vision tower's input. `resize_factor` (a multiple of
     patch x merge) rounds the sides; None = patch x merge. `already_resized` frames (the
-    decode stage's output) are taken at their size, which must be on the factor's grid."""
+    decode stage's output) are taken at their size, which must be on the factor's grid.
+    `resize_rule`: a rule of `pipeline.resize_policy.RESIZE_RULES`."""
     factor = resize_factor or spec.factor
     if factor % spec.factor:
         raise ValueError(f"resize_factor {factor} is not a multiple of patch_size x merge_size = {spec.factor}")
@@ -91,7 +93,7 @@ def prepare_visual(frames: np.ndarray, spec: VisionSpec, min_pixels: int, max_pi
             raise ValueError(f"frames of {width}x{height} are marked resized but their sides are not "
                              f"multiples of the resize factor {factor}")
     else:
-        height, width = smart_resize(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
+        height, width = resize_rule(frames.shape[1], frames.shape[2], factor, min_pixels, max_pixels)
     resized = resize_frames(frames, height, width)
     # float64 rescale then float32, as the stock processor does, so results match it bit for bit
     scaled = (resized.astype(np.float64) * spec.rescale_factor).astype(np.float32)

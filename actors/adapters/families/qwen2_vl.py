@@ -81,5 +81,8 @@ class Qwen2VLFamily:
                 kwargs["second_per_grid_ts"] = torch.tensor(seconds, device=device)
         return kwargs
 
+    def batch_key(self, media: QwenMedia) -> str:
+        return "any"  # images and videos of any size share a forward
+
 
 FAMILY = Qwen2VLFamily

@@ -1,0 +1,58 @@
+"""The chat template a checkpoint is scored with, and the answer tokens that follow it.
+
+The template comes from the checkpoint (the tokenizer's, else a processor's legacy
+chat_template.json) or from a file that `model.chat_template` names; transformers ships no
+template for the vision-language families, so a checkpoint without one is refused rather
+than scored with a guessed layout.
+
+The answer words are pooled at the position after the generation prompt. Where that prompt
+ends in text (SmolVLM's `Assistant:`), a model writes the answer after a space, as `" Yes"`;
+after a newline or a special token (`<|im_start|>assistant\\n`), as `"Yes"`.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import fsspec
+from transformers.utils import cached_file
+
+
+def load_chat_template(tokenizer, checkpoint: str, template_path: str | None) -> str:
+    """The Jinja source of the template to use; ValueError when there is none."""
+    if template_path is not None:
+        with fsspec.open(template_path, "r", encoding="utf-8") as f:
+            return f.read()
+    if isinstance(tokenizer.chat_template, str) and tokenizer.chat_template:
+        return tokenizer.chat_template
+    if isinstance(tokenizer.chat_template, dict) and "default" in tokenizer.chat_template:
+        return tokenizer.chat_template["default"]
+    legacy = cached_file(checkpoint, "chat_template.json", _raise_exceptions_for_missing_entries=False)
+    if legacy is not None:
+        with open(legacy, encoding="utf-8") as f:
+            template = json.load(f).get("chat_template")
+        if template:
+            return template
+    raise ValueError(f"{checkpoint} has no chat template (none in tokenizer_config.json, chat_template.jinja "
+                     "or chat_template.json); name a Jinja template file with model.chat_template")
+
+
+def ends_in_text(prompt: str, tokenizer) -> bool:
+    """Whether `prompt` ends in neither whitespace nor an added (special) token."""
+    if not prompt or prompt[-1].isspace():
+        return False
+    return not any(prompt.endswith(t.content) for t in tokenizer.added_tokens_decoder.values())
+
+
+def answer_token_ids(tokenizer, words: Sequence[str], leading_space: bool, checkpoint: str) -> list[int]:
+    """One token id per answer word (with a leading space when asked); ValueError for a word that
+    is not a single token of this tokenizer."""
+    ids = []
+    for word in words:
+        text = " " + word.lstrip() if leading_space else word
+        encoded = tokenizer.encode(text, add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(f"answer word {text!r} is {len(encoded)} tokens {tokenizer.convert_ids_to_tokens(encoded)} "
+                             f"for {checkpoint}'s tokenizer; every yes/no word must be exactly one token")
+        ids.append(encoded[0])
+    return ids

@@ -1,0 +1,45 @@
+"""Qwen3-VL, Qwen3-VL-MoE and Qwen3.5: Qwen2-VL's pixels and token types (16-pixel patches,
+read from the checkpoint), with each video laid out as the installed transformers' processor
+does: `<|video_pad|>` (inside the template's own vision markers) becomes, per temporal patch,
+`<t seconds><|vision_start|>` + one `<|video_pad|>` per merged patch + `<|vision_end|>`.
+
+Timestamps follow `Qwen3VLProcessor._calculate_timestamps`: frame k of the decoded frames is at
+k / fps seconds (the frames are evenly spaced from the start of the sampled span; transformers'
+default 24 fps when the rate is unknown), padded with the last frame to whole temporal patches,
+and each patch is stamped with the mean of its first and last frame's time.
+Deepstack features and interleaved M-RoPE happen inside the model's own prefix forward.
+"""
+from __future__ import annotations
+
+from actors.adapters.families.qwen2_vl import DEFAULT_VIDEO_FPS, Qwen2VLFamily, QwenMedia
+
+
+def patch_timestamps(frames: int, fps: float, temporal: int) -> list[float]:
+    """The time of each temporal patch of `frames` frames sampled at `fps`."""
+    times = [k / fps for k in range(frames)]
+    times += [times[-1]] * (-frames % temporal)
+    return [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, len(times), temporal)]
+
+
+class Qwen3VLFamily(Qwen2VLFamily):
+    """Family module of `qwen3_vl`, `qwen3_vl_moe` and `qwen3_5` (see `actors/adapters/family.py`)."""
+
+    def __init__(self, checkpoint: str, config, tokenizer, decode):
+        super().__init__(checkpoint, config, tokenizer, decode)
+        self.timed_video = False  # time is in the prompt's timestamps, not in second_per_grid_ts
+        self.vision_start = tokenizer.convert_ids_to_tokens(config.vision_start_token_id)
+        self.vision_end = tokenizer.convert_ids_to_tokens(config.vision_end_token_id)
+
+    def media_layout(self, media: QwenMedia) -> tuple[str, str]:
+        if media.item.media_type == "image":
+            return super().media_layout(media)
+        pad = self.placeholders["video"]
+        grid_t, grid_h, grid_w = media.visual.grid_thw
+        per_frame = grid_h * grid_w // self.spec.merge_size**2
+        stamps = patch_timestamps(len(media.item.frames), media.item.fps or DEFAULT_VIDEO_FPS,
+                                  self.spec.temporal_patch_size)
+        block = "".join(f"<{s:.1f} seconds>{self.vision_start}{pad * per_frame}{self.vision_end}" for s in stamps[:grid_t])
+        return pad, block
+
+
+FAMILY = Qwen3VLFamily

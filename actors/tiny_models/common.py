@@ -1,0 +1,56 @@
+"""What every tiny family checkpoint shares: sizes, the save step and the vocabulary rounding.
+
+A family module builds a config and a tokenizer; `save_checkpoint` instantiates the model from
+transformers' own class (`AutoModelForImageTextToText.from_config`), saves safetensors weights,
+the tokenizer with its chat template, and the processor configs the stock processors read.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, PretrainedConfig, PreTrainedModel
+from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+
+# Every family: hidden 64, 2 language layers, 2 vision layers, so a model loads in about a second.
+HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE = 64, 2, 2, 1, 128
+# A large initializer range so that p_yes moves clearly with the input: with the usual 0.02 every
+# answer is 0.5 +- 1e-3 and equivalence tests would pass vacuously.
+INIT_RANGE = 0.2
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+HALF = [0.5, 0.5, 0.5]
+
+
+def vocab_size(tokenizer: Qwen2Tokenizer) -> int:
+    """The tokenizer's size rounded up to a multiple of 64, as real checkpoints pad it."""
+    return -(-len(tokenizer) // 64) * 64
+
+
+def token_ids(tokenizer: Qwen2Tokenizer, **names: str) -> dict[str, int]:
+    """{config field: id} for special tokens, refusing any that the tokenizer would split."""
+    ids = {field: tokenizer.convert_tokens_to_ids(token) for field, token in names.items()}
+    missing = [names[f] for f, i in ids.items() if i is None or i == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"tokenizer lacks special tokens {missing}")
+    return ids
+
+
+def save_checkpoint(out: Path, config: PretrainedConfig, tokenizer: Qwen2Tokenizer, seed: int,
+                    preprocessor_config: dict, processor_config: dict | None = None,
+                    after_init: Callable[[PreTrainedModel], None] | None = None) -> Path:
+    """Build a random model from `config` (deterministic given `seed`) and save a full checkpoint."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32).eval()
+    if after_init is not None:
+        with torch.no_grad():
+            after_init(model)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config, indent=2))
+    if processor_config is not None:
+        (out / "processor_config.json").write_text(json.dumps(processor_config, indent=2))
+    return out

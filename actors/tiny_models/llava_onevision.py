@@ -1,0 +1,81 @@
+"""Tiny LLaVA-OneVision checkpoint (`llava_onevision`, the llava-hf layout).
+
+An image becomes a base tile plus AnyRes tiles (unpadded, one newline embedding per row); a video
+becomes T frames of 2x2-pooled tile features plus one newline: T * pooled^2 + 1 `<video>` tokens.
+Positions are 1D; the language model is Qwen2 and the vision tower SigLIP.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import LlavaOnevisionConfig
+
+from actors.tiny_models.common import (
+    HALF,
+    HEADS,
+    HIDDEN,
+    INIT_RANGE,
+    INTERMEDIATE,
+    KV_HEADS,
+    LAYERS,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
+from actors.tiny_models.tokenizer import build_bpe_tokenizer
+
+# llava-hf/llava-onevision-qwen2-*-ov-hf's chat template (note the space after the role).
+LLAVA_ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+    "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+    "{{ '<image>' }}{% endfor %}"
+    "{# Render all video then #}{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}"
+    "{{ '<video>' }}{% endfor %}"
+    "{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\\n' + content['text'] }}"
+    "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ '\\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
+    "{{'<|im_end|>'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+TILE, PATCH = 56, 14
+NUM_IMAGE_TOKENS = (TILE // PATCH) ** 2
+# the checkpoint's 6x6 grid of tile multiples (384 .. 2304), at the tiny tile size
+GRID_PINPOINTS = [[TILE * i, TILE * j] for i in range(1, 7) for j in range(1, 7)]
+
+
+def _config(tokenizer) -> LlavaOnevisionConfig:
+    text = dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=HIDDEN,
+                intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                num_key_value_heads=KV_HEADS, max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=INIT_RANGE,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    vision = dict(model_type="siglip_vision_model", hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
+                  num_hidden_layers=2, num_attention_heads=HEADS, image_size=TILE, patch_size=PATCH)
+    ids = token_ids(tokenizer, image_token_index="<image>", video_token_index="<video>")
+    return LlavaOnevisionConfig(text_config=text, vision_config=vision, vision_feature_select_strategy="full",
+                                vision_feature_layer=-1, image_grid_pinpoints=GRID_PINPOINTS,
+                                vision_aspect_ratio="anyres_max_9", tie_word_embeddings=True,
+                                initializer_range=INIT_RANGE, **ids)
+
+
+def _pixels(kind: str) -> dict:
+    return {
+        f"{kind}_processor_type": ("LlavaOnevisionImageProcessor" if kind == "image"
+                                   else "LlavaOnevisionVideoProcessor"),
+        "processor_class": "LlavaOnevisionProcessor", "do_resize": True, "do_rescale": True,
+        "do_normalize": True, "do_convert_rgb": True, "resample": 3, "rescale_factor": 1 / 255,
+        "image_mean": HALF, "image_std": HALF, "size": {"height": TILE, "width": TILE},
+    }
+
+
+def build(out: Path, family: str, seed: int) -> Path:
+    tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, LLAVA_ONEVISION_CHAT_TEMPLATE, eos="<|im_end|>",
+                                    pad="<|endoftext|>", named_tokens={"image_token": "<image>", "video_token": "<video>"})
+    image = dict(_pixels("image"), do_pad=True, image_grid_pinpoints=GRID_PINPOINTS)
+    processor = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": NUM_IMAGE_TOKENS,
+                 "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"}
+    save_checkpoint(out, _config(tokenizer), tokenizer, seed, image, processor_config=processor)
+    (out / "video_preprocessor_config.json").write_text(json.dumps(_pixels("video"), indent=2))
+    return out

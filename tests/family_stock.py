@@ -1,0 +1,107 @@
+"""An independent p_yes per model family, built the way each family's stock processor builds inputs.
+
+None of vrscore's adapter code is used: this is what the adapters are checked against. Images go
+through the family's stock processor (PIL image processor, placeholder expansion, token types). Videos cannot
+(every stock video processor needs torchvision, absent here), so their inputs are laid out by hand
+following the stock processor code (`family_stock_video.py`). The answer is read from
+`model(**inputs).logits[0, -1]` and pooled as sigmoid(logsumexp(yes logits) - logsumexp(no logits))
+over "Yes"/"yes" and "No"/"no", each resolved to a single token (with a leading space where the
+template leaves the answer after one).
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+from tests.family_stock_video import VIDEO_BUILDERS
+
+YES_WORDS, NO_WORDS = ("Yes", "yes"), ("No", "no")
+
+
+@lru_cache(maxsize=4)
+def load(model_dir: str):
+    model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return model, AutoTokenizer.from_pretrained(model_dir)
+
+
+def render(tokenizer, media: str, question: str) -> str:
+    """The checkpoint's chat template on one user turn: the media item, then the question."""
+    messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def answer_ids(tokenizer, prompt: str, words: tuple[str, ...]) -> list[int]:
+    """Each word as one token, with a leading space when the prompt does not end in whitespace."""
+    prefix = "" if prompt[-1].isspace() else " "
+    ids = [tokenizer.encode(prefix + w, add_special_tokens=False) for w in words]
+    if any(len(i) != 1 for i in ids):
+        raise ValueError(f"answer words {words} are not single tokens: {ids}")
+    return [i[0] for i in ids]
+
+
+# ---- images: the family's stock processor, less its video processor (which needs torchvision) ----
+
+@lru_cache(maxsize=4)
+def image_processor_of(model_dir: str):
+    """The checkpoint's own processor class, built without a video processor.
+
+    Any processor whose __init__ takes a video processor cannot be built without torchvision; a
+    subclass whose get_attributes() leaves it out builds and runs the stock image path unchanged.
+    """
+    name = json.loads((Path(model_dir) / "preprocessor_config.json").read_text())["processor_class"]
+    base = getattr(transformers, name)
+    attributes = [a for a in base.get_attributes() if a != "video_processor"]
+    image_only = type(f"{name}ImageOnly", (base,), {"get_attributes": classmethod(lambda cls: attributes)})
+    video_param = inspect.signature(base.__init__).parameters.get("video_processor")
+    required = video_param is not None and video_param.default is inspect.Parameter.empty
+    return image_only.from_pretrained(model_dir, **({"video_processor": None} if required else {}))
+
+
+def _image_inputs(model_dir: Path, prompt: str, image: Image.Image) -> dict:
+    processor = image_processor_of(str(model_dir))
+    with warnings.catch_warnings():
+        # Glm4vProcessor.create_mm_token_type_ids calls np.array on a tensor row (transformers 5.24)
+        warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+        inputs = processor(images=[image], text=[prompt], return_tensors="pt")
+    inputs.pop("batch_num_images", None)  # LLaVA-OneVision's bookkeeping, not a model input
+    return dict(inputs)
+
+
+def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
+                 seconds: list[float] | None = None, duration: float | None = None) -> tuple[dict, str]:
+    """(model inputs, rendered prompt) for one item and one question."""
+    model, tokenizer = load(str(model_dir))
+    family = model.config.model_type
+    prompt = render(tokenizer, media, question)
+    if media == "image":
+        if len(frames) != 1:
+            raise ValueError("an image is one frame")
+        return _image_inputs(model_dir, prompt, Image.fromarray(frames[0])), prompt
+    if seconds is None:  # frames sampled at 2 fps, the stock processors' default rate
+        seconds = [i / 2 for i in range(len(frames))]
+    return VIDEO_BUILDERS[family](model_dir, tokenizer, prompt, frames, seconds, duration), prompt
+
+
+def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
+                seconds: list[float] | None = None, duration: float | None = None) -> float:
+    """p_yes for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image).
+
+    `seconds`: each frame's time in the video (default: 2 frames a second from 0); `duration`: the
+    video's length, which SmolVLM writes into its prompt (default: the last frame's time).
+    """
+    model, tokenizer = load(str(model_dir))
+    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration)
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1].float()
+    yes = torch.logsumexp(logits[answer_ids(tokenizer, prompt, YES_WORDS)], 0)
+    no = torch.logsumexp(logits[answer_ids(tokenizer, prompt, NO_WORDS)], 0)
+    return torch.sigmoid(yes - no).item()
