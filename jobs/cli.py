@@ -13,7 +13,7 @@ import traceback
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score_command", "score every row of a Parquet manifest with a checklist"),
     "demo": ("jobs.demo", "make synthetic media and a tiny random model, then score them end to end"),
-    "make-demo-model": ("jobs.demo_model_command", "build a tiny random-weight Qwen2-VL model (offline)"),
+    "make-demo-model": ("jobs.demo_model_command", "build a tiny random-weight model of a supported family (offline)"),
     "filter": ("jobs.filter_command", "keep scored rows by conditions on scores, dimensions and questions"),
     "pairs": ("jobs.pairs_command", "mine chosen/rejected preference pairs within groups (Parquet, DPO JSON)"),
     "eval": ("jobs.eval_command", "agreement of the scores with human pairwise preferences"),
