@@ -1,12 +1,14 @@
 """Decode throughput per core: the decode stage against a bare decord loop and against the
 bundled FFmpeg decoding the same file with nothing else done. All in one run, interleaved.
 
-Run by hand from the repository root: `python benchmarks/decode.py [--repeats 3] [--clips 2]`.
+Run by hand from the repository root: `python benchmarks/decode.py [--repeats 3] [--clips 1]`.
 
 Files: 5 s clips at 24 fps (120 frames) at 480p, 720p and 1080p, synthesised here with
 PyAV (a slow pan over a picture, a bar sweeping across it), in H.264 and, when the
 bundled FFmpeg has an encoder for it, HEVC; x264 defaults, x265's ultrafast preset (one
-keyframe interval per clip either way, as generated clips usually have). Each variant runs on one thread:
+keyframe interval per clip either way, as generated clips usually have). Everything runs
+pinned to one core (`--cpu`), the stage's child process and reader threads included, each
+variant on one decoding thread:
   raw FFmpeg     PyAV's plain decode loop over every frame of the file, no conversion:
                  the limit on this machine
   bare decord    read bytes, decord.VideoReader(BytesIO, width, height), get_batch
