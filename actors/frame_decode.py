@@ -22,7 +22,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actors.media_io import MediaError
-from pipeline.frame_sampling import FramesSpec, decode_in_order, uniform_indices, visionreward_indices
+from pipeline.frame_sampling import (
+    FramesSpec,
+    decode_in_order,
+    uniform_indices,
+    visionreward_indices,
+)
 from pipeline.resize_policy import smart_resize
 from schemas import status as st
 from schemas.job_config import DecodeConfig
