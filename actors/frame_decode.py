@@ -8,6 +8,9 @@ Videos (decord, resized while decoding): the display rotation is read with PyAV,
 compute the target size upright. decord 0.6.0 already applies the rotation itself and
 takes width/height in the upright orientation (checked against PyAV's raw frames turned
 by the display matrix, tests/test_media_decoder.py), so frames are not turned again here.
+decord scales inside FFmpeg to the model's size; the sampled frames are read in order
+(frames between decoded but not converted) or by seeking, whichever decodes fewer frames
+(`pipeline.frame_sampling.decode_in_order`); both give the same frames.
 """
 from __future__ import annotations
 
@@ -22,7 +25,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actors.media_io import MediaError
-from pipeline.frame_sampling import FramesSpec, decode_in_order, uniform_indices, visionreward_indices
+from pipeline.frame_sampling import (
+    FramesSpec,
+    decode_in_order,
+    uniform_indices,
+    visionreward_indices,
+)
 from pipeline.resize_policy import smart_resize
 from schemas import status as st
 from schemas.job_config import DecodeConfig

@@ -46,7 +46,9 @@ def _check_storage_options(storage_options: dict | None) -> dict[str, dict]:
 
 class MediaDecoder:
     """Decode stage. `decode` is `DecodeConfig.model_dump()`; `storage_options` maps an
-    fsspec protocol ('s3', 'gs', ...) to the kwargs of its filesystem."""
+    fsspec protocol ('s3', 'gs', ...) to the kwargs of its filesystem; `threads` is FFmpeg's
+    decoding threads per video (0 = one per core; the pipeline sets it from the node's
+    spare cores, pipeline/decode_pool.py)."""
 
     # Reads started ahead of the row being decoded: enough to hide a read's latency behind
     # a decode, few enough that a batch's bytes are not all held at once.

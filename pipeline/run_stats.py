@@ -167,12 +167,14 @@ def record_run(ds: Any, fs: fsspec.AbstractFileSystem, out_dir: str, run_start: 
     try:
         summary = ds.get_stats_summary()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
-        from ray._private import state  # the actor table without the dashboard's state API
+        from ray._private import (
+            state,  # the actor table without the dashboard's state API
+        )
 
         stages = collect(summary, run_start, run_end, max(1, nodes), list(state.actors().values()))
         entry = run_entry(stages, max(1, nodes), run_start, run_end)
         append_run(fs, join(out_dir, STATS_FILE), entry)
-    except Exception:  # noqa: BLE001 - the scores are written; a stats failure must not fail the job
+    except Exception:
         logging.getLogger(__name__).warning("could not record the run's statistics", exc_info=True)
         return None
     return entry

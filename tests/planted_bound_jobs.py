@@ -31,7 +31,7 @@ def main(tmp: Path, video: str) -> None:
                    build_demo_model(tmp / "tiny", preset="tiny"),
                    DecodeConfig(frames="uniform:8", video_min_pixels=56 * 56, video_max_pixels=56 * 56)),
         "score": ([{"id": f"i{k}", "uri": str(write_image(tmp / f"i{k}.png", (56, 56), seed=k)), "prompt": "a fox"}
-                   for k in range(6)],
+                   for k in range(4)],
                   build_demo_model(tmp / "bench", preset="bench"),
                   DecodeConfig(image_min_pixels=56 * 56, image_max_pixels=56 * 56)),
     }

@@ -7,7 +7,15 @@ import fsspec
 import pytest
 
 from pipeline.decode_pool import DecodePool, decode_pool
-from pipeline.run_stats import StageTime, append_run, bound_stage, max_overlap, run_entry, stage_figures, stage_of
+from pipeline.run_stats import (
+    StageTime,
+    append_run,
+    bound_stage,
+    max_overlap,
+    run_entry,
+    stage_figures,
+    stage_of,
+)
 from schemas.job_config import ResourcesConfig
 
 
