@@ -138,6 +138,9 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
         lines.append("note: the fitted pairs are separable, so the optimum lies at infinite weights; "
                      "the weights are where the solver stopped: give --l2 for finite ones")
     zero = r["zero_weight_questions"]
+    if len(zero) == len(r["weights"]) and not r.get("alignment_weight"):
+        lines.append("note: every weight is 0: no pair differs in its features, or no weights >= 0 order the pairs "
+                     "better than none; the fitted checklist ties every item")
     lines.append(f"zero weight ({len(zero)}): {', '.join(zero) if zero else 'none'}")
     return "\n".join(lines)
 
