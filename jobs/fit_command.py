@@ -148,6 +148,8 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
+    if args.folds < 2 or args.max_pairs < 1 or args.l2 < 0:
+        raise ValueError("--folds must be at least 2, --max-pairs at least 1 and --l2 at least 0")
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
     if fsspec_filesystem(args.out, storage).exists(join(args.out, FIT_FILE)):
