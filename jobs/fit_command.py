@@ -83,7 +83,7 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         solver={"method": "L-BFGS-B", "converged": fit.converged, "message": fit.message,
                 "iterations": fit.iterations, "objective": fit.objective if np.isfinite(fit.objective) else None},
         pairs={"scored": len(data.pairs), "fitted": fit.pairs, "human_ties": int(np.sum(data.pairs.y == 0)),
-               "groups": int(len(np.unique(data.group)))},
+               "groups": len(np.unique(data.group))},
         in_sample={"fitted": evaluate(x, data.pairs, fit.weights).to_dict(),
                    **{f"stored_{c}": _stored_figures(data, c) for c in data.stored}},
     )
@@ -119,7 +119,7 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     w_before = {q.id: q.weight for q in before.questions}
     dims = {q.id: q.dimension for q in before.questions}
     lines += [f"{'question':<34} {'dimension':<16} {'before':>9} {'fitted':>9}"]
-    lines += [f"{q:<34} {str(dims[q]):<16} {w_before[q]:>9.4g} {w:>9.4g}" for q, w in r["weights"].items()]
+    lines += [f"{q:<34} {dims[q]!s:<16} {w_before[q]:>9.4g} {w:>9.4g}" for q, w in r["weights"].items()]
     if r.get("alignment"):
         lines.append(f"alignment: {r['alignment']}")
     elif r["alignment_weight"] is not None:
