@@ -173,3 +173,28 @@ def _groups(ids: list[str]) -> dict[str, list[str]]:
     for i in ids:
         out.setdefault(i.split("/")[0], []).append(i)
     return out
+
+
+def test_a_checklist_for_any_media_is_written_per_kind(tmp_path: Path):
+    """fit_media without Ray: each kind's file names its own kind, so both load side by side."""
+    import argparse
+
+    import yaml
+
+    from jobs.fit_command import fit_media
+    from jobs.fit_data import MediaPairs
+    from pipeline.weight_fit import Pairs
+
+    anyone = IMAGE.model_copy(update={"media_type": "any"})
+    rng = np.random.default_rng(0)
+    p = rng.random((40, len(IMAGE.questions))).astype(np.float32)
+    a, b = np.arange(0, 40, 2), np.arange(1, 40, 2)
+    data = MediaPairs(p, None, {"score": np.zeros(40)}, Pairs(a, b, rng.choice([-1, 1], 20)), a // 4)
+    args = argparse.Namespace(max_pairs=100, seed=0, features="hard", l2=0.1, allow_negative=False, folds=2)
+    paths = []
+    for kind in ("image", "video"):
+        fitted, _ = fit_media(kind, anyone, data, args)
+        assert fitted.media_type == kind
+        paths.append(tmp_path / f"{kind}.yaml")
+        paths[-1].write_text(yaml.safe_dump(json.loads(fitted.to_json())))
+    assert set(resolve_checklists([str(x) for x in paths])) == {"image", "video"}
