@@ -25,6 +25,7 @@ from pipeline.storage import fsspec_filesystem, join
 from pipeline.weight_fit import (ALIGNMENT, feature_names, fitted_checklist, has_alignment, item_features, solve,
                                  zero_weights)
 from schemas.checklist import Checklist
+from schemas.user_error import UserError
 
 FIT_FILE = "fit.json"
 
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
     if args.folds < 2 or args.max_pairs < 1 or args.l2 < 0:
-        raise ValueError("--folds must be at least 2, --max-pairs at least 1 and --l2 at least 0")
+        raise UserError("--folds must be at least 2, --max-pairs at least 1 and --l2 at least 0")
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
     if fsspec_filesystem(args.out, storage).exists(join(args.out, FIT_FILE)):
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     alignment = args.alignment_column or source_alignment_column(scores)
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
-        raise ValueError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
+        raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
     stored = ["score_soft" if args.features == "soft" else "score"]
     columns = ["status", "media_type", "p_yes", *stored, *([alignment] if alignment else [])]
     scores.require_columns([args.key_column, *columns], "fit")
@@ -169,13 +170,13 @@ def run(args: argparse.Namespace) -> int:
     table = collect_judged_rows(scores, args.key_column, keys, columns)
     join_s = time.perf_counter() - t0
     if not table.num_rows:
-        raise ValueError(f"none of the {len(keys)} judged items is in the scores' {args.key_column!r} column "
+        raise UserError(f"none of the {len(keys)} judged items is in the scores' {args.key_column!r} column "
                          f"(judged keys look like {keys[0].as_py()!r}); see `vrscore fit --help` for the join")
     data = assemble(pairs, table, args.key_column, list(scores.checklists), alignment, stored)
     print(f"{data.judged_pairs:,} judged pairs; {table.num_rows:,} judged items found in the scores; left out: "
           + ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in data.skipped.items()))
     if not data.by_media:
-        raise ValueError("no judged pair has both items scored ok with one media type: nothing to fit")
+        raise UserError("no judged pair has both items scored ok with one media type: nothing to fit")
     report = {"scores": scores.data_uri, "judgments": args.judgments, "key_column": args.key_column,
               "features": args.features, "nonnegative": not args.allow_negative, "l2": args.l2,
               "folds": args.folds, "seed": args.seed, "max_pairs": args.max_pairs, "alignment_column": alignment,

@@ -20,6 +20,7 @@ from pipeline.scores_input import ScoresInput
 from pipeline.weight_fit import Pairs
 from schemas.scores import META_JOB
 from schemas.status import OK
+from schemas.user_error import UserError
 
 
 def source_alignment_column(scores: ScoresInput) -> str | None:
@@ -43,7 +44,7 @@ def collect_judged_rows(scores: ScoresInput, key_column: str, keys: pa.Array, co
     counts = pc.value_counts(table[key_column])
     twice = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(twice):
-        raise ValueError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
+        raise UserError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
                          "keys must be unique")
     return table
 
