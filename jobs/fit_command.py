@@ -77,8 +77,8 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
     fit = solve(x, data.pairs, l2=args.l2, nonnegative=not args.allow_negative)
     seconds = {"fit": time.perf_counter() - t0}
     out = fitted_checklist(checklist, names, fit.weights)
-    if out.media_type == "any":  # one fit per media type: each file is for its own kind
-        out = out.model_copy(update={"media_type": kind})
+    if out.media_type == "any":  # one fit per media type: each file is its own kind's checklist
+        out = out.model_copy(update={"media_type": kind, "name": f"{out.name}:{kind}"})
     report.update(
         weights={n: float(w) for n, w in zip(names, fit.weights) if n != ALIGNMENT},
         alignment_weight=out.aggregation.alignment_weight if has_alignment(checklist) else None,

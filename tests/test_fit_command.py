@@ -194,7 +194,7 @@ def test_a_checklist_for_any_media_is_written_per_kind(tmp_path: Path):
     paths = []
     for kind in ("image", "video"):
         fitted, _ = fit_media(kind, anyone, data, args)
-        assert fitted.media_type == kind
+        assert fitted.media_type == kind and fitted.name == f"{IMAGE.name}+fit:{kind}"
         paths.append(tmp_path / f"{kind}.yaml")
         paths[-1].write_text(yaml.safe_dump(json.loads(fitted.to_json())))
     assert set(resolve_checklists([str(x) for x in paths])) == {"image", "video"}
