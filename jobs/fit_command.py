@@ -25,6 +25,7 @@ from pipeline.storage import fsspec_filesystem, join
 from pipeline.weight_fit import (ALIGNMENT, feature_names, fitted_checklist, has_alignment, item_features, solve,
                                  zero_weights)
 from schemas.checklist import Checklist
+from schemas.user_error import UserError
 
 FIT_FILE = "fit.json"
 
@@ -76,6 +77,8 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
     fit = solve(x, data.pairs, l2=args.l2, nonnegative=not args.allow_negative)
     seconds = {"fit": time.perf_counter() - t0}
     out = fitted_checklist(checklist, names, fit.weights)
+    if out.media_type == "any":  # one fit per media type: each file is its own kind's checklist
+        out = out.model_copy(update={"media_type": kind, "name": f"{out.name}:{kind}"})
     report.update(
         weights={n: float(w) for n, w in zip(names, fit.weights) if n != ALIGNMENT},
         alignment_weight=out.aggregation.alignment_weight if has_alignment(checklist) else None,
@@ -83,7 +86,7 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         solver={"method": "L-BFGS-B", "converged": fit.converged, "message": fit.message,
                 "iterations": fit.iterations, "objective": fit.objective if np.isfinite(fit.objective) else None},
         pairs={"scored": len(data.pairs), "fitted": fit.pairs, "human_ties": int(np.sum(data.pairs.y == 0)),
-               "groups": int(len(np.unique(data.group)))},
+               "groups": len(np.unique(data.group))},
         in_sample={"fitted": evaluate(x, data.pairs, fit.weights).to_dict(),
                    **{f"stored_{c}": _stored_figures(data, c) for c in data.stored}},
     )
@@ -119,7 +122,7 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     w_before = {q.id: q.weight for q in before.questions}
     dims = {q.id: q.dimension for q in before.questions}
     lines += [f"{'question':<34} {'dimension':<16} {'before':>9} {'fitted':>9}"]
-    lines += [f"{q:<34} {str(dims[q]):<16} {w_before[q]:>9.4g} {w:>9.4g}" for q, w in r["weights"].items()]
+    lines += [f"{q:<34} {dims[q]!s:<16} {w_before[q]:>9.4g} {w:>9.4g}" for q, w in r["weights"].items()]
     if r.get("alignment"):
         lines.append(f"alignment: {r['alignment']}")
     elif r["alignment_weight"] is not None:
@@ -138,6 +141,9 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
         lines.append("note: the fitted pairs are separable, so the optimum lies at infinite weights; "
                      "the weights are where the solver stopped: give --l2 for finite ones")
     zero = r["zero_weight_questions"]
+    if len(zero) == len(r["weights"]) and not r.get("alignment_weight"):
+        lines.append("note: every weight is 0: no pair differs in its features, or no weights >= 0 order the pairs "
+                     "better than none; the fitted checklist ties every item")
     lines.append(f"zero weight ({len(zero)}): {', '.join(zero) if zero else 'none'}")
     return "\n".join(lines)
 
@@ -145,6 +151,8 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
+    if args.folds < 2 or args.max_pairs < 1 or args.l2 < 0:
+        raise UserError("--folds must be at least 2, --max-pairs at least 1 and --l2 at least 0")
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
     if fsspec_filesystem(args.out, storage).exists(join(args.out, FIT_FILE)):
@@ -152,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     alignment = args.alignment_column or source_alignment_column(scores)
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
-        raise ValueError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
+        raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
     stored = ["score_soft" if args.features == "soft" else "score"]
     columns = ["status", "media_type", "p_yes", *stored, *([alignment] if alignment else [])]
     scores.require_columns([args.key_column, *columns], "fit")
@@ -162,13 +170,13 @@ def run(args: argparse.Namespace) -> int:
     table = collect_judged_rows(scores, args.key_column, keys, columns)
     join_s = time.perf_counter() - t0
     if not table.num_rows:
-        raise ValueError(f"none of the {len(keys)} judged items is in the scores' {args.key_column!r} column "
+        raise UserError(f"none of the {len(keys)} judged items is in the scores' {args.key_column!r} column "
                          f"(judged keys look like {keys[0].as_py()!r}); see `vrscore fit --help` for the join")
     data = assemble(pairs, table, args.key_column, list(scores.checklists), alignment, stored)
     print(f"{data.judged_pairs:,} judged pairs; {table.num_rows:,} judged items found in the scores; left out: "
           + ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in data.skipped.items()))
     if not data.by_media:
-        raise ValueError("no judged pair has both items scored ok with one media type: nothing to fit")
+        raise UserError("no judged pair has both items scored ok with one media type: nothing to fit")
     report = {"scores": scores.data_uri, "judgments": args.judgments, "key_column": args.key_column,
               "features": args.features, "nonnegative": not args.allow_negative, "l2": args.l2,
               "folds": args.folds, "seed": args.seed, "max_pairs": args.max_pairs, "alignment_column": alignment,

@@ -20,6 +20,7 @@ from pipeline.scores_input import ScoresInput
 from pipeline.weight_fit import Pairs
 from schemas.scores import META_JOB
 from schemas.status import OK
+from schemas.user_error import UserError
 
 
 def source_alignment_column(scores: ScoresInput) -> str | None:
@@ -38,11 +39,12 @@ def collect_judged_rows(scores: ScoresInput, key_column: str, keys: pa.Array, co
     schema = scores.schema
     table = (pa.concat_tables(batches) if batches else
              pa.schema([schema.field(c) for c in dict.fromkeys([key_column, *columns])]).empty_table())
-    table = table.set_column(table.schema.get_field_index(key_column), key_column, pc.cast(table[key_column], pa.string()))
+    keys_as_text = pc.cast(table[key_column], pa.string())
+    table = table.set_column(table.schema.get_field_index(key_column), key_column, keys_as_text)
     counts = pc.value_counts(table[key_column])
     twice = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(twice):
-        raise ValueError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
+        raise UserError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
                          "keys must be unique")
     return table
 
@@ -72,9 +74,9 @@ def _index(keys: list[str], table_keys: pa.Array) -> np.ndarray:
 
 def assemble(pairs: HumanPairs, table: pa.Table, key_column: str, media_types: list[str],
              alignment_column: str | None, stored: list[str]) -> JudgedData:
-    """Pairs as item indices per media type (`table` holds at least one row). A pair with an item missing from the scores, an
-    item that failed, or items of two media types is left out and counted; human ties are
-    kept (held-out tau* counts them) and the fit leaves them out."""
+    """Pairs as item indices per media type (`table` holds at least one row). A pair with an
+    item missing from the scores, an item that failed, or items of two media types is left
+    out and counted; human ties are kept (held-out tau* counts them), the fit skips them."""
     keys = table[key_column].combine_chunks()
     ia, ib = _index(pairs.a, keys), _index(pairs.b, keys)
     ok = np.asarray(pc.fill_null(pc.equal(table["status"], OK), False), dtype=bool)

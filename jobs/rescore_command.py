@@ -20,6 +20,7 @@ from pipeline.storage import arrow_filesystem, join
 from schemas.checklist import Checklist
 from schemas.checklist_set import checklists_to_json, resolve_checklists
 from schemas.scores import META_JOB
+from schemas.user_error import UserError
 
 RECORD_FILE = "rescore.json"
 
@@ -42,7 +43,7 @@ def plan_checklists(scores: ScoresInput, new: dict[str, Checklist], alignment: s
     """The checklist of every media type after rescoring; refuses what cannot be rescored."""
     unknown = [k for k in new if k not in scores.checklists]
     if len(unknown) == len(new):
-        raise ValueError(f"the scores hold no rows scored for {', '.join(unknown)} (their checklists: "
+        raise UserError(f"the scores hold no rows scored for {', '.join(unknown)} (their checklists: "
                          f"{', '.join(scores.checklists)}): nothing to rescore")
     after = dict(scores.checklists)
     for kind, checklist in new.items():
@@ -53,7 +54,7 @@ def plan_checklists(scores: ScoresInput, new: dict[str, Checklist], alignment: s
     used = job.get("alignment_column")
     needs = [c.name for c in after.values() if c.aggregation.rule == "linear" and c.aggregation.alignment_weight]
     if used and needs and not alignment:
-        raise ValueError(f"the scores were made with alignment from column {used!r}, which they do not keep, and "
+        raise UserError(f"the scores were made with alignment from column {used!r}, which they do not keep, and "
                          f"{needs[0]!r} has an alignment term: pass --alignment-column with a column holding it "
                          "(keep it when scoring: --keep-columns)")
     return after

@@ -47,7 +47,7 @@ class Spread:
     max: float | None
 
     @staticmethod
-    def of(values: list[float | None]) -> "Spread":
+    def of(values: list[float | None]) -> Spread:
         v = np.array([x for x in values if x is not None], dtype=np.float64)
         if not len(v):
             return Spread(None, None, None, None)
@@ -75,7 +75,8 @@ def cross_validate(x: np.ndarray, pairs: Pairs, fold: np.ndarray, *, l2: float =
             train = np.sort(rng.choice(train, train_size, replace=False))
         test = pairs.take(np.flatnonzero(fold == f))
         fit = solve(x, pairs.take(train), l2=l2, nonnegative=nonnegative)
-        out.append(FoldResult(int(f), len(train), len(test), fit.weights, fit.converged, evaluate(x, test, fit.weights)))
+        metrics = evaluate(x, test, fit.weights)
+        out.append(FoldResult(int(f), len(train), len(test), fit.weights, fit.converged, metrics))
     return out
 
 

@@ -18,6 +18,7 @@ from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json
 from schemas.scores import BASE_FIELDS, META_JOB, META_MODEL, dimension_columns, scores_schema
 from schemas.status import OK
+from schemas.user_error import UserError
 
 META_RESCORE = b"vrscore.rescore"
 RESCORED = {"checklist", "p_yes", "answers", "score", "score_soft"}
@@ -32,7 +33,7 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
     question the stored scores lack, and a prompt the model was not asked."""
     for attr in ("prompt_template", "system_prompt"):
         if getattr(source, attr) != getattr(new, attr):
-            raise ValueError(f"checklist {new.name!r} has another {attr} than {source.name!r}, which the stored p_yes "
+            raise UserError(f"checklist {new.name!r} has another {attr} than {source.name!r}, which the stored p_yes "
                              f"answer ({getattr(new, attr)!r} vs {getattr(source, attr)!r}); rescore changes weights, "
                              "aggregation and masks, not what the model was asked")
     by_id = {q.id: i for i, q in enumerate(source.questions)}
@@ -45,10 +46,10 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
         elif _norm(q.text) in by_text:
             columns.append(by_text[_norm(q.text)])
         elif i is not None:
-            raise ValueError(f"question {q.id!r} of {new.name!r} reads {q.text!r}, but the stored scores "
+            raise UserError(f"question {q.id!r} of {new.name!r} reads {q.text!r}, but the stored scores "
                              f"({source.name!r}) answered {source.questions[i].text!r} under that id")
         else:
-            raise ValueError(f"question {q.id!r} of {new.name!r} ({q.text!r}) is not in the stored scores "
+            raise UserError(f"question {q.id!r} of {new.name!r} ({q.text!r}) is not in the stored scores "
                              f"({source.name!r}): its p_yes was never computed; score it with `vrscore score`")
     return np.array(columns, dtype=np.int64)
 
@@ -90,7 +91,7 @@ class Rescorer:
             stored = batch["p_yes"].take(pa.array(rows))
             p = pc.list_flatten(stored).to_numpy(zero_copy_only=False).reshape(len(rows), -1)
             if p.shape[1] != len(source.questions):
-                raise ValueError(f"stored p_yes has {p.shape[1]} values per row, checklist {source.name!r} "
+                raise UserError(f"stored p_yes has {p.shape[1]} values per row, checklist {source.name!r} "
                                  f"has {len(source.questions)} questions")
             p = p[:, columns]
             align = None

@@ -76,7 +76,7 @@ class Pairs:
     b: np.ndarray  # (P,) item index of the second
     y: np.ndarray  # (P,) +1 humans prefer a, -1 b, 0 tie
 
-    def take(self, idx: np.ndarray) -> "Pairs":
+    def take(self, idx: np.ndarray) -> Pairs:
         return Pairs(self.a[idx], self.b[idx], self.y[idx])
 
     def __len__(self) -> int:

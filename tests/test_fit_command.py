@@ -1,9 +1,10 @@
 """`vrscore fit` end to end on a local Ray: planted weights behind made-up scores and Parquet
 pairs, every left-out pair counted, the fitted checklist loadable and scoring as the model;
-the ImageReward JSON format through a key column; --max-pairs."""
+the ImageReward JSON format through a key column; --max-pairs; fit and rescore on S3."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ from jobs.cli import main
 from pipeline.weight_fit import feature_names, item_features
 from pipeline.weighting import aggregate
 from schemas.checklist_set import resolve_checklists
+from tests.job_process import job_env, ray_tmp, run_job  # noqa: F401 - fixture
 from tests.paths import PREFERENCES, require
 from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
+from tests.s3_fixtures import s3_endpoint  # noqa: F401 - fixture
 from tests.scores_fixtures import CHECKLISTS, random_rows, write_scores
 from tests.test_eval_command import made_up_rows
 
@@ -132,3 +135,66 @@ def test_fit_refuses_judgments_that_match_nothing(tmp_path: Path, ray_session, c
                  "--out", str(tmp_path / "fit"), "--quiet"]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "fit").exists()
+
+
+@pytest.mark.slow
+def test_rescore_and_fit_on_s3(tmp_path: Path, s3_endpoint, ray_tmp):  # noqa: F811
+    """Both commands read and write s3:// through the downstream commands' storage flags."""
+    bucket = s3_endpoint.make_bucket()
+    rows = random_rows(np.random.default_rng(5), 40, (3, 5))
+    write_scores(tmp_path / "s", rows)
+    for f in sorted((tmp_path / "s").rglob("*.*")):
+        s3_endpoint.upload(f, f"s3://{bucket}/s/{f.relative_to(tmp_path / 's')}")
+    ids = [r["id"] for r in rows]
+    pq.write_table(pa.table({"group": [i.split("/")[0] for i in ids], "id": ids,
+                             "rank": [int(i.split("/")[1]) for i in ids]}), tmp_path / "j.parquet")
+    judgments = s3_endpoint.upload(tmp_path / "j.parquet", f"s3://{bucket}/j.parquet")
+    flags = ["--endpoint-url", s3_endpoint.url, "--quiet"]
+    commands = [["rescore", "--scores", f"s3://{bucket}/s", "--checklist", "default", "--out", f"s3://{bucket}/r",
+                 *flags],
+                ["fit", "--scores", f"s3://{bucket}/r", "--judgments", judgments, "--out", f"s3://{bucket}/fit",
+                 *flags]]
+    script = f"import sys; from jobs.cli import main; sys.exit(max(main(c) for c in {commands!r}))"
+    proc = run_job([sys.executable, "-c", script], job_env(ray_tmp, s3_endpoint.env))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    fs = s3_endpoint.filesystem()
+    rescored = pa.concat_tables(pq.read_table(fs.open(f, "rb")) for f in fs.find(f"{bucket}/r/scores"))
+    original = pq.read_table(tmp_path / "s" / "scores")
+    assert rescored.sort_by("id").select(original.column_names).equals(original.sort_by("id"))
+    assert fs.exists(f"{bucket}/r/rescore.json") and fs.exists(f"{bucket}/fit/image.yaml")
+    report = json.loads(fs.cat_file(f"{bucket}/fit/fit.json"))
+    assert report["pairs"]["judged"] == sum(len(g) * (len(g) - 1) // 2 for g in
+                                            _groups(ids).values())
+    assert report["media_types"]["image"]["solver"]["converged"]
+
+
+def _groups(ids: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for i in ids:
+        out.setdefault(i.split("/")[0], []).append(i)
+    return out
+
+
+def test_a_checklist_for_any_media_is_written_per_kind(tmp_path: Path):
+    """fit_media without Ray: each kind's file names its own kind, so both load side by side."""
+    import argparse
+
+    import yaml
+
+    from jobs.fit_command import fit_media
+    from jobs.fit_data import MediaPairs
+    from pipeline.weight_fit import Pairs
+
+    anyone = IMAGE.model_copy(update={"media_type": "any"})
+    rng = np.random.default_rng(0)
+    p = rng.random((40, len(IMAGE.questions))).astype(np.float32)
+    a, b = np.arange(0, 40, 2), np.arange(1, 40, 2)
+    data = MediaPairs(p, None, {"score": np.zeros(40)}, Pairs(a, b, rng.choice([-1, 1], 20)), a // 4)
+    args = argparse.Namespace(max_pairs=100, seed=0, features="hard", l2=0.1, allow_negative=False, folds=2)
+    paths = []
+    for kind in ("image", "video"):
+        fitted, _ = fit_media(kind, anyone, data, args)
+        assert fitted.media_type == kind and fitted.name == f"{IMAGE.name}+fit:{kind}"
+        paths.append(tmp_path / f"{kind}.yaml")
+        paths[-1].write_text(yaml.safe_dump(json.loads(fitted.to_json())))
+    assert set(resolve_checklists([str(x) for x in paths])) == {"image", "video"}

@@ -73,7 +73,8 @@ def test_original_checklists_reproduce_every_column_bit_for_bit(scored: Path, tm
         assert after[name].equals(before[name]), name
         if pa.types.is_floating(before.schema.field(name).type):
             assert _bits(after[name]) == _bits(before[name]), name
-    assert json.loads((tmp_path / "r" / "checklist.json").read_text()) == json.loads((scored / "checklist.json").read_text())
+    checklists = json.loads((tmp_path / "r" / "checklist.json").read_text())
+    assert checklists == json.loads((scored / "checklist.json").read_text())
     record = json.loads(pq.read_schema(next((tmp_path / "r" / "scores").glob("*.parquet"))).metadata[META_RESCORE])
     assert record["source"] == str(scored / "scores") and record["alignment_column"] == "vqa"
     assert record == json.loads((tmp_path / "r" / "rescore.json").read_text())
@@ -96,7 +97,8 @@ def test_new_weights_give_the_upstream_formulas(scored: Path, tmp_path: Path):
         if new["status"] != status.OK:
             assert new["score"] is None and new["score_soft"] is None
             continue
-        for kind, values in (("score", np.array(new["answers"], float)), ("score_soft", 2 * np.array(new["p_yes"]) - 1)):
+        hard, soft = np.array(new["answers"], float), 2 * np.array(new["p_yes"]) - 1
+        for kind, values in (("score", hard), ("score_soft", soft)):
             if new["media_type"] == "video":  # upstream: mean over questions of answer * weight
                 want = float(np.mean(values * np.array(video_w)))
             else:  # upstream: gates zero their lines, then coef . [alignment, answers[3:]] + intercept
@@ -169,3 +171,36 @@ def test_filter_eval_pairs_and_report_read_a_rescored_output(scored: Path, tmp_p
                  "--out", str(tmp_path / "p"), "--quiet"]) == 0
     assert main(["report", "--scores", str(tmp_path / "r"), "--out", str(tmp_path / "report.html"), "--quiet"]) == 0
     assert (tmp_path / "report.html").stat().st_size > 0
+
+
+def test_fit_then_rescore_on_the_scored_output_learns_the_alignment_weight(scored: Path, tmp_path: Path, capsys):
+    """fit -> rescore on the VisionReward image checklist: masks, alignment from the kept
+    `vqa` column; the rescored score is the upstream linear formula with the fitted weights."""
+    before = _table(scored)
+    images = [r for r in before.to_pylist() if r["media_type"] == "image"]
+    align = {r["id"]: 0.7 if r["vqa"] is None else r["vqa"] for r in images}
+    # humans follow the alignment here, so its weight must come out positive
+    ranks = {i: rank for g in ("g0", "g1") for rank, i in
+             enumerate(sorted((r["id"] for r in images if r["group"] == f"prompt {g[1]}"), key=lambda i: -align[i]))}
+    judged = {"group": [i.split("/")[0] for i in ranks], "id": list(ranks), "rank": list(ranks.values())}
+    pq.write_table(pa.table(judged), tmp_path / "j.parquet")
+    assert main(["fit", "--scores", str(scored), "--judgments", str(tmp_path / "j.parquet"), "--l2", "0.1",
+                 "--out", str(tmp_path / "fit"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "fit" / "fit.json").read_text())
+    assert report["alignment_column"] == "vqa"
+    image = report["media_types"]["image"]
+    assert image["alignment_weight"] > 0 and "alignment" not in image  # fitted, not kept
+    assert main(["rescore", "--scores", str(scored), "--checklist", str(tmp_path / "fit" / "image.yaml"),
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    ids = [q["id"] for q in json.loads((scored / "checklist.json").read_text())["image"]["questions"]]
+    for row in _table(tmp_path / "r").to_pylist():
+        if row["media_type"] != "image" or row["status"] != status.OK:
+            continue
+        a = np.array(row["answers"], dtype=float)
+        for gate, lines in UPSTREAM_MASKS.items():
+            if row["answers"][gate] < 0:
+                a[lines] = 0.0
+        want = image["alignment_weight"] * align[row["id"]] + sum(image["weights"][q] * a[k] for k, q in enumerate(ids)
+                                                                  if q in image["weights"])
+        assert row["score"] == pytest.approx(want, rel=1e-12, abs=1e-12)
+        assert row["checklist"].endswith("+fit")

@@ -37,7 +37,7 @@ def cosine(u: np.ndarray, v: np.ndarray) -> float:
 
 
 def test_planted_weights_are_recovered_with_their_zeros():
-    x, w, pairs, group = planted_problem(4000, 5, seed=0)  # 40,000 pairs
+    x, w, pairs, _ = planted_problem(4000, 5, seed=0)  # 40,000 pairs
     fit = solve(x, pairs)
     assert fit.converged and fit.pairs == 40_000
     assert cosine(fit.weights, w) >= 0.95
@@ -84,7 +84,7 @@ def test_curve_sizes():
 
 
 def test_learning_curve_rises_to_the_cross_validation_figure():
-    x, w, pairs, group = planted_problem(600, 5, seed=4)
+    x, _, pairs, group = planted_problem(600, 5, seed=4)
     folds = grouped_folds(group, 4)
     curve = learning_curve(x, pairs, folds)
     assert [p["train_pairs"] for p in curve] == [100, 200, 500, 1000, 2000, 4500]
