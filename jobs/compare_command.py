@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from pipeline.storage import add_storage_args, storage_from_args
+from schemas.user_error import UserError
 
 if TYPE_CHECKING:  # the CLI imports this module for --help: torch and Ray only when run
     from jobs.reward_api import ItemScore
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         print("vrscore compare: cannot compare, " + "; ".join(failed), file=sys.stderr)
         return 1
     if a.checklist != b.checklist:
-        raise ValueError(f"A was scored with checklist {a.checklist!r} and B with {b.checklist!r} (an image and a "
+        raise UserError(f"A was scored with checklist {a.checklist!r} and B with {b.checklist!r} (an image and a "
                          "video?): their scores are not on one scale")
     c = comparison(a, b, args.by)
     print(json.dumps(c, indent=2) if args.json else format_comparison(c))
