@@ -82,7 +82,8 @@ def fast_path_flops(adapter, item: MediaInput, qs: list[str]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"],
+                    help="default: bfloat16 on cuda, float32 on cpu (bf16 on CPU is slow and proves nothing)")
     ap.add_argument("--dry-run", action="store_true", help="tiny model and shapes (a CI check)")
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--model-dir", type=Path, help="a checkpoint built earlier (else built in a temp folder)")
@@ -90,6 +91,7 @@ def main() -> int:
     ap.add_argument("--image-qa", type=Path, default=VR / "VisionReward_Image" / "VisionReward_image_qa_select.txt")
     args = ap.parse_args()
     cuda = args.device == "cuda"
+    args.dtype = args.dtype or ("bfloat16" if cuda else "float32")
     if cuda and not torch.cuda.is_available():
         ap.error("--device cuda but torch sees no GPU")
     if args.dry_run:

@@ -22,5 +22,5 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     assert {k: v["questions"] for k, v in result["cases"].items()} == {"video": 29, "image": 30}
     for case in result["cases"].values():
         assert case["fast_items_per_s"] > 0 and case["reference_items_per_s"] > 0
-        assert case["max_abs_p_yes_diff"] < 0.05  # bf16 on both paths
+        assert case["max_abs_p_yes_diff"] < 1e-4  # float32 on CPU: the two paths agree closely
     assert set(result["token_budget_sweep"]) == {"256", "1024"}
