@@ -28,7 +28,7 @@ FINGERPRINT_KEY = "manifest_fingerprint"
 # JobConfig fields that change what a row's scores are.
 RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
 # Keys inside those fields that change speed only; also absent from job.json of older versions.
-SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches"})
+SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
 
 
 class OutputMismatchError(UserError):
