@@ -31,7 +31,7 @@ import torch
 import transformers
 
 from actors.adapters import MediaInput, load_adapter
-from actors.adapters.qwen2_vl_inputs import common_prefix_length
+from actors.adapters.packing import common_prefix_length
 from actors.demo_model import build_demo_model
 from schemas.job_config import DecodeConfig, ModelConfig
 
@@ -69,14 +69,20 @@ def timed(fn, batch, qs, cuda: bool, repeats: int) -> tuple[float, list[np.ndarr
 
 
 def fast_path_flops(adapter, item: MediaInput, qs: list[str]) -> float:
+    """2 x parameters x tokens: the vision tower once per patch, the decoder once per prefix and
+    suffix token (embedding lookups cost no FLOPs)."""
     prepared = adapter.prepare(item, qs)
     p = common_prefix_length(prepared.sequences)
     suffix_tokens = sum(len(seq) - p for seq in prepared.sequences)
-    model = adapter.model.model
-    vision = sum(t.numel() for t in model.visual.parameters())
-    lm = model.language_model
+    inner = adapter.model.model
+    lm = inner.language_model
     language = sum(t.numel() for t in lm.parameters()) - lm.embed_tokens.weight.numel()
-    return 2 * vision * prepared.visual.pixel_values.shape[0] + 2 * language * (p + suffix_tokens)
+    vision = sum(t.numel() for t in inner.parameters()) - sum(t.numel() for t in lm.parameters())
+    media = adapter.family.media_kwargs([prepared.visual], torch.device("cpu"), torch.float32)
+    vcfg = adapter.model.config.vision_config
+    per_patch = 3 * getattr(vcfg, "temporal_patch_size", 1) * vcfg.patch_size**2
+    patches = sum(v.numel() for k, v in media.items() if k.startswith("pixel_values")) // per_patch
+    return 2 * vision * patches + 2 * language * (p + suffix_tokens)
 
 
 def main() -> int:
