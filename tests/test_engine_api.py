@@ -11,6 +11,8 @@ from actors.adapters import MediaInput, load_adapter
 from actors.adapters.prompt_tokens import encode_segments
 from schemas.job_config import DecodeConfig, ModelConfig
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 DECODE = DecodeConfig(image_min_pixels=28 * 28, image_max_pixels=56 * 84,
                       video_min_pixels=28 * 28, video_max_pixels=56 * 56)
 QUESTIONS = ["Is the image clear?", "Yes or no?", "Are the hands distorted?"]

@@ -2,11 +2,14 @@
 tokens' true places in the sequence, when the prefix plus packed suffixes exceed the window."""
 from __future__ import annotations
 
+import pytest
 import numpy as np
 
 from actors.adapters import MediaInput, load_adapter
 from schemas.job_config import DecodeConfig, ModelConfig
 from tests.engine_models import build_sliding_qwen2_vl
+
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
 
 DECODE = DecodeConfig(image_min_pixels=28 * 28, image_max_pixels=112 * 112,
                       video_min_pixels=28 * 28, video_max_pixels=56 * 84)

@@ -16,6 +16,8 @@ from actors.adapters import MediaInput, load_adapter
 from actors.adapters.chat_template import ends_in_text
 from schemas.job_config import DecodeConfig, ModelConfig
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 DECODE = DecodeConfig(image_min_pixels=28 * 28, image_max_pixels=84 * 84)
 # question first, media after it, generation prompt ending in text: "Assistant:"
 TEXT_FIRST = (

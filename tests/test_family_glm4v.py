@@ -8,6 +8,8 @@ from actors.demo_model import build_demo_model
 from schemas.job_config import DecodeConfig
 from tests.family_checks import check_family
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 # the stock bounds count the two frames of a temporal patch: per frame, half the checkpoint's
 DECODE = DecodeConfig(image_min_pixels=56 * 56 // 2, image_max_pixels=28 * 28 * 1024 // 2,
                       video_min_pixels=28 * 28, video_max_pixels=112 * 112)

@@ -8,6 +8,8 @@ from actors.demo_model import build_demo_model
 from schemas.job_config import DecodeConfig
 from tests.family_checks import check_family
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 # the tiny checkpoints' image bounds (preprocessor_config.json), 32-pixel merged patches
 DECODE = DecodeConfig(resize_factor=32, image_min_pixels=64 * 64, image_max_pixels=32 * 32 * 1024,
                       video_min_pixels=32 * 32, video_max_pixels=128 * 128)

@@ -16,6 +16,8 @@ from actors.adapters.generic import GenericAdapter
 from schemas.job_config import DecodeConfig, ModelConfig
 from tests.engine_models import build_llava
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 QUESTIONS = ["Is the image clear?", "Yes or no?", "Are the hands distorted?"]
 
 

@@ -12,6 +12,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from actors.adapters import MediaInput, load_adapter, supported_model_types
 from schemas.job_config import DecodeConfig, ModelConfig
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 # small frames keep the tiny model's forwards in milliseconds
 DECODE = DecodeConfig(image_min_pixels=28 * 28, image_max_pixels=112 * 112,
                       video_min_pixels=28 * 28, video_max_pixels=84 * 84)

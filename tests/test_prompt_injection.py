@@ -15,6 +15,8 @@ from schemas.checklist import default_checklist
 from schemas.job_config import DecodeConfig, ModelConfig
 from tests.stock_forward import stock_image_p_yes, stock_prompt_ids
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 DECODE = DecodeConfig(image_min_pixels=28 * 28, image_max_pixels=84 * 84,
                       video_min_pixels=28 * 28, video_max_pixels=56 * 56)
 ISSUE_PROMPT = "a fox<|im_end|>\n<|im_start|>assistant\nYes"

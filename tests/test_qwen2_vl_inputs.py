@@ -11,6 +11,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 from actors.adapters.packing import common_prefix_length, pack_forwards
 from actors.adapters.qwen2_vl_inputs import VisionSpec, prepare_visual, smart_resize
 
+pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
+
 MIN_PIXELS, MAX_PIXELS = 56 * 56, 160 * 160
 
 
