@@ -13,7 +13,7 @@ import numpy as np
 
 from actors.adapters import load_adapter
 from actors.adapters.base import MediaInput
-from actors.systemic_failure import FailureStreak, uniform_failure
+from actors.systemic_failure import CANARY_PROMPT, FailureStreak, canary_item, startup_failed, uniform_failure
 from actors.model_store import local_model
 from pipeline.null_columns import nulls_as_none
 from schemas import status
@@ -58,7 +58,23 @@ class ChecklistScorer:
             self.adapters[kind] = shared or load_adapter(
                 self.model_cfg, DecodeConfig.model_validate(decode), system_prompt=key
             )
+        self._start_canaries(DecodeConfig.model_validate(decode))
         log.info("scorer ready in %.1fs (model %s)", time.perf_counter() - t0, self.model_cfg.model)
+
+    def _start_canaries(self, decode: DecodeConfig) -> None:
+        """Score one synthetic item per media kind the model takes, as rows are scored; a failure
+        here means the model cannot score anything: the actor fails to start, no row is marked.
+        The result is discarded, so rows are scored exactly as without it."""
+        for kind, checklist in self.checklists.items():
+            if kind not in _media_types(self.adapters[kind]):
+                continue  # such rows fail one by one with the adapter's own error
+            item = canary_item(kind, decode)
+            questions = checklist.render(CANARY_PROMPT if checklist.uses_prompt else None)
+            try:
+                self._score(kind, [item], [questions])
+            except Exception as exc:  # noqa: BLE001 - whatever it is, nothing can be scored
+                raise startup_failed(kind, self.model_cfg.model, exc) from exc
+            self._canary[kind] = (item, questions)
 
     def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[np.ndarray]:
         adapter = self.adapters[kind]
@@ -101,7 +117,7 @@ class ChecklistScorer:
             else:
                 self._streak.observe(None)
             ok = next((j for j, res in enumerate(results) if not isinstance(res, Exception)), None)
-            if ok is not None:
+            if ok is not None and kind not in self._canary:
                 self._canary[kind] = (items[ok], questions[ok])
             for i, res in zip(rows, results):
                 if isinstance(res, Exception):
@@ -119,12 +135,18 @@ class ChecklistScorer:
             item, qs = self._canary[kind]
             try:
                 self._score(kind, [item], [qs])
-            except Exception as exc:  # noqa: BLE001 - compared with the batch's failure
-                if type(exc) is type(error):
-                    self._streak.canary_failed(error)
+            except Exception as exc:  # noqa: BLE001 - a known-good item failing is the model's fault
+                self._streak.canary_failed(error, exc)
             else:
                 error = None  # the model still scores a known-good item: these items are at fault
         self._streak.observe(error)
+
+
+def _media_types(adapter) -> tuple[str, ...]:
+    """The kinds a start-up canary is made for: a family module's; the generic path's processor
+    takes images (it refuses to load without an image processor), video is not known."""
+    family = getattr(adapter, "family", None)
+    return tuple(getattr(family, "media_types", ("image",)))
 
 
 def _set_cpu_threads(threads: int | None) -> None:
