@@ -49,6 +49,7 @@ class ChecklistScorer:
         # A broken model or device must stop the job, not pass as bad items (actors/systemic_failure.py).
         self._streak = FailureStreak(self.model_cfg.systemic_failure_batches)
         self._canary: dict[str, tuple[MediaInput, list[str]]] = {}
+        self._not_taken: set[str] = set()  # kinds the model's family does not take: their rows fail alone
         self.adapters = {}
         # One model, but each checklist may carry its own system prompt.
         t0 = time.perf_counter()
@@ -66,13 +67,17 @@ class ChecklistScorer:
         here means the model cannot score anything: the actor fails to start, no row is marked.
         The result is discarded, so rows are scored exactly as without it."""
         for kind, checklist in self.checklists.items():
-            if kind not in _media_types(self.adapters[kind]):
-                continue  # such rows fail one by one with the adapter's own error
+            taken = _media_types(self.adapters[kind])
+            if taken is not None and kind not in taken:
+                self._not_taken.add(kind)  # such rows fail one by one with the adapter's own error
+                continue
+            if taken is None and kind != "image":
+                continue  # the generic path: whether its processor takes video is not known
             item = canary_item(kind, decode)
             questions = checklist.render(CANARY_PROMPT if checklist.uses_prompt else None)
             try:
                 self._score(kind, [item], [questions])
-            except Exception as exc:  # noqa: BLE001 - whatever it is, nothing can be scored
+            except Exception as exc:  # whatever it is, the model cannot score anything
                 raise startup_failed(kind, self.model_cfg.model, exc) from exc
             self._canary[kind] = (item, questions)
 
@@ -131,7 +136,9 @@ class ChecklistScorer:
     def _check_systemic(self, kind: str, results: list) -> None:
         """Raise SystemicScoringError when a batch's failure is the model's, not its items'."""
         error = uniform_failure(results)
-        if error is not None and kind in self._canary:
+        if kind in self._not_taken:
+            error = None  # the model refuses this kind by design: each row says so, nothing is broken
+        elif error is not None and kind in self._canary:
             item, qs = self._canary[kind]
             try:
                 self._score(kind, [item], [qs])
@@ -142,11 +149,11 @@ class ChecklistScorer:
         self._streak.observe(error)
 
 
-def _media_types(adapter) -> tuple[str, ...]:
-    """The kinds a start-up canary is made for: a family module's; the generic path's processor
-    takes images (it refuses to load without an image processor), video is not known."""
+def _media_types(adapter) -> tuple[str, ...] | None:
+    """The kinds a family module takes; None on the generic path, whose processor takes images
+    (it refuses to load without an image processor) and perhaps videos."""
     family = getattr(adapter, "family", None)
-    return tuple(getattr(family, "media_types", ("image",)))
+    return None if family is None else tuple(family.media_types)
 
 
 def _set_cpu_threads(threads: int | None) -> None:

@@ -12,7 +12,8 @@ an out-of-memory device or a corrupted model fails every item, and marking each 
   the items are at fault;
 - a kind without a start-up canary (the generic path's videos: whether its processor takes
   video is not known) takes its first scored item as canary; until then, `limit` consecutive
-  suspect batches with the same exception type stop the job.
+  suspect batches with the same exception type stop the job;
+- rows of a kind the family does not take (videos for Gemma 3) fail one by one, never a stop.
 Stopping is `SystemicScoringError`, raised out of the stage: Ray Data fails the job with it.
 """
 from __future__ import annotations

@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 
 from actors.adapters.engine import ChecklistEngine
+from actors.adapters.families.qwen2_vl import Qwen2VLFamily
 from actors.checklist_scorer import ChecklistScorer
 from actors.media_decoder import MediaDecoder
+from actors.synthetic_media import write_video
 from actors.systemic_failure import FailureStreak, SystemicScoringError, uniform_failure
 from pipeline.score_pipeline import validate_rows
 from schemas import status
@@ -157,6 +159,23 @@ def test_bad_items_stay_row_errors_however_many_batches(tmp_path, scorer, faults
         assert list(out["status"]) == [status.SCORE_ERROR] * 2 and "this item is bad" in out["error"][0]
     mixed = _decoded_images(tmp_path / "g", 3, black={1})
     assert list(scorer(mixed)["status"]) == [status.OK, status.SCORE_ERROR, status.OK]
+
+
+def test_rows_of_a_kind_the_family_does_not_take_stay_row_errors(tmp_path, demo_model_dir, monkeypatch):
+    # As Gemma 3 (images only) with videos in the manifest: every video batch fails with one
+    # type, and no video canary can exist; that is the rows' kind, not a broken model.
+    monkeypatch.setattr(Qwen2VLFamily, "media_types", ("image",))
+    scorer = _scorer(demo_model_dir)
+    assert set(scorer._canary) == {"image"}
+    uris = [str(write_video(tmp_path / f"{k}.mp4", n_frames=4, seed=k)) for k in range(2)]
+    batch = {"id": np.array(["v0", "v1"], dtype=object), "uri": np.array(uris, dtype=object),
+             "prompt": np.array(["a cat"] * 2, dtype=object)}
+    checklists = resolve_checklists(["default"])
+    decoded = MediaDecoder(DecodeConfig(frames="uniform:2").model_dump())(
+        validate_rows(batch, {k: c.uses_prompt for k, c in checklists.items()}))
+    for _ in range(K + 1):
+        out = scorer(decoded)
+        assert list(out["status"]) == [status.SCORE_ERROR] * 2 and "takes image, not video" in out["error"][0]
 
 
 def test_failure_streak_counts_one_exception_type_in_a_row():
