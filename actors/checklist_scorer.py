@@ -13,7 +13,7 @@ import numpy as np
 
 from actors.adapters import load_adapter
 from actors.adapters.base import MediaInput
-from actors.systemic_failure import FailureStreak, uniform_failure
+from actors.systemic_failure import CANARY_PROMPT, FailureStreak, canary_item, startup_failed, uniform_failure
 from actors.model_store import local_model
 from pipeline.null_columns import nulls_as_none
 from schemas import status
@@ -49,6 +49,7 @@ class ChecklistScorer:
         # A broken model or device must stop the job, not pass as bad items (actors/systemic_failure.py).
         self._streak = FailureStreak(self.model_cfg.systemic_failure_batches)
         self._canary: dict[str, tuple[MediaInput, list[str]]] = {}
+        self._not_taken: set[str] = set()  # kinds the model's family does not take: their rows fail alone
         self.adapters = {}
         # One model, but each checklist may carry its own system prompt.
         t0 = time.perf_counter()
@@ -58,7 +59,27 @@ class ChecklistScorer:
             self.adapters[kind] = shared or load_adapter(
                 self.model_cfg, DecodeConfig.model_validate(decode), system_prompt=key
             )
+        self._start_canaries(DecodeConfig.model_validate(decode))
         log.info("scorer ready in %.1fs (model %s)", time.perf_counter() - t0, self.model_cfg.model)
+
+    def _start_canaries(self, decode: DecodeConfig) -> None:
+        """Score one synthetic item per media kind the model takes, as rows are scored; a failure
+        here means the model cannot score anything: the actor fails to start, no row is marked.
+        The result is discarded, so rows are scored exactly as without it."""
+        for kind, checklist in self.checklists.items():
+            taken = _media_types(self.adapters[kind])
+            if taken is not None and kind not in taken:
+                self._not_taken.add(kind)  # such rows fail one by one with the adapter's own error
+                continue
+            if taken is None and kind != "image":
+                continue  # the generic path: whether its processor takes video is not known
+            item = canary_item(kind, decode)
+            questions = checklist.render(CANARY_PROMPT if checklist.uses_prompt else None)
+            try:
+                self._score(kind, [item], [questions])
+            except Exception as exc:  # whatever it is, the model cannot score anything
+                raise startup_failed(kind, self.model_cfg.model, exc) from exc
+            self._canary[kind] = (item, questions)
 
     def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[np.ndarray]:
         adapter = self.adapters[kind]
@@ -101,7 +122,7 @@ class ChecklistScorer:
             else:
                 self._streak.observe(None)
             ok = next((j for j, res in enumerate(results) if not isinstance(res, Exception)), None)
-            if ok is not None:
+            if ok is not None and kind not in self._canary:
                 self._canary[kind] = (items[ok], questions[ok])
             for i, res in zip(rows, results):
                 if isinstance(res, Exception):
@@ -115,16 +136,24 @@ class ChecklistScorer:
     def _check_systemic(self, kind: str, results: list) -> None:
         """Raise SystemicScoringError when a batch's failure is the model's, not its items'."""
         error = uniform_failure(results)
-        if error is not None and kind in self._canary:
+        if kind in self._not_taken:
+            error = None  # the model refuses this kind by design: each row says so, nothing is broken
+        elif error is not None and kind in self._canary:
             item, qs = self._canary[kind]
             try:
                 self._score(kind, [item], [qs])
-            except Exception as exc:  # noqa: BLE001 - compared with the batch's failure
-                if type(exc) is type(error):
-                    self._streak.canary_failed(error)
+            except Exception as exc:  # noqa: BLE001 - a known-good item failing is the model's fault
+                self._streak.canary_failed(error, exc)
             else:
                 error = None  # the model still scores a known-good item: these items are at fault
         self._streak.observe(error)
+
+
+def _media_types(adapter) -> tuple[str, ...] | None:
+    """The kinds a family module takes; None on the generic path, whose processor takes images
+    (it refuses to load without an image processor) and perhaps videos."""
+    family = getattr(adapter, "family", None)
+    return None if family is None else tuple(family.media_types)
 
 
 def _set_cpu_threads(threads: int | None) -> None:

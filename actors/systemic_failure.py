@@ -3,15 +3,31 @@
 A bad item fails alone: its row gets `score_error` and the job goes on. A lost CUDA context,
 an out-of-memory device or a corrupted model fails every item, and marking each row
 `score_error` would blame the data for it, and with it checkpoint those rows as done. So:
-- a batch in which every item failed, one by one too, with one exception type is suspect;
-- where the actor has scored an item before (its "canary", kept per media kind), that item
-  is scored again: if it now fails with the same type, the model is broken: stop at once;
-  if it succeeds, the items are at fault;
-- without a canary (nothing scored yet on this actor), `limit` consecutive suspect batches
-  with the same exception type stop the job.
+- at start-up the actor scores one synthetic item per media kind the model takes (`canary_item`,
+  through the same adapter call as rows); if that fails, the actor fails to start, so a model
+  broken from the start stops the job before any row is marked. The item is kept as the kind's
+  known-good "canary";
+- a batch in which every item failed, one by one too, with one exception type is suspect: the
+  canary is scored again; if it now fails, the model is broken: stop at once; if it succeeds,
+  the items are at fault;
+- a kind without a start-up canary (the generic path's videos: whether its processor takes
+  video is not known) takes its first scored item as canary; until then, `limit` consecutive
+  suspect batches with the same exception type stop the job;
+- rows of a kind the family does not take (videos for Gemma 3) fail one by one, never a stop.
 Stopping is `SystemicScoringError`, raised out of the stage: Ray Data fails the job with it.
 """
 from __future__ import annotations
+
+from actors.adapters.base import MediaInput
+from actors.synthetic_media import make_picture, make_video_frames
+from pipeline.frame_sampling import parse_frames_spec
+from schemas.job_config import DecodeConfig
+
+# A plain source size every family's resize rule and processor takes; the adapter resizes it
+# (`resized=False`) with the family's own rule, so no family-specific size is needed here.
+_CANARY_SIZE = (224, 224)
+# A short prompt for checklists whose questions quote the item's prompt.
+CANARY_PROMPT = "a picture"
 
 
 class SystemicScoringError(RuntimeError):
@@ -27,6 +43,22 @@ def uniform_failure(results: list) -> BaseException | None:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def canary_item(kind: str, decode: DecodeConfig) -> MediaInput:
+    """A synthetic item of `kind` as a real decoded one could arrive: an image, or a two-frame
+    video (one frame if `decode.frames` takes one), at a source size the adapter resizes."""
+    if kind == "image":
+        return MediaInput(frames=make_picture(_CANARY_SIZE)[None], media_type="image")
+    n = min(parse_frames_spec(decode.frames).n, 2)  # a 2 s video gives 2 frames under any rule
+    return MediaInput(frames=make_video_frames(n, _CANARY_SIZE), media_type="video", fps=1.0)
+
+
+def startup_failed(kind: str, model: str, error: BaseException) -> SystemicScoringError:
+    return SystemicScoringError(
+        f"the scorer cannot score a synthetic {kind} at start-up with {model} ({_describe(error)}): a broken "
+        "model, device or setting, not bad items. The job stops before any row is scored."
+    )
 
 
 class FailureStreak:
@@ -54,10 +86,10 @@ class FailureStreak:
                 "job stops without marking those rows. Rows already written stay: fix the cause and rerun to resume."
             ) from error
 
-    def canary_failed(self, error: BaseException) -> None:
-        """An item this actor scored before now fails like the whole batch: stop at once."""
+    def canary_failed(self, error: BaseException, canary_error: BaseException) -> None:
+        """An item this actor scored before now fails too: stop at once."""
         raise SystemicScoringError(
             f"the scorer failed on every item of a batch with {_describe(error)}, and an item it had scored "
-            "before now fails the same way: a broken model or device, not bad items. The job stops without "
-            "marking those rows. Rows already written stay: fix the cause and rerun to resume."
-        ) from error
+            f"before now fails too ({_describe(canary_error)}): a broken model or device, not bad items. The "
+            "job stops without marking those rows. Rows already written stay: fix the cause and rerun to resume."
+        ) from canary_error

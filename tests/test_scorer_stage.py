@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from actors.adapters.engine import ChecklistEngine
+from actors.adapters.families.qwen2_vl import Qwen2VLFamily
 from actors.checklist_scorer import ChecklistScorer
 from actors.media_decoder import MediaDecoder
+from actors.synthetic_media import write_video
 from actors.systemic_failure import FailureStreak, SystemicScoringError, uniform_failure
 from pipeline.score_pipeline import validate_rows
 from schemas import status
@@ -63,10 +66,14 @@ def _decoded_images(tmp_path, n: int, black: set[int] = frozenset()) -> dict:
     return MediaDecoder(DecodeConfig().model_dump())(batch)
 
 
-@pytest.fixture(scope="module")
-def scorer(demo_model_dir):
+def _scorer(demo_model_dir) -> ChecklistScorer:
     return ChecklistScorer(ModelConfig(model=str(demo_model_dir), dtype="float32", systemic_failure_batches=K)
                            .model_dump(), DecodeConfig().model_dump(), checklists_to_json(resolve_checklists(["default"])))
+
+
+@pytest.fixture(scope="module")
+def scorer(demo_model_dir):
+    return _scorer(demo_model_dir)
 
 
 @pytest.fixture
@@ -86,14 +93,50 @@ def faults(scorer, monkeypatch):
 
     monkeypatch.setattr(adapter, "score", score)
     monkeypatch.setattr(scorer, "_streak", FailureStreak(K), raising=False)  # fresh per test
-    monkeypatch.setattr(scorer, "_canary", {}, raising=False)
     return state
 
 
-def test_a_model_that_always_fails_stops_the_stage_after_k_batches(tmp_path, scorer, faults):
+def test_a_model_broken_from_the_start_stops_before_any_row_is_marked(tmp_path, demo_model_dir, monkeypatch):
+    batch = _decoded_images(tmp_path, 2)
+
+    def broken(self, items, questions):
+        raise CudaLikeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ChecklistEngine, "score", broken)
+    with pytest.raises(SystemicScoringError, match="cannot score a synthetic image at start-up .*CudaLikeError") as info:
+        out = _scorer(demo_model_dir)(batch)  # before the start-up canary: both rows marked score_error
+        pytest.fail(f"scored, statuses {list(out['status'])}")
+    assert isinstance(info.value.__cause__, CudaLikeError)
+
+
+def test_the_start_up_canary_covers_every_kind_and_leaves_rows_unchanged(tmp_path, demo_model_dir, scorer,
+                                                                         monkeypatch):
+    assert set(scorer._canary) == {"image", "video"}  # the demo family takes both
+    batch = _decoded_images(tmp_path, 3)
+    got = [np.frombuffer(raw, dtype=np.float32) for raw in scorer(batch)["p_yes"]]
+    # The same rows on a fresh actor that never scores a canary.
+    monkeypatch.setattr(ChecklistScorer, "_start_canaries", lambda self, decode: None)
+    plain = _scorer(demo_model_dir)
+    assert plain._canary == {}
+    want = [np.frombuffer(raw, dtype=np.float32) for raw in plain(batch)["p_yes"]]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    # Negative control: the comparison sees a change of item (rows differ from each other).
+    assert not np.array_equal(got[0], want[1])
+
+
+def test_a_model_that_breaks_before_its_first_batch_stops_at_that_batch(tmp_path, scorer, faults):
+    faults["broken"] = True  # broken after start-up, before any row: the start-up canary is the known-good item
+    with pytest.raises(SystemicScoringError, match="an item it had scored before now fails too") as info:
+        scorer(_decoded_images(tmp_path, 2))
+    assert isinstance(info.value.__cause__, CudaLikeError)
+
+
+def test_a_kind_without_a_start_up_canary_stops_after_k_batches(tmp_path, scorer, faults, monkeypatch):
+    monkeypatch.setattr(scorer, "_canary", {}, raising=False)  # as the generic path's videos
     faults["broken"] = True
     batch = _decoded_images(tmp_path, 2)
-    for _ in range(K - 1):  # nothing scored yet on this actor: no known-good item to check against
+    for _ in range(K - 1):  # nothing known-good to check against yet
         assert list(scorer(batch)["status"]) == [status.SCORE_ERROR] * 2
     with pytest.raises(SystemicScoringError, match=rf"every item of {K} consecutive batches with CudaLikeError"):
         scorer(batch)
@@ -103,21 +146,36 @@ def test_a_model_that_breaks_mid_job_stops_at_the_first_batch_and_marks_no_row(t
     batch = _decoded_images(tmp_path, 2)
     assert list(scorer(batch)["status"]) == [status.OK] * 2
     faults["broken"] = True
-    with pytest.raises(SystemicScoringError, match="an item it had scored before now fails the same way") as info:
+    with pytest.raises(SystemicScoringError, match="an item it had scored before now fails too") as info:
         scorer(batch)
     assert isinstance(info.value.__cause__, CudaLikeError)
 
 
 def test_bad_items_stay_row_errors_however_many_batches(tmp_path, scorer, faults):
     (tmp_path / "g").mkdir()
-    good = _decoded_images(tmp_path / "g", 1)
     bad = _decoded_images(tmp_path, 2, black={0, 1})  # every item of the batch fails, with one type
-    assert list(scorer(good)["status"]) == [status.OK]
     for _ in range(2 * K):  # the known-good item still scores: the items are at fault
         out = scorer(bad)
         assert list(out["status"]) == [status.SCORE_ERROR] * 2 and "this item is bad" in out["error"][0]
     mixed = _decoded_images(tmp_path / "g", 3, black={1})
     assert list(scorer(mixed)["status"]) == [status.OK, status.SCORE_ERROR, status.OK]
+
+
+def test_rows_of_a_kind_the_family_does_not_take_stay_row_errors(tmp_path, demo_model_dir, monkeypatch):
+    # As Gemma 3 (images only) with videos in the manifest: every video batch fails with one
+    # type, and no video canary can exist; that is the rows' kind, not a broken model.
+    monkeypatch.setattr(Qwen2VLFamily, "media_types", ("image",))
+    scorer = _scorer(demo_model_dir)
+    assert set(scorer._canary) == {"image"}
+    uris = [str(write_video(tmp_path / f"{k}.mp4", n_frames=4, seed=k)) for k in range(2)]
+    batch = {"id": np.array(["v0", "v1"], dtype=object), "uri": np.array(uris, dtype=object),
+             "prompt": np.array(["a cat"] * 2, dtype=object)}
+    checklists = resolve_checklists(["default"])
+    decoded = MediaDecoder(DecodeConfig(frames="uniform:2").model_dump())(
+        validate_rows(batch, {k: c.uses_prompt for k, c in checklists.items()}))
+    for _ in range(K + 1):
+        out = scorer(decoded)
+        assert list(out["status"]) == [status.SCORE_ERROR] * 2 and "takes image, not video" in out["error"][0]
 
 
 def test_failure_streak_counts_one_exception_type_in_a_row():
