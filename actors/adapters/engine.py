@@ -30,8 +30,8 @@ eager attention accept and flash_attention_2 does not (refused at load when shar
 from __future__ import annotations
 
 import inspect
-from copy import deepcopy
 from collections.abc import Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer,
 
 from actors.adapters.base import MediaInput
 from actors.adapters.chat_template import answer_token_ids, ends_in_text, load_chat_template
+from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.family import Family
 from actors.adapters.packing import (
     additive_mask,
@@ -76,18 +77,6 @@ class _Prefix:
     kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (rows, kv heads, width, head dim)
     mask: torch.Tensor  # bool (rows, width)
     next_pos: list[int]
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype)
 
 
 class ChecklistEngine:

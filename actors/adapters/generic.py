@@ -19,7 +19,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from actors.adapters.base import MediaInput
 from actors.adapters.chat_template import answer_token_ids, ends_in_text, load_chat_template
-from actors.adapters.engine import resolve_device, resolve_dtype
+from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.packing import pool_p_yes
 from schemas.job_config import ModelConfig
 
