@@ -14,10 +14,22 @@ import json
 import pyarrow as pa
 
 from pipeline.report_html import render_report
-from pipeline.report_stats import ITEM_FIELDS, ReportData, batch_partial, histogram_edges, merge
+from pipeline.report_stats import (
+    ITEM_FIELDS,
+    ReportData,
+    batch_partial,
+    histogram_edges,
+    merge,
+)
 from pipeline.report_thumbnails import make_thumbnails as make_item_thumbnails
 from pipeline.report_thumbnails import report_decode_config, thumbnail_decode_config
-from pipeline.scores_input import ScoresInput, add_ray_arguments, add_storage_arguments, open_scores, storage_from_args
+from pipeline.scores_input import (
+    ScoresInput,
+    add_ray_arguments,
+    add_storage_arguments,
+    open_scores,
+    storage_from_args,
+)
 from pipeline.storage import fsspec_filesystem, storage_options
 from schemas.checklist import Checklist
 from schemas.job_config import DecodeConfig
