@@ -9,8 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import fsspec
+from fsspec.spec import AbstractFileSystem
 
 from schemas import status as st
 
@@ -35,16 +37,40 @@ class MediaError(Exception):
         return f"{self.status}: {self.message}"
 
 
+def _outside_ipv6_host(uri: str) -> str:
+    """`uri` with a bracketed IPv6 host ('http://[2001:db8::1]/x') emptied, so that its
+    colons are not taken for a chain. Malformed brackets raise MediaError."""
+    try:
+        parts = urlsplit(uri)
+        parts.hostname  # noqa: B018 - urllib checks the bracketed address here
+    except ValueError as exc:
+        raise MediaError(st.INVALID_URI, f"malformed URL {redact_uri(uri)}: {exc}") from None
+    start = parts.netloc.find("[")
+    if not parts.scheme or start < 0:
+        return uri
+    host_end = len(parts.scheme) + 3 + parts.netloc.index("]") + 1
+    return uri[: len(parts.scheme) + 3 + start] + uri[host_end:]
+
+
 def uri_protocol(uri: str) -> str:
     """The fsspec protocol of a URI, lower case; plain paths are 'file'.
 
     Chained URLs ('simplecache::s3://...') are refused: each link would need its own
-    scheme check and options, and caching links write to local disk.
+    scheme check and options, and caching links write to local disk. An IPv6 host in
+    brackets ('http://[2001:db8::1]/x') is no chain.
     """
-    if "::" in uri:
+    if "::" in uri and "::" in _outside_ipv6_host(uri):
         raise MediaError(st.INVALID_URI, f"chained URLs ('a::b') are not supported: {redact_uri(uri)}")
     match = _SCHEME_RE.match(uri)
     return match.group(1).lower() if match else "file"
+
+
+def filesystem_class(uri: str) -> tuple[type[AbstractFileSystem], str]:
+    """The fsspec filesystem class that reads a single-link `uri`, and the path it reads.
+    Not `fsspec.core.url_to_fs`: that splits 'http://[2001:db8::1]/x' at its '::'.
+    Raises ValueError (unknown protocol) or ImportError (its package is not installed)."""
+    cls = fsspec.get_filesystem_class(uri_protocol(uri))
+    return cls, cls._strip_protocol(uri)
 
 
 def redact_uri(uri: str) -> str:
@@ -94,7 +120,8 @@ def read_media_bytes(
         raise MediaError(st.INVALID_URI,
                          f"scheme {protocol!r} of {shown} is not allowed (allowed: {', '.join(allowed)})")
     try:
-        fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+        cls, path = filesystem_class(uri)
+        fs = cls(**{**cls._get_kwargs_from_urls(uri), **(storage_options or {})})
         with fs.open(path, "rb") as f:
             size = getattr(f, "size", None)
             if size is not None and size > max_bytes:

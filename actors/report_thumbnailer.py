@@ -2,7 +2,8 @@
 
 A callable class for Ray Data's actor pool (`pipeline/report_thumbnails.py` runs it): the
 report's own refusals first (local files outside the media roots, internal addresses), then
-`MediaDecoder` with the scoring job's limits, then a small JPEG of the first frame.
+`MediaDecoder` with the report's limits (the scoring job's may narrow them), then a small JPEG
+of the first frame.
 """
 from __future__ import annotations
 

@@ -94,6 +94,7 @@ def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
     fs, path = arrow_filesystem(uri, storage)
     table = pq.read_table(path, filesystem=fs)
     names = set(table.column_names)
+    _refuse_non_text_keys(uri, table)
     if {"group", "a_id", "b_id", "preference"} <= names:
         h = table["preference"].to_numpy(zero_copy_only=False)
         if not np.isin(h, [-1, 0, 1]).all():
@@ -104,6 +105,19 @@ def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
         return _ranking_groups(table)
     raise UserError(f"{uri}: expected ImageReward JSON, or Parquet with columns group, a_id, b_id, preference "
                      f"(pairs) or group, id, rank (rankings); found {', '.join(table.column_names)}")
+
+
+def _refuse_non_text_keys(uri: str, table: pa.Table) -> None:
+    """Groups and ids are compared as text: refuse a column Arrow cannot cast to a string
+    (struct, list, map) with a user error, not Arrow's ArrowNotImplementedError."""
+    for name in ("group", "id", "a_id", "b_id"):
+        if name not in table.column_names:
+            continue
+        try:
+            pc.cast(table[name].slice(0, 0), pa.string())  # Arrow decides by type: no values needed
+        except pa.ArrowNotImplementedError:
+            raise UserError(f"{uri}: column {name!r} has type {table.schema.field(name).type}, which cannot be "
+                            "read as text; use strings or numbers") from None
 
 
 def _ranking_groups(table: pa.Table) -> HumanPairs:

@@ -2,8 +2,8 @@
 
 Two passes over the scores in the cluster (value ranges, then per-batch partial statistics
 on shared histogram bins), then the top/bottom items' thumbnails, decoded in the cluster by
-the decode stage under the scoring job's limits; the driver merges the partials and writes
-the page.
+the decode stage under the report's own limits (which the scoring job's may narrow, never
+widen); the driver merges the partials and writes the page.
 """
 from __future__ import annotations
 
@@ -14,12 +14,25 @@ import json
 import pyarrow as pa
 
 from pipeline.report_html import render_report
-from pipeline.report_stats import ITEM_FIELDS, ReportData, batch_partial, histogram_edges, merge
+from pipeline.report_stats import (
+    ITEM_FIELDS,
+    ReportData,
+    batch_partial,
+    histogram_edges,
+    merge,
+)
 from pipeline.report_thumbnails import make_thumbnails as make_item_thumbnails
-from pipeline.report_thumbnails import thumbnail_decode_config
-from pipeline.scores_input import ScoresInput, add_ray_arguments, add_storage_arguments, open_scores, storage_from_args
+from pipeline.report_thumbnails import report_decode_config, thumbnail_decode_config
+from pipeline.scores_input import (
+    ScoresInput,
+    add_ray_arguments,
+    add_storage_arguments,
+    open_scores,
+    storage_from_args,
+)
 from pipeline.storage import fsspec_filesystem, storage_options
 from schemas.checklist import Checklist
+from schemas.job_config import DecodeConfig
 from schemas.user_error import UserError
 
 
@@ -34,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "local file, since a scores file from elsewhere could name any file of this machine")
     p.add_argument("--thumbnail-timeout", type=float, default=30.0,
                    help="seconds per thumbnail's read + decode, at most the job's decode.timeout_s (default 30)")
+    p.add_argument("--thumbnail-schemes", default=",".join(DecodeConfig().allowed_schemes), metavar="LIST",
+                   help="URI schemes thumbnails may be read from, comma-separated (default: %(default)s); "
+                        "the scores' own decode.allowed_schemes can only narrow this list, never widen it")
     add_storage_arguments(p)
     add_ray_arguments(p)
 
@@ -56,12 +72,13 @@ def collect_report_data(scores: ScoresInput, k: int, bins: int) -> ReportData:
     return merge(partials, edges, k)
 
 
-def make_thumbnails(data: ReportData, scores: ScoresInput, media_roots: list[str], timeout_s: float) -> dict[str, str]:
+def make_thumbnails(data: ReportData, scores: ScoresInput, media_roots: list[str], own: DecodeConfig) -> dict[str, str]:
     """Item id -> JPEG data URI (or why there is none), decoded in the cluster by the decode
-    stage with the scoring job's limits (`pipeline/report_thumbnails.py`)."""
+    stage with the report's limits `own`, narrowed by the scoring job's
+    (`pipeline/report_thumbnails.py`)."""
     items = {it["id"]: it for side in (data.top, data.bottom) for by_col in side.values()
              for lst in by_col.values() for it in lst}
-    decode = thumbnail_decode_config(scores.schema.metadata, timeout_s)
+    decode = thumbnail_decode_config(scores.schema.metadata, own)
     options = {p: storage_options(scores.storage, p) for p in ("s3", "s3a")}
     return make_item_thumbnails(list(items.values()), decode, options, media_roots)
 
@@ -71,11 +88,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 0 or args.bins < 1 or args.thumbnail_timeout <= 0:
         raise UserError("--top-k must be >= 0, --bins >= 1 and --thumbnail-timeout > 0")
+    schemes = [s.strip().lower() for s in args.thumbnail_schemes.split(",") if s.strip()]
+    own = report_decode_config(args.thumbnail_timeout, schemes)
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
     init_ray(args.ray_address, quiet=args.quiet)
     data = collect_report_data(scores, args.top_k, args.bins)
-    thumbs = make_thumbnails(data, scores, args.media_root, args.thumbnail_timeout)
+    thumbs = make_thumbnails(data, scores, args.media_root, own)
     page = render_report(data, scores.checklists_by_name, thumbs, source=scores.data_uri, model=scores.model_id)
     with fsspec_filesystem(args.out, storage).open(args.out, "w", encoding="utf-8") as f:
         f.write(page)

@@ -3,10 +3,12 @@
 A report is meant to be shared, and its scores file may come from elsewhere. So the few
 selected rows go through the same decode stage as a score job (`MediaDecoder`: a child
 process killed at its timeout, the pixel and byte limits, the allowed schemes), as a Ray
-Data stage, never on the driver, with the scores' own job settings (`job.json` in the Parquet
-metadata), and with two more rules of the report's own:
-- local files (plain paths, file://) are shown only under a `--media-root` given on the
-  command line; by default none is read;
+Data stage, never on the driver. The limits (allowed schemes, bytes, source pixels, timeout)
+are the report command's own; the scoring job's settings (`job.json` in the Parquet metadata)
+may only narrow them, since that metadata comes with the untrusted file. Two more rules:
+- local files (plain paths, and every scheme fsspec reads from the local filesystem: file://,
+  local://) are shown only under a `--media-root` given on the command line; by default none
+  is read;
 - http(s) URLs whose host is or resolves to a loopback, private, link-local (169.254.x.x:
   cloud metadata), reserved or multicast address are refused, and redirects are not followed.
 A row refused or failing has no preview; its reason is in the page (the tooltip).
@@ -21,7 +23,9 @@ import os
 import socket
 from urllib.parse import urlparse
 
-from actors.media_io import MediaError, uri_protocol
+from fsspec.implementations.local import LocalFileSystem
+
+from actors.media_io import MediaError, filesystem_class, uri_protocol
 from schemas.job_config import DecodeConfig
 from schemas.scores import META_JOB
 
@@ -42,14 +46,24 @@ def _under(path: str, root: str) -> bool:
     return os.path.commonpath([path, root]) == root
 
 
+def _local_path(uri: str) -> str | None:
+    """The local path `uri` reads, or None when its filesystem is not the local one."""
+    try:
+        cls, path = filesystem_class(uri)
+    except (ValueError, ImportError):  # unknown or not installed: nothing is read either
+        return None
+    return path if issubclass(cls, LocalFileSystem) else None
+
+
 def refusal(uri: str, media_roots: list[str]) -> str | None:
-    """Why the report will not read `uri` (None = it may, within the job's own limits)."""
+    """Why the report will not read `uri` (None = it may, within the decode limits)."""
     try:
         protocol = uri_protocol(uri)
+        local = _local_path(uri)
     except MediaError as exc:
         return exc.message
-    if protocol == "file":
-        path = os.path.realpath(uri.removeprefix("file://"))
+    if local is not None:
+        path = os.path.realpath(local)
         roots = [os.path.realpath(r) for r in media_roots]
         if not any(_under(path, r) for r in roots):
             return "a local file outside --media-root: the report reads local files only under a root you name"
@@ -67,17 +81,30 @@ def refusal(uri: str, media_roots: list[str]) -> str | None:
     return None
 
 
-def thumbnail_decode_config(schema_metadata: dict | None, timeout_s: float) -> DecodeConfig:
-    """The scoring job's decode settings (limits, allowed schemes) from the scores' metadata,
-    one frame per video, the timeout capped at `timeout_s`. Defaults where there is no job."""
+def report_decode_config(timeout_s: float, allowed_schemes: list[str] | None = None) -> DecodeConfig:
+    """The report's own decode limits (its command line): the decode defaults, one frame
+    per video, the given timeout and schemes."""
+    schemes = DecodeConfig().allowed_schemes if allowed_schemes is None else allowed_schemes
+    return DecodeConfig(frames=THUMB_FRAMES, timeout_s=timeout_s, allowed_schemes=schemes)
+
+
+def thumbnail_decode_config(schema_metadata: dict | None, own: DecodeConfig) -> DecodeConfig:
+    """The report's limits `own`, narrowed by the scoring job's (`job.json` in the scores'
+    metadata): the schemes both allow, the smaller of each limit. The metadata can never
+    widen them; the resize settings stay the report's (a thumbnail is small anyway)."""
     raw = (schema_metadata or {}).get(META_JOB)
-    decode = DecodeConfig()
-    if raw:
-        try:
-            decode = DecodeConfig.model_validate(json.loads(raw).get("decode") or {})
-        except ValueError as exc:  # another version's settings: the defaults are as strict
-            log.warning("the scores' decode settings could not be read (%s); using the defaults", exc)
-    return decode.model_copy(update={"frames": THUMB_FRAMES, "timeout_s": min(decode.timeout_s, timeout_s)})
+    if not raw:
+        return own
+    try:
+        job = DecodeConfig.model_validate(json.loads(raw).get("decode") or {})
+    except (ValueError, AttributeError) as exc:  # another version's settings, or not a job at all
+        log.warning("the scores' decode settings could not be read (%s); using the report's own", exc)
+        return own
+    theirs = {s.lower() for s in job.allowed_schemes}
+    return own.model_copy(update={
+        "allowed_schemes": [s for s in own.allowed_schemes if s.lower() in theirs],
+        **{f: min(getattr(own, f), getattr(job, f)) for f in ("max_bytes", "max_source_pixels", "timeout_s")},
+    })
 
 
 def make_thumbnails(items: list[dict], decode: DecodeConfig, storage_options: dict[str, dict],

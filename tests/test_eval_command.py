@@ -12,6 +12,7 @@ import pytest
 from jobs.cli import main
 from jobs.eval_command import load_judgments
 from schemas.job_config import StorageConfig
+from schemas.user_error import UserError
 from tests.paths import PREFERENCES, require
 from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
 from tests.scores_fixtures import CHECKLISTS, scores_table, write_scores
@@ -130,3 +131,22 @@ def test_ranking_rows_without_a_group_are_refused(tmp_path: Path):
     pq.write_table(pa.table({"group": [1, None, 1], "id": ["a", "b", "c"], "rank": [1, 2, 3]}), tmp_path / "r.parquet")
     with pytest.raises(ValueError, match="1 ranking rows have no group"):
         load_judgments(str(tmp_path / "r.parquet"), StorageConfig())
+
+
+@pytest.mark.parametrize("column", ["group", "id", "a_id"])
+@pytest.mark.parametrize(("bad", "kind"), [(pa.array([{"x": 1}] * 2), "struct"), (pa.array([[1, 2]] * 2), "list")],
+                         ids=["struct", "list"])
+def test_groups_and_ids_that_are_not_text_are_a_user_error(tmp_path: Path, column, bad, kind):
+    if column == "a_id":
+        table = pa.table({"group": ["g", "g"], "a_id": ["a", "b"], "b_id": ["b", "c"], "preference": [1, -1]})
+    else:
+        table = pa.table({"group": ["g", "g"], "id": ["a", "b"], "rank": [1, 2]})
+    assert len(load_judgments(_written(tmp_path, table), StorageConfig()).h) > 0  # negative control: text loads
+    table = table.set_column(table.column_names.index(column), column, bad)
+    with pytest.raises(UserError, match=f"column '{column}' has type {kind}<"):
+        load_judgments(_written(tmp_path, table), StorageConfig())
+
+
+def _written(tmp_path: Path, table: pa.Table) -> str:
+    pq.write_table(table, tmp_path / "j.parquet")
+    return str(tmp_path / "j.parquet")

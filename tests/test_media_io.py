@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import socket
 import threading
 
 import fsspec
@@ -154,3 +155,31 @@ def test_redact_uri():
     assert redact_uri("https://u:p@host/a.mp4?sig=1") == "https://***@host/a.mp4?<redacted>"
     assert redact_uri("s3://bucket/a.mp4") == "s3://bucket/a.mp4"
     assert redact_uri("/local/a.mp4") == "/local/a.mp4"
+
+
+def test_an_ipv6_literal_host_is_read_and_chains_stay_refused(tmp_path):
+    (tmp_path / "clip.bin").write_bytes(b"over ipv6")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    try:
+        server = V6Server(("::1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert uri_protocol("http://[2001:db8::1]/x.png") == "http"
+        assert read(f"http://[::1]:{server.server_port}/clip.bin") == b"over ipv6"
+    finally:
+        server.shutdown()
+    # Colons outside the bracketed host are still a chain; broken brackets are a bad URI.
+    for uri in ("simplecache::s3://media/a/clip.bin", "zip://a::s3://b", "http://[::1]/a::s3://b",
+                "http://[::1]::s3://b", "http://h/a::b"):
+        assert "chained" in _fails(st.INVALID_URI, uri), uri
+    for uri in ("http://[::1/x", "http://[zz::1]/x"):
+        assert "malformed URL" in _fails(st.INVALID_URI, uri), uri

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -22,7 +23,11 @@ from actors.synthetic_media import write_image, write_video
 from jobs.cli import main
 from pipeline.report_html import render_report
 from pipeline.report_stats import batch_partial, histogram_edges, merge
-from pipeline.report_thumbnails import thumbnail_decode_config
+from pipeline.report_thumbnails import (
+    refusal,
+    report_decode_config,
+    thumbnail_decode_config,
+)
 from schemas.job_config import DecodeConfig
 from schemas.scores import META_JOB
 from tests.fifo_helpers import unblock_fifo_later
@@ -91,7 +96,7 @@ def test_rendered_page_is_self_contained_and_escapes_text(table):
 
 def _thumbs(uris: list[str], roots: list[Path], decode: DecodeConfig | None = None) -> dict[str, str]:
     """The report's thumbnail stage called in process, as Ray Data calls it."""
-    stage = ReportThumbnailer((decode or thumbnail_decode_config(None, 30)).model_dump(),
+    stage = ReportThumbnailer((decode or report_decode_config(30)).model_dump(),
                               {"http": {"allow_redirects": False}}, [str(r) for r in roots])
     kinds = ["video" if u.endswith(".mp4") else "image" for u in uris]
     try:
@@ -153,7 +158,7 @@ def test_local_files_and_internal_urls_never_reach_the_report(tmp_path: Path):
         assert "a local file outside --media-root" in thumbs[uri], uri
     for uri in uris[6:-1]:
         assert "is an internal address" in thumbs[uri], uri
-    assert thumbs[uris[-1]].startswith("no preview (refused)")  # an IPv6 literal: refused as a chained URL
+    assert "is an internal address" in thumbs[uris[-1]]  # an IPv6 literal, parsed as one
     assert _Counting.requests == 0  # not even asked for
 
 
@@ -163,22 +168,54 @@ def test_a_hung_decode_does_not_hang_the_report(tmp_path: Path):
     unblock_fifo_later(fifo, 60)
     t0 = time.monotonic()
     thumbs = _thumbs([str(fifo), str(write_image(tmp_path / "ok.png", size=(64, 48)))], [tmp_path],
-                     thumbnail_decode_config(None, timeout_s=2))
+                     report_decode_config(timeout_s=2))
     assert time.monotonic() - t0 < 30
     assert thumbs[str(fifo)].startswith("no preview (timeout)")
     assert thumbs[str(tmp_path / "ok.png")].startswith("data:image/jpeg")  # the next item is served
 
 
+def _job_meta(**decode) -> dict:
+    return {META_JOB: json.dumps({"decode": DecodeConfig(**decode).model_dump()}).encode()}
+
+
 def test_the_scoring_jobs_decode_limits_and_schemes_apply(tmp_path: Path):
     big = write_image(tmp_path / "big.png", size=(400, 300))
-    job = {"decode": DecodeConfig(max_source_pixels=100 * 100, timeout_s=90).model_dump()}
-    decode = thumbnail_decode_config({META_JOB: json.dumps(job).encode()}, timeout_s=30)
+    decode = thumbnail_decode_config(_job_meta(max_source_pixels=100 * 100, timeout_s=90), report_decode_config(30))
     assert decode.max_source_pixels == 100 * 100 and decode.timeout_s == 30 and decode.frames == "uniform:1"
     assert _thumbs([str(big)], [tmp_path], decode)[str(big)].startswith("no preview (too_large)")
-    job["decode"]["allowed_schemes"] = ["s3"]
-    decode = thumbnail_decode_config({META_JOB: json.dumps(job).encode()}, timeout_s=30)
+    decode = thumbnail_decode_config(_job_meta(allowed_schemes=["s3"]), report_decode_config(30))
     assert _thumbs([str(big)], [tmp_path], decode)[str(big)].startswith("no preview (invalid_uri)")
     assert _thumbs([str(big)], [tmp_path])[str(big)].startswith("data:image/jpeg")  # default limits: shown
+
+
+def test_a_scores_file_narrows_the_reports_limits_and_never_widens_them():
+    own = report_decode_config(30, ["file", "s3", "https"])
+    wide = _job_meta(allowed_schemes=["file", "local", "memory", "https", "s3"], max_source_pixels=10**12,
+                     max_bytes=10**15, timeout_s=3600)
+    assert thumbnail_decode_config(wide, own) == own
+    narrow = _job_meta(allowed_schemes=["S3", "local"], max_source_pixels=100, max_bytes=1000, timeout_s=5)
+    decode = thumbnail_decode_config(narrow, own)
+    assert decode.allowed_schemes == ["s3"] and (decode.max_source_pixels, decode.max_bytes, decode.timeout_s) == (
+        100, 1000, 5)
+    # The report's own flags decide what is allowed at all (negative control: 'local' reaches the stage).
+    assert "local" in thumbnail_decode_config(wide, report_decode_config(30, ["file", "local"])).allowed_schemes
+    for bad in ({META_JOB: b"[1, 2]"}, {META_JOB: b"not json"}, _job_meta() | {META_JOB: b'{"decode": {"x": 1}}'}):
+        assert thumbnail_decode_config(bad, own) == own
+
+
+def test_every_scheme_of_the_local_filesystem_needs_a_media_root(tmp_path: Path):
+    (tmp_path / "media").mkdir()
+    shown = write_image(tmp_path / "media" / "ok.png", size=(64, 48))
+    secret = write_image(tmp_path / "secret.png", size=(64, 48))
+    decode = report_decode_config(30, ["file", "local"])  # even where the operator allows local://
+    thumbs = _thumbs([f"local://{shown}", f"local://{secret}", f"local:{secret}", f"file:{secret}"],
+                     [tmp_path / "media"], decode)
+    assert thumbs[f"local://{shown}"].startswith("data:image/jpeg")  # negative control: under the root
+    for uri in list(thumbs)[1:]:
+        assert "a local file outside --media-root" in thumbs[uri], uri
+    assert refusal(f"s3://bucket{secret}", []) is None and refusal(f"nosuchscheme://{secret}", []) is None
+    for uri in ("http://[::1]/x.png", "http://[fe80::1]/x.png", "http://[::ffff:169.254.169.254]/latest/"):
+        assert "is an internal address" in refusal(uri, []), uri
 
 
 def test_report_command_decodes_thumbnails_in_the_cluster_and_refuses_foreign_uris(tmp_path, ray_session,
@@ -205,6 +242,25 @@ def test_report_command_decodes_thumbnails_in_the_cluster_and_refuses_foreign_ur
     assert "outside --media-root" in shown[rows[1]["uri"]] and "outside --media-root" in shown[rows[2]["uri"]]
     assert "is an internal address" in shown[rows[3]["uri"]] and "root:x:0" not in html
     assert "3 without preview; 2 local files not read: pass --media-root DIR" in capsys.readouterr().out
+
+
+def test_a_scores_file_cannot_widen_the_reports_schemes(tmp_path, ray_session):
+    media = tmp_path / "media"
+    media.mkdir()
+    rows = random_rows(np.random.default_rng(5), 1, (2, 2))
+    rows[0]["uri"] = str(write_image(media / "ok.png", size=(96, 64)))
+    rows[1]["uri"] = f"local://{write_image(tmp_path / 'secret.png', size=(96, 64))}"
+    out = write_scores(tmp_path / "s", rows, files=1)
+    part = next((out / "scores").glob("*.parquet"))
+    table = pq.read_table(part)
+    pq.write_table(table.replace_schema_metadata(
+        {**table.schema.metadata, **_job_meta(allowed_schemes=["file", "local", "http", "https"])}), part)
+    page = tmp_path / "report.html"
+    assert main(["report", "--scores", str(out), "--out", str(page), "--top-k", "2", "--quiet",
+                 "--media-root", str(media)]) == 0
+    html = page.read_text()
+    thumbs = dict(re.findall(r'<div class="item" title="([^"]*)"><(img|div class="noimg")', html))
+    assert thumbs == {rows[0]["uri"]: "img", rows[1]["uri"]: 'div class="noimg"'}
 
 
 PROBE = """<script>window.addEventListener('load', () => { for (const img of document.images)
