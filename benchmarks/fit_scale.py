@@ -4,7 +4,7 @@ Synthesises a scores output (default image checklist, random p_yes, scored by th
 own `aggregate`) with N/10*5 judged items in groups of 5 (every pair of a group judged, so
 N pairs) plus as many unjudged rows, and a Parquet of pairs drawn from planted weights.
 Then runs `vrscore fit` in a fresh process at N and at N/4, side by side, and prints each
-run's wall time (Ray start-up included), the driver's peak RSS (and per phase, sampled), and the ratios.
+run's wall time (Ray start-up included), the driver's peak RSS (and per phase), and the ratios.
 
     python benchmarks/fit_scale.py --pairs 1000000 --workdir /tmp/fit_scale
 """
@@ -74,7 +74,7 @@ def synthesise(root: Path, n_pairs: int, seed: int = 0) -> None:
 
 
 RUN = """
-import resource, sys, threading, time
+import resource, sys, time
 t = time.perf_counter()
 
 
@@ -83,24 +83,18 @@ def rss():
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-peak = [0.0]
+def high_water():  # exact, unlike sampling, which misses what a GIL-holding call allocates
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sample():
-    while True:
-        peak[0] = max(peak[0], rss())
-        time.sleep(0.02)
-
-
-threading.Thread(target=sample, daemon=True).start()
 import jobs.fit_command as fit
 
 
 def traced(name, f):
     def phase(*args, **kwargs):
-        before = peak[0] = rss()
+        before = rss()
         out = f(*args, **kwargs)
-        print("PHASE", name, before, max(peak[0], rss()), rss(), flush=True)
+        print("PHASE", name, before, high_water(), rss(), flush=True)
         return out
     return phase
 
@@ -129,8 +123,8 @@ def run_fit(root: Path) -> tuple[float, float]:
     for ln in proc.stdout.splitlines():
         if ln.startswith("PHASE"):
             _, name, before, peak, after = ln.split()
-            print(f"  driver RSS in {name}: {float(before):.0f} MiB before, peak {float(peak):.0f}, "
-                  f"after {float(after):.0f}")
+            print(f"  driver RSS in {name}: {float(before):.0f} MiB before, {float(after):.0f} after; "
+                  f"process high-water mark {float(peak):.0f} MiB")
     print("  phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     print(f"  fitted {report['pairs']['fitted']:,} pairs, converged {report['solver']['converged']}, "
           f"held-out acc(-ties) {report['cross_validation']['accuracy_ties_dropped']['mean']:.4f}")

@@ -79,7 +79,7 @@ def assemble(pairs: HumanPairs, table: pa.Table, key_column: str, media_types: l
             continue
         local = np.full(len(table), -1, dtype=np.int64)
         local[rows] = np.arange(len(rows))
-        sub = table.take(pa.array(rows))
+        sub = table if len(rows) == len(table) else table.take(pa.array(rows))  # take copies p_yes
         p = pc.list_flatten(sub["p_yes"]).to_numpy(zero_copy_only=False).reshape(len(rows), -1)
         align = None
         if alignment_column:
