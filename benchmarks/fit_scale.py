@@ -83,10 +83,15 @@ def rss():
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def high_water():  # exact, unlike sampling, which misses what a GIL-holding call allocates
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def high_water():
+    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the peak of the
+    # memory image exec replaced into it, so a child of this (large) benchmark process
+    # reported the parent's RSS at spawn time as its own peak.
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")) / 1024
 
 
+print("START", rss(), high_water(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
 import jobs.fit_command as fit
 
 
@@ -103,7 +108,7 @@ for name in ("load_judgments", "collect_judged_rows", "assemble", "fit_media"):
     setattr(fit, name, traced(name, getattr(fit, name)))
 from jobs.cli import main
 rc = main(sys.argv[1:])
-print("BENCH", rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("BENCH", rc, time.perf_counter() - t, high_water())
 """
 
 
@@ -128,7 +133,10 @@ def run_fit(root: Path) -> tuple[float, float]:
     print("  phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     print(f"  fitted {report['pairs']['fitted']:,} pairs, converged {report['solver']['converged']}, "
           f"held-out acc(-ties) {report['cross_validation']['accuracy_ties_dropped']['mean']:.4f}")
-    return float(line[2]), int(line[3]) / 1024
+    start = [ln for ln in proc.stdout.splitlines() if ln.startswith("START")][-1].split()
+    print(f"  at start: RSS {float(start[1]):.0f} MiB, VmHWM {float(start[2]):.0f}, ru_maxrss {float(start[3]):.0f} "
+          "(ru_maxrss carries the spawning process's RSS over)")
+    return float(line[2]), float(line[3])
 
 
 def main() -> None:
