@@ -129,6 +129,14 @@ def _from_pairs(table: pa.Table, uri: str) -> HumanPairs:
 
 
 def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
+    pairs = _load_judgments(uri, storage)
+    # Arrow's allocator keeps what reading and encoding freed; numpy (the fit, the figures)
+    # allocates elsewhere, so memory kept here would only add to the driver's peak.
+    pa.default_memory_pool().release_unused()
+    return pairs
+
+
+def _load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
     if uri.lower().endswith(".json"):
         with fsspec_filesystem(uri, storage).open(uri, "rb") as f:
             return _from_json(json.load(f))
@@ -178,6 +186,7 @@ def collect_judged_rows(scores: ScoresInput, key_column: str, keys: pa.Array, co
     if len(twice):
         raise UserError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
                          "keys must be unique")
+    pa.default_memory_pool().release_unused()  # as in load_judgments
     return table
 
 
