@@ -20,7 +20,6 @@ from pipeline.scores_input import ScoresInput
 from pipeline.weight_fit import Pairs
 from schemas.scores import META_JOB
 from schemas.status import OK
-from schemas.user_error import UserError
 
 
 def source_alignment_column(scores: ScoresInput) -> str | None:
