@@ -4,7 +4,7 @@ Synthesises a scores output (default image checklist, random p_yes, scored by th
 own `aggregate`) with N/10*5 judged items in groups of 5 (every pair of a group judged, so
 N pairs) plus as many unjudged rows, and a Parquet of pairs drawn from planted weights.
 Then runs `vrscore fit` in a fresh process at N and at N/4, side by side, and prints each
-run's wall time (Ray start-up included), the driver's peak RSS, and the ratios.
+run's wall time (Ray start-up included), the driver's peak RSS (and per phase), and the ratios.
 
     python benchmarks/fit_scale.py --pairs 1000000 --workdir /tmp/fit_scale
 """
@@ -76,9 +76,39 @@ def synthesise(root: Path, n_pairs: int, seed: int = 0) -> None:
 RUN = """
 import resource, sys, time
 t = time.perf_counter()
+
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def high_water():
+    # VmHWM: this process's own peak. ru_maxrss is not: Linux carries the peak of the
+    # memory image exec replaced into it, so a child of this (large) benchmark process
+    # reported the parent's RSS at spawn time as its own peak.
+    with open("/proc/self/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM")) / 1024
+
+
+print("START", rss(), high_water(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+import jobs.fit_command as fit
+
+
+def traced(name, f):
+    def phase(*args, **kwargs):
+        before = rss()
+        out = f(*args, **kwargs)
+        print("PHASE", name, before, high_water(), rss(), flush=True)
+        return out
+    return phase
+
+
+for name in ("load_judgments", "collect_judged_rows", "assemble", "fit_media"):
+    setattr(fit, name, traced(name, getattr(fit, name)))
 from jobs.cli import main
 rc = main(sys.argv[1:])
-print("BENCH", rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print("BENCH", rc, time.perf_counter() - t, high_water())
 """
 
 
@@ -95,10 +125,18 @@ def run_fit(root: Path) -> tuple[float, float]:
     full = json.loads((out / "fit.json").read_text())
     report = full["media_types"]["image"]
     phases = {"join": full["join_seconds"], **report["seconds"]}
+    for ln in proc.stdout.splitlines():
+        if ln.startswith("PHASE"):
+            _, name, before, peak, after = ln.split()
+            print(f"  driver RSS in {name}: {float(before):.0f} MiB before, {float(after):.0f} after; "
+                  f"process high-water mark {float(peak):.0f} MiB")
     print("  phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     print(f"  fitted {report['pairs']['fitted']:,} pairs, converged {report['solver']['converged']}, "
           f"held-out acc(-ties) {report['cross_validation']['accuracy_ties_dropped']['mean']:.4f}")
-    return float(line[2]), int(line[3]) / 1024
+    start = [ln for ln in proc.stdout.splitlines() if ln.startswith("START")][-1].split()
+    print(f"  at start: RSS {float(start[1]):.0f} MiB, VmHWM {float(start[2]):.0f}, ru_maxrss {float(start[3]):.0f} "
+          "(ru_maxrss carries the spawning process's RSS over)")
+    return float(line[2]), float(line[3])
 
 
 def main() -> None:

@@ -13,12 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.preference_metrics import (
-    PreferenceMetrics,
-    preference_metrics,
-    ranking_pairs,
-    score_differences,
-)
+from pipeline.preference_metrics import PreferenceMetrics, preference_metrics, score_differences
 from pipeline.scores_input import (
     ScoresInput,
     add_ray_arguments,
@@ -65,42 +60,92 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class HumanPairs:
-    group: list[str]
-    a: list[str]  # keys
-    b: list[str]
-    h: np.ndarray  # +1 a preferred, -1 b preferred, 0 tie
+    """Judged pairs as integer indices: no Python object per pair (nor per item, past the
+    JSON parser), so a million pairs cost a few numpy arrays and two Arrow string arrays."""
+
+    keys: pa.Array  # string: every judged item once (an item in some pair)
+    a: np.ndarray  # (P,) int64 index into keys
+    b: np.ndarray
+    h: np.ndarray  # (P,) +1 a preferred, -1 b preferred, 0 tie
+    group: np.ndarray  # (P,) int64 group code, numbered in order of first appearance
+    group_names: pa.Array  # string: code -> group
+
+    def to_lists(self) -> tuple[list, list, list, list]:
+        """(group, a, b, h) as Python lists, one entry per pair: for tests and small data."""
+        return (self.group_names.take(self.group).to_pylist(), self.keys.take(self.a).to_pylist(),
+                self.keys.take(self.b).to_pylist(), self.h.tolist())
 
 
-def _from_rankings(groups: list[str], keys: list[list[str]], ranks: list[list[float]]) -> HumanPairs:
-    g, a, b, h = [], [], [], []
-    for group, k, r in zip(groups, keys, ranks):
-        if len(k) != len(r):
-            raise UserError(f"group {group!r}: {len(k)} items but {len(r)} ranks")
-        i, j, hh = ranking_pairs(np.asarray(r, dtype=np.float64))
-        g += [group] * len(i)
-        a += [k[x] for x in i]
-        b += [k[x] for x in j]
-        h.append(hh)
-    return HumanPairs(g, a, b, np.concatenate(h) if h else np.zeros(0, dtype=np.int64))
+def pairs_within_runs(sizes: np.ndarray, ranks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair (i < j) within each run of consecutive rows (run k has sizes[k] rows), run
+    by run in `ranking_pairs`' order: (row_a, row_b, run, h), h = sign(rank_b - rank_a)."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    run = np.repeat(np.arange(len(sizes)), sizes)
+    position = np.arange(len(run)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    later = sizes[run] - position - 1  # pairs each row opens with the rows after it in its run
+    row_a = np.repeat(np.arange(len(run)), later)
+    row_b = row_a + 1 + np.arange(len(row_a)) - np.repeat(np.cumsum(later) - later, later)
+    return row_a, row_b, run[row_a], np.sign(ranks[row_b] - ranks[row_a]).astype(np.int64)
+
+
+def first_seen_codes(values: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """(codes in order of first appearance, distinct values); a null is a value of its own."""
+    encoded = pc.dictionary_encode(values, null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks() if encoded.num_chunks else pa.array([], pa.string()).dictionary_encode()
+    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+
+
+def _from_runs(item_keys: pa.Array, ranks: np.ndarray, run_groups: pa.Array, sizes: np.ndarray) -> HumanPairs:
+    row_a, row_b, run, h = pairs_within_runs(sizes, ranks)
+    item_code, item_names = first_seen_codes(item_keys)
+    used, ab = np.unique(np.concatenate([item_code[row_a], item_code[row_b]]), return_inverse=True)
+    run_code, run_names = first_seen_codes(run_groups)
+    # Runs' codes follow first appearance and pairs follow runs, so the sorted distinct codes
+    # of the pairs keep that order: the same numbering as encoding each pair's group.
+    group_used, group = np.unique(run_code[run], return_inverse=True)
+    return HumanPairs(item_names.take(pa.array(used, pa.int64())), ab[: len(h)], ab[len(h):], h,
+                      group.astype(np.int64), run_names.take(pa.array(group_used, pa.int64())))
+
+
+def _from_json(items: list[dict]) -> HumanPairs:
+    for it in items:
+        if len(it["generations"]) != len(it["ranking"]):
+            raise UserError(f"group {str(it['id'])!r}: {len(it['generations'])} items but {len(it['ranking'])} ranks")
+    keys = pa.array([f"{it['id']}/{gen}" for it in items for gen in it["generations"]], type=pa.string())
+    ranks = np.array([r for it in items for r in it["ranking"]], dtype=np.float64)
+    sizes = np.array([len(it["generations"]) for it in items], dtype=np.int64)
+    return _from_runs(keys, ranks, pa.array([str(it["id"]) for it in items], type=pa.string()), sizes)
+
+
+def _from_pairs(table: pa.Table, uri: str) -> HumanPairs:
+    h = table["preference"].to_numpy(zero_copy_only=False)
+    if not np.isin(h, [-1, 0, 1]).all():
+        raise UserError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
+    a, b = (pc.cast(table[c], pa.string()).combine_chunks() for c in ("a_id", "b_id"))
+    codes, keys = first_seen_codes(pa.concat_arrays([a, b]))
+    group, group_names = first_seen_codes(pc.cast(table["group"], pa.string()).combine_chunks())
+    return HumanPairs(keys, codes[: len(h)], codes[len(h):], h.astype(np.int64), group, group_names)
 
 
 def load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
+    pairs = _load_judgments(uri, storage)
+    # Arrow's allocator keeps what reading and encoding freed; numpy (the fit, the figures)
+    # allocates elsewhere, so memory kept here would only add to the driver's peak.
+    pa.default_memory_pool().release_unused()
+    return pairs
+
+
+def _load_judgments(uri: str, storage: StorageConfig) -> HumanPairs:
     if uri.lower().endswith(".json"):
         with fsspec_filesystem(uri, storage).open(uri, "rb") as f:
-            items = json.load(f)
-        return _from_rankings([str(it["id"]) for it in items],
-                              [[f"{it['id']}/{gen}" for gen in it["generations"]] for it in items],
-                              [it["ranking"] for it in items])
+            return _from_json(json.load(f))
     fs, path = arrow_filesystem(uri, storage)
     table = pq.read_table(path, filesystem=fs)
     names = set(table.column_names)
     _refuse_non_text_keys(uri, table)
     if {"group", "a_id", "b_id", "preference"} <= names:
-        h = table["preference"].to_numpy(zero_copy_only=False)
-        if not np.isin(h, [-1, 0, 1]).all():
-            raise UserError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
-        group, a, b = (table[c].cast(pa.string()).to_pylist() for c in ("group", "a_id", "b_id"))
-        return HumanPairs(group, a, b, h.astype(np.int64))
+        return _from_pairs(table, uri)
     if {"group", "id", "rank"} <= names:
         return _ranking_groups(table)
     raise UserError(f"{uri}: expected ImageReward JSON, or Parquet with columns group, a_id, b_id, preference "
@@ -126,47 +171,61 @@ def _ranking_groups(table: pa.Table) -> HumanPairs:
     agree for any type (sorting integers and cutting on strings merged 2 and 10)."""
     if table["group"].null_count:
         raise UserError(f"{table['group'].null_count} ranking rows have no group; every ranked item needs one")
+    if table["rank"].null_count:
+        raise UserError(f"{table['rank'].null_count} ranking rows have no rank; every ranked item needs one")
     group = pc.cast(table["group"], pa.string())
     table = table.set_column(table.schema.get_field_index("group"), "group", group).sort_by("group")
-    keys = np.array(table["group"].to_pylist(), dtype=object)
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, dtype=np.int64)
-    bounds = [*starts[1:], table.num_rows]
-    ids, ranks = table["id"].cast(pa.string()).to_pylist(), table["rank"].to_pylist()
-    return _from_rankings([keys[s] for s in starts], [ids[s:e] for s, e in zip(starts, bounds)],
-                          [ranks[s:e] for s, e in zip(starts, bounds)])
+    code, names = first_seen_codes(table["group"].combine_chunks())  # sorted: each group is one run
+    sizes = np.bincount(code, minlength=len(names)) if len(code) else np.zeros(0, dtype=np.int64)
+    ranks = pc.cast(table["rank"], pa.float64()).to_numpy(zero_copy_only=False)
+    return _from_runs(pc.cast(table["id"], pa.string()).combine_chunks(), ranks, names, sizes)
 
 
-def _judged_rows(batch: pa.Table, key_column: str, keys: pa.Array) -> pa.Table:
+def judged_rows(batch: pa.Table, key_column: str, keys: pa.Array) -> pa.Table:
+    """The rows of a scores batch whose key (as text) is judged: the filter of the join."""
     return batch.filter(pc.is_in(pc.cast(batch[key_column], pa.string()), value_set=keys))
 
 
-def scored_items(scores: ScoresInput, key_column: str, keys: list[str], measures: list[str]) -> dict[str, dict]:
-    """key -> {measure: value or None} for the judged keys found in the scores."""
-    scores.require_columns([key_column], "--key-column")
-    wanted = pa.array(sorted(set(keys)), type=pa.string())
-    ds = scores.read(list(dict.fromkeys([key_column, "status", *measures])))
-    ds = ds.map_batches(functools.partial(_judged_rows, key_column=key_column, keys=wanted), batch_format="pyarrow")
-    found: dict[str, dict] = {}
-    for row in ds.iter_rows():
-        key = str(row[key_column])
-        if key in found:
-            raise UserError(f"key {key!r} appears twice in the scores' {key_column!r} column; keys must be unique")
-        ok = row["status"] == OK
-        found[key] = {m: row[m] if ok else None for m in measures}
-    return found
+def collect_judged_rows(scores: ScoresInput, key_column: str, keys: pa.Array, columns: list[str]) -> pa.Table:
+    """The judged rows (key as text, then `columns`), joined on Ray Data so that only they
+    reach the driver, as Arrow batches; refuses a key found twice."""
+    names = list(dict.fromkeys([key_column, *columns]))
+    ds = scores.read(names).map_batches(
+        functools.partial(judged_rows, key_column=key_column, keys=pc.drop_null(keys)), batch_format="pyarrow")
+    batches = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
+    table = (pa.concat_tables(batches) if batches else pa.schema([scores.schema.field(c) for c in names]).empty_table())
+    table = table.set_column(0, key_column, pc.cast(table[key_column], pa.string()))
+    counts = pc.value_counts(table[key_column])
+    twice = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(twice):
+        raise UserError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
+                         "keys must be unique")
+    pa.default_memory_pool().release_unused()  # as in load_judgments
+    return table
 
 
-def _values(items: dict[str, dict], keys: list[str], measure: str) -> np.ndarray:
-    values = [items.get(k, {}).get(measure) for k in keys]
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+def item_rows(keys: pa.Array, table: pa.Table, key_column: str) -> np.ndarray:
+    """Row of `table` holding each key, -1 where none does."""
+    rows = pc.index_in(keys, value_set=table[key_column].combine_chunks())
+    return pc.fill_null(rows, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def evaluate(pairs: HumanPairs, items: dict[str, dict], measures: list[str]) -> dict[str, PreferenceMetrics]:
-    """Figures per measure; a measure no judged pair has scores for (a video-only dimension
-    in an image benchmark) is left out."""
+def item_values(rows: np.ndarray, table: pa.Table, measure: str) -> np.ndarray:
+    """`measure` of each judged item (rows from `item_rows`); NaN where missing, failed or null."""
+    ok = np.asarray(pc.fill_null(pc.equal(table["status"], OK), False), dtype=bool)
+    v = pc.fill_null(pc.cast(table[measure], pa.float64()), np.nan).to_numpy(zero_copy_only=False)
+    v = np.where(ok, v, np.nan)
+    return np.where(rows >= 0, v[np.maximum(rows, 0)] if len(v) else np.nan, np.nan)
+
+
+def evaluate(pairs: HumanPairs, table: pa.Table, key_column: str, measures: list[str]) -> dict[str, PreferenceMetrics]:
+    """Figures per measure over the judged rows `table`; a measure no judged pair has scores
+    for (a video-only dimension in an image benchmark) is left out."""
+    rows = item_rows(pairs.keys, table, key_column)
     out = {}
     for measure in measures:
-        m = score_differences(_values(items, pairs.a, measure), _values(items, pairs.b, measure))
+        v = item_values(rows, table, measure)
+        m = score_differences(v[pairs.a], v[pairs.b])
         if not np.isnan(m).all():
             out[measure] = preference_metrics(pairs.h, m)
     return out
@@ -198,19 +257,22 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
     measures = ["score", "score_soft", *scores.dimension_columns]
     init_ray(args.ray_address, quiet=args.quiet)
-    items = scored_items(scores, args.key_column, pairs.a + pairs.b, measures)
-    judged = set(pairs.a) | set(pairs.b)
-    if not items:
-        raise UserError(f"none of the {len(judged)} judged items is in the scores' {args.key_column!r} column "
-                         f"(judged keys look like {min(judged)!r}); see `vrscore eval --help` for the join")
-    results = evaluate(pairs, items, measures)
-    ok = sum(1 for k in judged if items.get(k, {}).get("score") is not None)
-    print(f"{len(pairs.h)} judged pairs over {len(judged)} items; {len(items)} items found in the scores "
+    scores.require_columns([args.key_column], "--key-column")
+    table = collect_judged_rows(scores, args.key_column, pairs.keys, list(dict.fromkeys(["status", *measures])))
+    if not table.num_rows:
+        raise UserError(f"none of the {len(pairs.keys)} judged items is in the scores' {args.key_column!r} column "
+                         f"(judged keys look like {pc.min(pairs.keys).as_py()!r}); see `vrscore eval --help` for "
+                         "the join")
+    results = evaluate(pairs, table, args.key_column, measures)
+    rows = item_rows(pairs.keys, table, args.key_column)
+    scored = np.asarray(pc.and_(pc.fill_null(pc.equal(table["status"], OK), False), pc.is_valid(table["score"])))
+    ok = int(np.sum((rows >= 0) & scored[np.maximum(rows, 0)])) if len(scored) else 0
+    print(f"{len(pairs.h)} judged pairs over {len(pairs.keys)} items; {table.num_rows} items found in the scores "
           f"(by {args.key_column!r}), {ok} scored ok")
     print(format_table(results))
     if args.json_out:
         report = {"scores": scores.data_uri, "judgments": args.judgments, "key_column": args.key_column,
-                  "items_judged": len(judged), "items_found": len(items), "items_scored": ok,
+                  "items_judged": len(pairs.keys), "items_found": table.num_rows, "items_scored": ok,
                   "measures": {k: v.to_dict() for k, v in results.items()}}
         with fsspec_filesystem(args.json_out, storage).open(args.json_out, "w") as f:
             json.dump(report, f, indent=2)

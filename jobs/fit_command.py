@@ -13,7 +13,7 @@ import json
 import time
 
 import numpy as np
-import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 
 from jobs.eval_command import JUDGMENTS_HELP, load_judgments
@@ -166,12 +166,12 @@ def run(args: argparse.Namespace) -> int:
     scores.require_columns([args.key_column, *columns], "fit")
     init_ray(args.ray_address, quiet=args.quiet)
     t0 = time.perf_counter()
-    keys = pa.array(sorted(set(pairs.a) | set(pairs.b)), type=pa.string())
+    keys = pairs.keys
     table = collect_judged_rows(scores, args.key_column, keys, columns)
     join_s = time.perf_counter() - t0
     if not table.num_rows:
         raise UserError(f"none of the {len(keys)} judged items is in the scores' {args.key_column!r} column "
-                         f"(judged keys look like {keys[0].as_py()!r}); see `vrscore fit --help` for the join")
+                         f"(judged keys look like {pc.min(keys).as_py()!r}); see `vrscore fit --help` for the join")
     data = assemble(pairs, table, args.key_column, list(scores.checklists), alignment, stored)
     print(f"{data.judged_pairs:,} judged pairs; {table.num_rows:,} judged items found in the scores; left out: "
           + ", ".join(f"{n:,} {reason.replace('_', ' ')}" for reason, n in data.skipped.items()))

@@ -1,13 +1,12 @@
 """The judged items and pairs `vrscore fit` fits on: `eval`'s judgments and join, kept as arrays.
 
-The join runs on Ray Data with eval's own filter (`_judged_rows`): only the judged rows
+The join is eval's (`collect_judged_rows`, on Ray Data): only the judged rows
 reach the driver, as Arrow batches (p_yes stays a float32 list column until it becomes one
 (N, Q) array per media type). Pairs become item indices with Arrow's `index_in`, so a
 million pairs never turn into Python dictionaries.
 """
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 
@@ -15,12 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.eval_command import HumanPairs, _judged_rows
+from jobs.eval_command import HumanPairs, first_seen_codes, item_rows
+from jobs.eval_command import collect_judged_rows as eval_join
 from pipeline.scores_input import ScoresInput
 from pipeline.weight_fit import Pairs
 from schemas.scores import META_JOB
 from schemas.status import OK
-from schemas.user_error import UserError
 
 
 def source_alignment_column(scores: ScoresInput) -> str | None:
@@ -33,20 +32,7 @@ def source_alignment_column(scores: ScoresInput) -> str | None:
 def collect_judged_rows(scores: ScoresInput, key_column: str, keys: pa.Array, columns: list[str]) -> pa.Table:
     """The scored rows whose key is judged, with `columns`; refuses a key found twice."""
     scores.require_columns([key_column, *columns], "fit")
-    ds = scores.read(list(dict.fromkeys([key_column, *columns])))
-    ds = ds.map_batches(functools.partial(_judged_rows, key_column=key_column, keys=keys), batch_format="pyarrow")
-    batches = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
-    schema = scores.schema
-    table = (pa.concat_tables(batches) if batches else
-             pa.schema([schema.field(c) for c in dict.fromkeys([key_column, *columns])]).empty_table())
-    keys_as_text = pc.cast(table[key_column], pa.string())
-    table = table.set_column(table.schema.get_field_index(key_column), key_column, keys_as_text)
-    counts = pc.value_counts(table[key_column])
-    twice = counts.filter(pc.greater(counts.field("counts"), 1))
-    if len(twice):
-        raise UserError(f"key {twice[0]['values'].as_py()!r} appears twice in the scores' {key_column!r} column; "
-                         "keys must be unique")
-    return table
+    return eval_join(scores, key_column, keys, columns)
 
 
 @dataclass
@@ -67,20 +53,16 @@ class JudgedData:
     by_media: dict[str, MediaPairs] = field(default_factory=dict)
 
 
-def _index(keys: list[str], table_keys: pa.Array) -> np.ndarray:
-    idx = pc.index_in(pa.array(keys, type=pa.string()), value_set=table_keys)
-    return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-
-
 def assemble(pairs: HumanPairs, table: pa.Table, key_column: str, media_types: list[str],
              alignment_column: str | None, stored: list[str]) -> JudgedData:
     """Pairs as item indices per media type (`table` holds at least one row). A pair with an
     item missing from the scores, an item that failed, or items of two media types is left
     out and counted; human ties are kept (held-out tau* counts them), the fit skips them."""
-    keys = table[key_column].combine_chunks()
-    ia, ib = _index(pairs.a, keys), _index(pairs.b, keys)
+    rows = item_rows(pairs.keys, table, key_column)
+    ia, ib = rows[pairs.a], rows[pairs.b]
     ok = np.asarray(pc.fill_null(pc.equal(table["status"], OK), False), dtype=bool)
-    media = np.asarray(table["media_type"].to_pylist(), dtype=object)
+    media_code, media_names = first_seen_codes(pc.cast(table["media_type"], pa.string()).combine_chunks())
+    media = media_code if len(media_code) else np.zeros(len(table), dtype=np.int64)
     missing = (ia < 0) | (ib < 0)
     ia0, ib0 = np.where(missing, 0, ia), np.where(missing, 0, ib)
     failed = ~missing & ~(ok[ia0] & ok[ib0])
@@ -88,16 +70,15 @@ def assemble(pairs: HumanPairs, table: pa.Table, key_column: str, media_types: l
     data = JudgedData(len(pairs.h), {"missing_item": int(missing.sum()), "failed_item": int(failed.sum()),
                                      "mixed_media": int(mixed.sum())})
     usable = ~(missing | failed | mixed)
-    groups = pc.dictionary_encode(pa.array([str(g) for g in pairs.group], type=pa.string())).indices
-    group_codes = groups.to_numpy(zero_copy_only=False)
     for kind in media_types:
-        rows = np.flatnonzero(ok & (media == kind))
-        sel = np.flatnonzero(usable & (media[ia0] == kind))
+        code = media_names.index(kind).as_py()  # -1: no judged row of this kind
+        rows = np.flatnonzero(ok & (media == code))
+        sel = np.flatnonzero(usable & (media[ia0] == code))
         if not len(sel):
             continue
         local = np.full(len(table), -1, dtype=np.int64)
         local[rows] = np.arange(len(rows))
-        sub = table.take(pa.array(rows))
+        sub = table if len(rows) == len(table) else table.take(pa.array(rows))  # take copies p_yes
         p = pc.list_flatten(sub["p_yes"]).to_numpy(zero_copy_only=False).reshape(len(rows), -1)
         align = None
         if alignment_column:
@@ -107,5 +88,5 @@ def assemble(pairs: HumanPairs, table: pa.Table, key_column: str, media_types: l
             p_yes=p, alignment=align,
             stored={c: sub[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in stored},
             pairs=Pairs(local[ia[sel]], local[ib[sel]], np.asarray(pairs.h)[sel].astype(np.int64)),
-            group=group_codes[sel])
+            group=pairs.group[sel])
     return data

@@ -107,7 +107,8 @@ def test_judgment_formats_agree(tmp_path: Path):
                    tmp_path / "pairs.parquet")
     loaded = [load_judgments(str(tmp_path / f), StorageConfig()) for f in ("ir.json", "ranks.parquet", "pairs.parquet")]
     for j in loaded:
-        assert list(zip(j.a, j.b, j.h.tolist())) == [("p1/a.png", "p1/b.png", -1), ("p1/a.png", "p1/c.png", 0),
+        _, a, b, h = j.to_lists()
+        assert list(zip(a, b, h)) == [("p1/a.png", "p1/b.png", -1), ("p1/a.png", "p1/c.png", 0),
                                                      ("p1/b.png", "p1/c.png", 1)]
     bad = pa.table({"group": ["p1"], "a_id": ["x"], "b_id": ["y"], "preference": [2]})
     pq.write_table(bad, tmp_path / "bad.parquet")
@@ -122,7 +123,7 @@ def test_ranking_groups_of_any_type_stay_apart(tmp_path: Path, groups):
     table = pa.table({"group": [g1, g2, g1, g2, g2], "id": ["a1", "b1", "a2", "b2", "b3"], "rank": [1, 1, 2, 3, 2]})
     pq.write_table(table, tmp_path / "ranks.parquet")
     j = load_judgments(str(tmp_path / "ranks.parquet"), StorageConfig())
-    got = sorted(zip(j.group, j.a, j.b, j.h.tolist()))
+    got = sorted(zip(*j.to_lists()))
     key1, key2 = pa.array([g1, g2]).cast(pa.string()).to_pylist()
     assert got == sorted([(key1, "a1", "a2", 1), (key2, "b1", "b2", 1), (key2, "b1", "b3", 1), (key2, "b2", "b3", -1)])
 
