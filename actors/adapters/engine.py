@@ -117,7 +117,8 @@ class ChecklistEngine:
             trust_remote_code=remote, use_safetensors=True,
         ).to(self.device).eval()
         text_config = self.model.config.get_text_config()
-        self.language_model = self.model.model.language_model
+        # the decoder under its family's own name (`language_model`, SmolVLM's `text_model` ...)
+        self.language_model = self.model.get_decoder()
         layer_types = set(getattr(text_config, "layer_types", None) or [])
         self.sliding_window = getattr(text_config, "sliding_window", None) if "sliding_attention" in layer_types else None
         # layers that carry a state other than keys and values (linear attention, convolutions,
