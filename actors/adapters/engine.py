@@ -101,6 +101,8 @@ class ChecklistEngine:
         self.family: Family = family_class(model.model, config, self.tokenizer, decode)
         self.prompts = PromptEncoder(self.tokenizer, load_chat_template(self.tokenizer, model.model, model.chat_template),
                                      system_prompt)
+        for media_type in self.family.media_types:  # a template that loses the system prompt fails here, not per item
+            self.prompts.segments(self.family.media_content(media_type), "?")
         leading = model.answer_leading_space
         if leading is None:
             probe = self.prompts.render(self.family.media_content(self.family.media_types[0]), ["?", "."])
