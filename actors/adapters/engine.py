@@ -119,8 +119,7 @@ class ChecklistEngine:
             trust_remote_code=remote, use_safetensors=True,
         ).to(self.device).eval()
         text_config = self.model.config.get_text_config()
-        # the decoder under its family's own name (`language_model`, SmolVLM's `text_model` ...)
-        self.language_model = self.model.get_decoder()
+        self.language_model = self.model.get_decoder()  # whatever its family calls it (SmolVLM: text_model)
         layer_types = set(getattr(text_config, "layer_types", None) or [])
         self.sliding_window = getattr(text_config, "sliding_window", None) if "sliding_attention" in layer_types else None
         # layers that carry a state other than keys and values (linear attention, convolutions,
@@ -257,7 +256,6 @@ class ChecklistEngine:
                                   position_ids=layout.positions.to(self.device), use_cache=True,
                                   **{self.cache_kw: cache})
         return self._answer_p_yes(out.last_hidden_state[layout.answers])
-
 
     def _score_stateful(self, item: PreparedItem, n: int) -> np.ndarray:
         """One item on a model with recurrent layers: its prefix alone (no padding may enter the
