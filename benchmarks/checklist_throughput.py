@@ -68,7 +68,7 @@ def measure(fn, items: list[MediaInput], questions: list[list[str]], cuda: bool)
 
 def vision_params(model) -> int:
     """Parameters of the vision tower and projector: the inner model less its language model."""
-    return sum(p.numel() for p in model.model.parameters()) - sum(p.numel() for p in model.model.language_model.parameters())
+    return sum(p.numel() for p in model.model.parameters()) - sum(p.numel() for p in model.get_decoder().parameters())
 
 
 def vision_patches(adapter, prepared) -> int:
@@ -81,7 +81,7 @@ def vision_patches(adapter, prepared) -> int:
 
 def language_params(model) -> int:
     """Parameters touched per token by the decoder (embedding lookups cost no FLOPs)."""
-    lm = model.model.language_model
+    lm = model.get_decoder()
     return sum(p.numel() for p in lm.parameters()) - lm.embed_tokens.weight.numel()
 
 

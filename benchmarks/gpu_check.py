@@ -75,7 +75,7 @@ def fast_path_flops(adapter, item: MediaInput, qs: list[str]) -> float:
     p = common_prefix_length(prepared.sequences)
     suffix_tokens = sum(len(seq) - p for seq in prepared.sequences)
     inner = adapter.model.model
-    lm = inner.language_model
+    lm = adapter.model.get_decoder()  # every family's decoder, whatever its attribute name
     language = sum(t.numel() for t in lm.parameters()) - lm.embed_tokens.weight.numel()
     vision = sum(t.numel() for t in inner.parameters()) - sum(t.numel() for t in lm.parameters())
     media = adapter.family.media_kwargs([prepared.visual], torch.device("cpu"), torch.float32)

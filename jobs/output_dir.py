@@ -7,18 +7,24 @@ batch sizes) may change between runs, since they change speed, not results. The 
 written another way (a relative local path for an absolute one) is the same job: local
 paths are stored and compared absolute. A manifest edited in place is a different job: its
 fingerprint (file sizes and ETags, or mtimes where the store has no ETag) is in `job.json`.
+An output that holds no committed row (its run failed before finishing a file) holds nothing
+to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
 One run at a time writes into an output (`jobs/output_lease.py`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import posixpath
 
 import fsspec
 import pyarrow.parquet as pq
 
 from jobs.output_lease import OutputLease, check_free
+from pipeline.run_stats import STATS_FILE
+from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
 from schemas.job_config import JobConfig
 from schemas.user_error import UserError
@@ -29,6 +35,8 @@ FINGERPRINT_KEY = "manifest_fingerprint"
 RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
 # Keys inside those fields that change speed only; also absent from job.json of older versions.
 SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
+
+log = logging.getLogger(__name__)
 
 
 class OutputMismatchError(UserError):
@@ -123,10 +131,20 @@ def _has_files(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return fs.exists(path) and bool(fs.find(path))
 
 
+def may_hold_rows(fs: fsspec.AbstractFileSystem, out: str) -> bool:
+    """Whether `out` may hold committed rows: a checkpoint file other than a pending one (its ids
+    would also be skipped by the next run), or data files that no checkpoint accounts for."""
+    checkpoint = join(out, CHECKPOINT_DIR)
+    if _has_files(fs, checkpoint):
+        return any(not posixpath.basename(p).endswith(PENDING_SUFFIX) for p in fs.find(checkpoint))
+    return _has_files(fs, join(out, SCORES_DIR))
+
+
 def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str,
                  lease_owner: str | None = None) -> bool:
     """Check `out` without writing (refused while another live run holds its lease). Returns
-    True when it holds earlier output of the same job."""
+    True when it holds earlier output of the same job; False when it is new, or holds another
+    job's start without a committed row (then `create_output` takes it over)."""
     check_free(fs, out, lease_owner)
     job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
     scores = join(out, SCORES_DIR)
@@ -135,11 +153,14 @@ def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checkli
             json.loads(fs.cat_file(job_path)), json.loads(job_json),
             json.loads(fs.cat_file(checklist_path)) if fs.exists(checklist_path) else {}, json.loads(checklists_json),
         )
-        if diffs:
+        if diffs and may_hold_rows(fs, out):
             raise OutputMismatchError(
                 f"{out} holds scores of a different job ({'; '.join(diffs)}). "
                 "Use a new --out, or delete the old output to start over."
             )
+        if diffs:
+            log.info("%s holds no committed row of its earlier job (%s): starting it over", out, "; ".join(diffs))
+            return False
         if _has_files(fs, scores) and not _has_files(fs, join(out, CHECKPOINT_DIR)):
             raise OutputMismatchError(
                 f"{scores} holds files but {join(out, CHECKPOINT_DIR)}/ (which rows they hold) is missing: a "
@@ -153,9 +174,13 @@ def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checkli
 
 
 def create_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str) -> None:
-    """Start a new output directory: the job and its checklists first, then the data."""
+    """Start a new output directory, or take over one without committed rows: the job and its
+    checklists first, then the data."""
     job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
     fs.makedirs(out, exist_ok=True)
+    stats = join(out, STATS_FILE)
+    if fs.exists(stats):  # runs of the job taken over, which wrote no row
+        fs.rm(stats)
     fs.pipe_file(checklist_path, checklists_json.encode())
     fs.pipe_file(job_path, job_json.encode())
 

@@ -33,9 +33,19 @@ def load(model_dir: str):
     return model, AutoTokenizer.from_pretrained(model_dir)
 
 
-def render(tokenizer, media: str, question: str) -> str:
-    """The checkpoint's chat template on one user turn: the media item, then the question."""
+# Families whose chat template writes a system message's content as it is (a list of parts would
+# come out as its repr); the others' templates read text parts (LLaVA-OneVision's and Idefics3's
+# render a string content as nothing).
+SYSTEM_AS_STRING = frozenset({"glm4v"})
+
+
+def render(tokenizer, media: str, question: str, system: str | None = None, family: str | None = None) -> str:
+    """The checkpoint's chat template on one user turn: the media item, then the question; after a
+    system message `system` when given (`family`: the model type, which says how to write it)."""
     messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
+    if system is not None:
+        content = system if family in SYSTEM_AS_STRING else [{"type": "text", "text": system}]
+        messages.insert(0, {"role": "system", "content": content})
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -77,11 +87,12 @@ def _image_inputs(model_dir: Path, prompt: str, image: Image.Image) -> dict:
 
 
 def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
-                 seconds: list[float] | None = None, duration: float | None = None) -> tuple[dict, str]:
-    """(model inputs, rendered prompt) for one item and one question."""
+                 seconds: list[float] | None = None, duration: float | None = None,
+                 system: str | None = None) -> tuple[dict, str]:
+    """(model inputs, rendered prompt) for one item and one question (after system prompt `system`)."""
     model, tokenizer = load(str(model_dir))
     family = model.config.model_type
-    prompt = render(tokenizer, media, question)
+    prompt = render(tokenizer, media, question, system, family)
     if media == "image":
         if len(frames) != 1:
             raise ValueError("an image is one frame")
@@ -92,14 +103,16 @@ def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
 
 
 def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
-                seconds: list[float] | None = None, duration: float | None = None) -> float:
+                seconds: list[float] | None = None, duration: float | None = None,
+                system: str | None = None) -> float:
     """p_yes for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image).
 
     `seconds`: each frame's time in the video (default: 2 frames a second from 0); `duration`: the
-    video's length, which SmolVLM writes into its prompt (default: the last frame's time).
+    video's length, which SmolVLM writes into its prompt (default: the last frame's time);
+    `system`: a system prompt (default: none).
     """
     model, tokenizer = load(str(model_dir))
-    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration)
+    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration, system)
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].float()
     yes = torch.logsumexp(logits[answer_ids(tokenizer, prompt, YES_WORDS)], 0)

@@ -17,7 +17,7 @@ import pytest
 
 from jobs import output_lease
 from jobs.output_dir import (OutputMismatchError, check_output, create_output, job_record, normalise_local_path,
-                             normalised_config, result_differences)
+                             normalised_config, open_output, result_differences)
 from jobs.output_lease import OutputBusyError, OutputLease
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
@@ -27,11 +27,20 @@ def _job(**kw) -> JobConfig:
     return JobConfig(manifest="m.parquet", out="o", model=ModelConfig(model="m"), **kw)
 
 
+def _commit_a_file(out) -> None:
+    """One data file and its committed checkpoint: the output holds rows of its job."""
+    for folder, name in (("scores", "w0-0.parquet"), ("_checkpoint", "w0.parquet")):
+        os.makedirs(os.path.join(out, folder), exist_ok=True)
+        with open(os.path.join(out, folder, name), "wb") as f:
+            f.write(b"x")
+
+
 def test_speed_knobs_may_change_and_score_settings_may_not(tmp_path):
     fs, out = fsspec.filesystem("file"), str(tmp_path / "out")
     first = _job()
     assert check_output(fs, out, first.model_dump_json(), "{}") is False
     create_output(fs, out, first.model_dump_json(), "{}")
+    _commit_a_file(out)
     faster = _job(resources=ResourcesConfig(batch_size=64, scorer_actors=3),
                   decode=DecodeConfig(worker_nice=0))
     faster.model.systemic_failure_batches = 5  # when to stop on a broken model: not a result setting
@@ -139,6 +148,7 @@ def test_a_manifest_edited_at_the_same_path_is_a_different_job(tmp_path):
     cfg = normalised_config(JobConfig(manifest=str(manifest), out=out, model=ModelConfig(model="m")))
     job = job_record(cfg)
     create_output(fs, out, job, "{}")
+    _commit_a_file(out)
     assert check_output(fs, out, job_record(cfg), "{}") is True  # unchanged: resumes
     _manifest(manifest, ["a", "b", "c"])
     with pytest.raises(OutputMismatchError, match=r"the manifest files changed since the first run "
@@ -157,6 +167,7 @@ def test_a_relative_manifest_path_is_the_same_job_as_the_absolute_one(tmp_path, 
     _manifest(tmp_path / "data" / "m.parquet", ["a"])
     absolute = JobConfig(manifest=str(tmp_path / "data" / "m.parquet"), out=out, model=ModelConfig(model="m"))
     create_output(fs, out, job_record(normalised_config(absolute)), "{}")
+    _commit_a_file(out)
     monkeypatch.chdir(tmp_path / "data")
     relative = normalised_config(absolute.model_copy(update={"manifest": "m.parquet", "out": "../out"}))
     assert relative.manifest == absolute.manifest and relative.out == out  # stored normalised
@@ -221,8 +232,53 @@ def test_vrscore_score_refuses_an_edited_manifest_before_any_work(tmp_path, caps
     first = normalised_config(JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model="m")))
     create_output(fsspec.filesystem("file"), str(out), job_record(first),
                   checklists_to_json(resolve_checklists(["default"])))  # what the first run left
+    _commit_a_file(out)
     _manifest(manifest, ["a", "b", "c"])
     assert vrscore_cli.main(["score", "--manifest", str(manifest), "--model", "m", "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "holds scores of a different job (the manifest files changed since the first run" in err
-    assert sorted(p.name for p in out.iterdir()) == ["checklist.json", "job.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["_checkpoint", "checklist.json", "job.json", "scores"]
+
+
+# --- an output whose run failed before any row: a corrected job takes it over -----------------
+
+def _failed_start(fs, out, job: str) -> None:
+    """What a run that died before finishing a file leaves: its job, a pending checkpoint and the
+    data file it was writing (neither committed)."""
+    create_output(fs, str(out), job, '{"image": "old"}')
+    (out / "_checkpoint").mkdir()
+    (out / "_checkpoint" / "w0.pending.parquet").write_bytes(b"ids")
+    (out / "scores").mkdir()
+    (out / "scores" / "w0-0.parquet").write_bytes(b"rows")
+    (out / "stats.json").write_text('{"runs": []}')
+
+
+def test_a_changed_job_takes_over_an_output_without_committed_rows(tmp_path):
+    fs, out = fsspec.filesystem("file"), tmp_path / "out"
+    _failed_start(fs, out, _job().model_dump_json())
+    fixed = _job(decode=DecodeConfig(resize_factor=32)).model_dump_json()
+    assert check_output(fs, str(out), fixed, '{"image": "new"}') is False  # a new job here, not a mismatch
+    lease, resumed = open_output(fs, str(out), fixed, '{"image": "new"}')
+    lease.release()
+    assert resumed is False
+    assert (out / "job.json").read_text() == fixed and (out / "checklist.json").read_text() == '{"image": "new"}'
+    assert not (out / "stats.json").exists()  # the runs of the job taken over are not this job's
+    assert check_output(fs, str(out), fixed, '{"image": "new"}') is True  # and it now resumes as itself
+
+
+@pytest.mark.parametrize("rows", ["committed checkpoint", "data without checkpoint"])
+def test_a_changed_job_is_refused_where_a_committed_row_exists(tmp_path, rows):
+    fs, out = fsspec.filesystem("file"), tmp_path / "out"
+    old = _job().model_dump_json()
+    _failed_start(fs, out, old)
+    if rows == "committed checkpoint":
+        (out / "_checkpoint" / "w1.parquet").write_bytes(b"ids")  # one file committed
+    else:
+        shutil.rmtree(out / "_checkpoint")
+    fixed = _job(decode=DecodeConfig(resize_factor=32)).model_dump_json()
+    with pytest.raises(OutputMismatchError, match=r"holds scores of a different job \(decode\.resize_factor: 28 -> 32\)"):
+        check_output(fs, str(out), fixed, '{"image": "old"}')
+    with pytest.raises(OutputMismatchError):
+        open_output(fs, str(out), fixed, '{"image": "old"}')
+    assert (out / "job.json").read_text() == old and (out / "stats.json").exists()  # untouched
+    assert output_lease.read_lease(fs, str(out)) is None  # the refused run left no lease

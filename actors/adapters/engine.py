@@ -101,6 +101,8 @@ class ChecklistEngine:
         self.family: Family = family_class(model.model, config, self.tokenizer, decode)
         self.prompts = PromptEncoder(self.tokenizer, load_chat_template(self.tokenizer, model.model, model.chat_template),
                                      system_prompt)
+        for media_type in self.family.media_types:  # a template that loses the system prompt fails here, not per item
+            self.prompts.segments(self.family.media_content(media_type), "?")
         leading = model.answer_leading_space
         if leading is None:
             probe = self.prompts.render(self.family.media_content(self.family.media_types[0]), ["?", "."])
@@ -117,7 +119,7 @@ class ChecklistEngine:
             trust_remote_code=remote, use_safetensors=True,
         ).to(self.device).eval()
         text_config = self.model.config.get_text_config()
-        self.language_model = self.model.model.language_model
+        self.language_model = self.model.get_decoder()  # whatever its family calls it (SmolVLM: text_model)
         layer_types = set(getattr(text_config, "layer_types", None) or [])
         self.sliding_window = getattr(text_config, "sliding_window", None) if "sliding_attention" in layer_types else None
         # layers that carry a state other than keys and values (linear attention, convolutions,
@@ -254,7 +256,6 @@ class ChecklistEngine:
                                   position_ids=layout.positions.to(self.device), use_cache=True,
                                   **{self.cache_kw: cache})
         return self._answer_p_yes(out.last_hidden_state[layout.answers])
-
 
     def _score_stateful(self, item: PreparedItem, n: int) -> np.ndarray:
         """One item on a model with recurrent layers: its prefix alone (no padding may enter the

@@ -21,6 +21,8 @@ import numpy as np
 
 _SENTINEL = "\ue000vrscore-data-{}\ue001"  # private-use characters: no template or text makes them
 _SENTINEL_RE = re.compile("\ue000vrscore-data-(\\d+)\ue001")
+# how a system message's content may be written, in the order tried: the user turn's own form first
+SYSTEM_FORMS = ("parts", "string")
 
 
 def template_segments(render: Callable[[Sequence[str]], str], texts: Sequence[str],
@@ -45,6 +47,11 @@ def template_segments(render: Callable[[Sequence[str]], str], texts: Sequence[st
             return [(s, d) for s, d in segments if s]
     raise ValueError("the chat template alters the question or system text beyond stripping it, so the "
                      "text cannot be kept apart from the template's own markers; use another template")
+
+
+def system_message(text: str, form: str) -> dict:
+    """A system message whose content is `text` as a string (form "string") or as one text part ("parts")."""
+    return {"role": "system", "content": [{"type": "text", "text": text}] if form == "parts" else text}
 
 
 def sentinels(count: int) -> list[str]:
@@ -107,6 +114,10 @@ class PromptEncoder:
     `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any prompt: they are
     encoded once per item and spliced in, which equals encoding the expanded text at a fraction of
     the cost. Otherwise the expanded text is encoded per question.
+
+    The system message goes in the first of `SYSTEM_FORMS` that the template renders as text:
+    some templates render only a list of text parts (LLaVA-OneVision's, Idefics3's: a string
+    gives nothing), others only a string (a list comes out as its Python repr).
     """
 
     def __init__(self, tokenizer, template: str | None, system_prompt: str | None):
@@ -116,24 +127,46 @@ class PromptEncoder:
         self.forbidden = added_token_ids(tokenizer)
         # added tokens that split text cleanly (no whitespace stripping around them), by content
         self._cuts = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if not (t.lstrip or t.rstrip)}
-        self._marked: dict[str, str] = {}  # the template rendered around sentinels, per media content
+        # per media content: (the template rendered around sentinels, the system message's form)
+        self._marked: dict[str, tuple[str, str | None]] = {}
 
-    def render(self, content: dict, texts: Sequence[str]) -> str:
-        """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""
-        messages = [] if self.system_prompt is None else [{"role": "system", "content": texts[1]}]
+    def _render(self, content: dict, texts: Sequence[str], form: str | None) -> str:
+        messages = [] if form is None else [system_message(texts[1], form)]
         messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   chat_template=self.template)
 
-    def _marked_template(self, content: dict) -> str:
+    def render(self, content: dict, texts: Sequence[str]) -> str:
+        """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""
+        return self._render(content, texts, self._marked_template(content)[1])
+
+    def _marked_template(self, content: dict) -> tuple[str, str | None]:
         key = repr(sorted(content.items()))
         if key not in self._marked:
-            self._marked[key] = self.render(content, sentinels(1 if self.system_prompt is None else 2))
+            if self.system_prompt is None:
+                self._marked[key] = (self._render(content, sentinels(1), None), None)
+            else:
+                self._marked[key] = self._system_form(content)
         return self._marked[key]
+
+    def _system_form(self, content: dict) -> tuple[str, str]:
+        """(marked template, form) for the first form whose rendering holds the system text once.
+        A content the template does not treat as text shows no sentinel: it renders as nothing, or
+        as a repr or JSON of the list, where the sentinel's private-use characters come out escaped."""
+        marks = sentinels(2)
+        found = {}
+        for form in SYSTEM_FORMS:
+            marked = self._render(content, marks, form)
+            found[form] = marked.count(marks[1])
+            if found[form] == 1:
+                return marked, form
+        raise ValueError(f"the chat template renders the system prompt neither as a string nor as a list of text "
+                         f"parts (times rendered: {found}); use another template or no system_prompt")
 
     def segments(self, content: dict, question: str) -> list[tuple[str, bool]]:
         texts = [question] if self.system_prompt is None else [question, self.system_prompt]
-        return template_segments(lambda t: self.render(content, t), texts, self._marked_template(content))
+        marked, form = self._marked_template(content)
+        return template_segments(lambda t: self._render(content, t, form), texts, marked)
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
@@ -146,7 +179,7 @@ class PromptEncoder:
         """(placeholder ids, expansion ids) as they appear in any whole prompt, or None."""
         if self._cut_edges(placeholder) and self._cut_edges(expansion):
             return np.asarray(self._encode(placeholder)), np.asarray(self._encode(expansion))
-        marked = self._marked_template(content)
+        marked = self._marked_template(content)[0]
         at = marked.find(placeholder)
         left = [c for c in self._cuts if marked[:at].endswith(c)]
         right = [c for c in self._cuts if marked[at + len(placeholder):].startswith(c)]
