@@ -74,7 +74,9 @@ def vision_params(model) -> int:
 def vision_patches(adapter, prepared) -> int:
     """Patches the vision tower embeds for one item: its pixels over (3 x temporal x patch x patch)."""
     vision = adapter.model.config.vision_config
-    per_patch = 3 * getattr(vision, "temporal_patch_size", 1) * vision.patch_size**2
+    side = vision.patch_size  # InternVL gives [height, width]
+    area = side[0] * side[1] if isinstance(side, (list, tuple)) else side**2
+    per_patch = 3 * getattr(vision, "temporal_patch_size", 1) * area
     media = adapter.family.media_kwargs([prepared.visual], torch.device("cpu"), torch.float32)
     return sum(v.numel() for k, v in media.items() if k.startswith("pixel_values")) // per_patch
 

@@ -80,7 +80,9 @@ def fast_path_flops(adapter, item: MediaInput, qs: list[str]) -> float:
     vision = sum(t.numel() for t in inner.parameters()) - sum(t.numel() for t in lm.parameters())
     media = adapter.family.media_kwargs([prepared.visual], torch.device("cpu"), torch.float32)
     vcfg = adapter.model.config.vision_config
-    per_patch = 3 * getattr(vcfg, "temporal_patch_size", 1) * vcfg.patch_size**2
+    side = vcfg.patch_size  # InternVL gives [height, width]
+    area = side[0] * side[1] if isinstance(side, (list, tuple)) else side**2
+    per_patch = 3 * getattr(vcfg, "temporal_patch_size", 1) * area
     patches = sum(v.numel() for k, v in media.items() if k.startswith("pixel_values")) // per_patch
     return 2 * vision * patches + 2 * language * (p + suffix_tokens)
 
