@@ -76,7 +76,7 @@ def test_a_model_at_an_s3_uri_is_read_without_downloading_it(s3_model):  # noqa:
 def test_vrscore_score_refuses_an_unsupported_model_in_one_line_before_any_work(tmp_path, capsys):
     from jobs import cli as vrscore_cli
 
-    pq.write_table(pa.table({"id": ["a"], "uri": [str(tmp_path / "a.png")]}), tmp_path / "m.parquet")
+    pq.write_table(pa.table({"id": ["a"], "uri": [str(tmp_path / "a.png")], "prompt": ["p"]}), tmp_path / "m.parquet")
     model = checkpoint(tmp_path / "bert", {"model_type": "bert"})
     out = tmp_path / "out"
     assert vrscore_cli.main(["score", "--manifest", str(tmp_path / "m.parquet"), "--model", model,
