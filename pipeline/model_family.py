@@ -56,7 +56,9 @@ def grid_factor(preprocessor: dict, where: str) -> int:
 
 def is_image_text_to_text(config: dict) -> bool:
     """Whether load_adapter's generic path takes this config (as `actors/adapters/__init__.py`)."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
 
     return (config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
             or "AutoModelForImageTextToText" in (config.get("auto_map") or {}))
