@@ -15,7 +15,9 @@ from actors.adapters import load_adapter
 from actors.adapters.base import MediaInput
 from actors.systemic_failure import CANARY_PROMPT, FailureStreak, canary_item, startup_failed, uniform_failure
 from actors.model_store import local_model
+from pipeline.model_family import GENERIC_RULE
 from pipeline.null_columns import nulls_as_none
+from pipeline.resize_policy import frames_are_final
 from schemas import status
 from schemas.checklist_set import checklists_from_json
 from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
@@ -59,6 +61,8 @@ class ChecklistScorer:
             self.adapters[kind] = shared or load_adapter(
                 self.model_cfg, DecodeConfig.model_validate(decode), system_prompt=key
             )
+        # Frames are taken as the model's input only where the decode stage applied the family's own rule.
+        self._final = {kind: frames_final(DecodeConfig.model_validate(decode), a) for kind, a in self.adapters.items()}
         self._start_canaries(DecodeConfig.model_validate(decode))
         log.info("scorer ready in %.1fs (model %s)", time.perf_counter() - t0, self.model_cfg.model)
 
@@ -103,7 +107,7 @@ class ChecklistScorer:
                     frames=frames_of(batch["frames"][i], batch["frames_shape"][i]),
                     media_type=kind,
                     fps=None if np.isnan(batch["fps"][i]) else float(batch["fps"][i]),
-                    resized=True,  # the decode stage resized them with the same DecodeConfig
+                    resized=self._final[kind],
                 )
                 for i in rows
             ]
@@ -147,6 +151,19 @@ class ChecklistScorer:
             else:
                 error = None  # the model still scores a known-good item: these items are at fault
         self._streak.observe(error)
+
+
+def frames_final(decode: DecodeConfig, adapter) -> bool:
+    """Whether the decode stage's frames are the model's input as they are (`MediaInput.resized`):
+    only when it applied the family's own rule, and one that gives the model's size. Frames of an
+    unresolved config (`resize_rule` None: the source, capped) are resized by the adapter; a rule
+    other than the model's is refused, since the family would take frames of the wrong size."""
+    family = getattr(adapter, "family", None)
+    own = GENERIC_RULE if family is None else family.resize_rule
+    if decode.resize_rule not in (None, own):
+        raise ValueError(f"the decode stage sizes frames by {decode.resize_rule!r}, but the model takes {own!r} "
+                         "(pipeline/model_family.py resolves the model's rule on the driver)")
+    return frames_are_final(decode.resize_rule, own)
 
 
 def _media_types(adapter) -> tuple[str, ...] | None:

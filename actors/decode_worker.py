@@ -36,6 +36,7 @@ import numpy as np
 from actors import decode_protocol as wire
 from actors.media_fetch import PendingRead
 from actors.media_io import MediaError
+from pipeline.resize_policy import check_rule
 from schemas import status as st
 from schemas.job_config import DecodeConfig
 
@@ -77,6 +78,7 @@ class DecodeWorker:
 
     def __init__(self, decode: dict, storage_options: dict[str, dict] | None = None, threads: int = 1):
         self._cfg = DecodeConfig.model_validate(decode)
+        check_rule(self._cfg.resize_rule, self._cfg.resize_factor)  # here, not per row in the child
         self._storage_options = storage_options or {}
         self._setup = {"decode": self._cfg.model_dump(mode="json"), "threads": int(threads)}
         self._proc: subprocess.Popen | None = None

@@ -1,4 +1,5 @@
-"""Bytes -> uint8 RGB frames at the model's size. Runs inside the decode worker process.
+"""Bytes -> uint8 RGB frames at the size the model's resize rule gives (`DecodeConfig.resize_rule`,
+`pipeline/resize_policy.py`). Runs inside the decode worker process.
 
 Images (Pillow): EXIF orientation applied; 16-bit grey scaled to 8 bits; alpha composited
 on white; palette, grey, CMYK converted to RGB. Animated GIF/WebP give their first frame
@@ -31,7 +32,7 @@ from pipeline.frame_sampling import (
     uniform_indices,
     visionreward_indices,
 )
-from pipeline.resize_policy import smart_resize
+from pipeline.resize_policy import RESIZE_RULES, UNRESOLVED_RULE
 from schemas import status as st
 from schemas.job_config import DecodeConfig
 
@@ -53,10 +54,12 @@ def _detail(exc: BaseException) -> str:
 
 
 def _target_size(height: int, width: int, cfg: DecodeConfig, media_type: str) -> tuple[int, int]:
+    """The size the model's rule gives (`cfg.resize_rule`, resolved from the model's family)."""
     lo, hi = (cfg.image_min_pixels, cfg.image_max_pixels) if media_type == "image" else (
         cfg.video_min_pixels, cfg.video_max_pixels)
+    rule = RESIZE_RULES[cfg.resize_rule or UNRESOLVED_RULE]
     try:
-        return smart_resize(height, width, cfg.resize_factor, lo, hi)
+        return rule(height, width, cfg.resize_factor, lo, hi)
     except ValueError as exc:
         raise MediaError(st.DECODE_ERROR, f"cannot be resized for the model: {exc}") from None
 
@@ -80,7 +83,7 @@ def _to_rgb8(img: Image.Image) -> Image.Image:
 
 
 def decode_image(data: bytes, cfg: DecodeConfig) -> DecodedMedia:
-    """One (1, H, W, 3) frame at the smart_resize size for images (bicubic)."""
+    """One (1, H, W, 3) frame at the size of the model's rule (bicubic)."""
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
@@ -143,7 +146,7 @@ def _read_frames(reader: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
 
 
 def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int = 1) -> DecodedMedia:
-    """(T, H, W, 3) frames picked by `spec`, decoded by decord at the smart_resize size
+    """(T, H, W, 3) frames picked by `spec`, decoded by decord at the size of the model's rule
     with `threads` FFmpeg decoding threads (0 = one per core of the machine)."""
     height, width = _target_size(*_probe_video(data, cfg), cfg, "video")
     try:
@@ -165,7 +168,7 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
     except Exception as exc:  # noqa: BLE001 - decord raises DECORDError/RuntimeError on bad streams
         raise MediaError(st.DECODE_ERROR, f"video frames could not be decoded (corrupt or truncated "
                          f"stream): {_detail(exc)}") from None
-    # The scorer relies on sides that are multiples of the patch grid; never pass on others.
+    # The scorer takes frames of a model-size rule as they are: never pass on another size.
     if frames.shape[1:] != (height, width, 3):
         raise MediaError(st.DECODE_ERROR, f"decord returned frames of {frames.shape[1:]}, expected {(height, width, 3)}")
     return DecodedMedia(np.ascontiguousarray(frames), fps)

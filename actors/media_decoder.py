@@ -1,4 +1,6 @@
-"""The decode stage: media URIs -> uint8 RGB frames at the size the model will see.
+"""The decode stage: media URIs -> uint8 RGB frames at the size of the model's resize rule
+(`DecodeConfig.resize_rule` and `resize_factor`, resolved on the driver from the model's family:
+the model's input size, or the source capped for families that resize themselves).
 
 A callable class for `map_batches` (numpy batch format). Each row's bytes are read in
 this process (actors/media_fetch.py; the next rows' reads overlap this row's decode) and

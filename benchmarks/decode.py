@@ -44,7 +44,7 @@ from schemas.job_config import DecodeConfig
 
 # worker_nice 0: the child at the benchmark's own priority (niceness is a policy for sharing
 # cores with a CPU scorer, not a cost of decoding).
-CFG = DecodeConfig(frames="uniform:8", worker_nice=0)
+CFG = DecodeConfig(frames="uniform:8", worker_nice=0, resize_rule="smart_resize", resize_factor=28)  # Qwen2-VL's
 SPEC = parse_frames_spec(CFG.frames)
 SIZES = {"480p": (854, 480), "720p": (1280, 720), "1080p": (1920, 1080)}
 FPS, SECONDS = 24, 5

@@ -35,6 +35,9 @@ FINGERPRINT_KEY = "manifest_fingerprint"
 RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
 # Keys inside those fields that change speed only; also absent from job.json of older versions.
 SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
+# Keys absent from job.json of older versions, with the value those versions used: they applied
+# the Qwen2-VL rule to every model (a job.json of theirs resumes where the model's rule is that one).
+LEGACY_VALUES = {"decode.resize_rule": "smart_resize"}
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def _comparable(job: dict) -> dict:
         fields["manifest"] = normalise_local_path(fields["manifest"])
     if isinstance(fields["model"], dict) and isinstance(fields["model"].get("model"), str):
         fields["model"] = {**fields["model"], "model": normalise_local_path(fields["model"]["model"], must_exist=True)}
-    return _flatten(fields)
+    return {**LEGACY_VALUES, **_flatten(fields)}
 
 
 def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_checklists: dict) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.assemble import ScoreAssembler
+from pipeline.model_family import resolve_decode
 from pipeline.score_pipeline import validate_rows
 from pipeline.storage import storage_options
 from schemas.checklist import Checklist, dimension_column
@@ -54,6 +55,7 @@ class ChecklistReward:
         from actors.media_decoder import MediaDecoder
 
         storage = storage or StorageConfig()
+        decode = resolve_decode(model, decode, storage)  # the model's resize rule, as `vrscore score` does
         self.checklists = checklists
         checklists_json = checklists_to_json(checklists)
         self._decoder = MediaDecoder(decode.model_dump(), {p: storage_options(storage, p) for p in ("s3", "s3a")})

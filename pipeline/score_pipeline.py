@@ -106,6 +106,9 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
     from actors.checklist_scorer import ChecklistScorer  # heavy imports stay out of the driver's startup
     from actors.media_decoder import MediaDecoder
 
+    if cfg.decode.resize_rule is None:  # the decode stage would not size frames by the model's rule
+        raise ValueError("cfg.decode.resize_rule is unresolved: resolve the model's rule on the driver first "
+                         "(pipeline.model_family.resolve_decode)")
     res = cfg.resources
     ds = ds if ds is not None else read_manifest(cfg, info.columns)
     # Bounded blocks from the start: a read gives one block per file, and each block stays
@@ -119,6 +122,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
     # Media URIs may live on another filesystem than the manifest: options per protocol.
     media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
     pool = decode_pool(res, *cluster_shape())
+    # The decode dict carries the model's resolved resize rule and factor (DecodeConfig.resize_rule).
     ds = ds.map_batches(
         MediaDecoder,
         fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,

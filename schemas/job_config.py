@@ -27,10 +27,23 @@ class DecodeConfig(_Strict):
         "video; 'visionreward' takes one frame per second from the start, at most 24, as the "
         "VisionReward inference script does ('visionreward:M' caps at M instead).",
     )
-    resize_factor: int = Field(
-        28,
-        description="Frame sides are rounded to a multiple of this (patch size x spatial merge: "
-        "28 for the Qwen2-VL family), so the model's processor never resizes again.",
+    resize_rule: Literal["smart_resize", "smart_resize_small_up", "fit_within"] | None = Field(
+        None,
+        description="How the decode stage sizes frames (pipeline/resize_policy.py). None = the model's own, "
+        "filled in by `vrscore score` from the model's family before any work and kept in job.json: "
+        "'smart_resize' (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) and 'smart_resize_small_up' (GLM-4.1V) give the "
+        "model's input size, which the model then takes as is; 'fit_within' (InternVL, LLaVA-OneVision, "
+        "Gemma 3, SmolVLM, the generic path) keeps the source image, only scaled down to the max pixels, "
+        "since those processors resize or tile it themselves. A set value must be the model's own.",
+    )
+    resize_factor: int | None = Field(
+        None,
+        ge=1,
+        description="Frame sides are rounded to a multiple of this under the smart_resize rules. None = the "
+        "model's own, filled in like resize_rule: patch size x spatial merge from its "
+        "preprocessor_config.json (28 for Qwen2-VL, Qwen2.5-VL and GLM-4.1V, 32 for Qwen3-VL). A set "
+        "value must be a multiple of it (coarser sides, fewer visual tokens); families that resize "
+        "themselves take none.",
     )
     image_min_pixels: int = Field(56 * 56, description="Lower bound on pixels per image after resize.")
     image_max_pixels: int = Field(

@@ -141,12 +141,12 @@ def test_every_bad_input_is_a_row_and_the_job_goes_on(tmp_path, demo_model_dir, 
 
 
 @pytest.mark.usefixtures("ray_session", "few_shuffle_partitions")
-def test_duplicate_ids_are_refused_before_any_work(tmp_path, capsys):
+def test_duplicate_ids_are_refused_before_any_work(tmp_path, capsys, demo_model_dir):
     ids = ["a", "b", "a", "c", "d", "c", "c", "e"]
     rows = [{"id": i, "uri": str(tmp_path / f"{k}.png"), "prompt": "p"} for k, i in enumerate(ids)]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "manifest.parquet")
     out = tmp_path / "out"
-    rc = vrscore_cli.main(["score", "--manifest", str(tmp_path / "manifest.parquet"), "--model", "no-model-needed",
+    rc = vrscore_cli.main(["score", "--manifest", str(tmp_path / "manifest.parquet"), "--model", str(demo_model_dir),
                            "--out", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2

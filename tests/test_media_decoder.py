@@ -25,7 +25,7 @@ from tests.paths import MEDIA
 from tests.test_media_io import s3_options  # noqa: F401 - fixture
 from tests.fifo_helpers import unblock_fifo_later
 
-CFG = DecodeConfig()
+CFG = DecodeConfig(resize_rule="smart_resize", resize_factor=28)  # Qwen2-VL's, as `vrscore score` resolves it
 IMAGE_BOUNDS = (CFG.image_min_pixels, CFG.image_max_pixels)
 VIDEO_BOUNDS = (CFG.video_min_pixels, CFG.video_max_pixels)
 
@@ -172,7 +172,7 @@ def test_real_rotated_files_follow_their_display_matrix(decoder, rotation):
 
 
 def test_visionreward_frames(media):
-    stage = MediaDecoder(DecodeConfig(frames="visionreward").model_dump())
+    stage = MediaDecoder(CFG.model_copy(update={"frames": "visionreward"}).model_dump())
     try:
         out = stage(batch_of([media / "clip.mp4"], ["video"]))
     finally:
@@ -208,7 +208,7 @@ def test_every_bad_input_is_a_row_status(decoder, tmp_path, media):
 
 
 def test_video_frames_over_max_source_pixels(media):
-    stage = MediaDecoder(DecodeConfig(max_source_pixels=128 * 96 - 1).model_dump())
+    stage = MediaDecoder(CFG.model_copy(update={"max_source_pixels": 128 * 96 - 1}).model_dump())
     try:
         out = stage(batch_of([media / "clip.mp4"], ["video"]))
     finally:
@@ -247,7 +247,7 @@ def test_empty_batch(decoder):
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_hanging_read_times_out_and_the_next_row_decodes(tmp_path, media):
     os.mkfifo(tmp_path / "hang.mp4")  # opening it for reading blocks until a writer comes: forever
-    stage = MediaDecoder(DecodeConfig(timeout_s=0.5).model_dump())
+    stage = MediaDecoder(CFG.model_copy(update={"timeout_s": 0.5}).model_dump())
     safety = unblock_fifo_later(tmp_path / "hang.mp4", after_s=8)
     try:
         start = time.monotonic()

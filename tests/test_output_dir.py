@@ -206,14 +206,15 @@ def test_job_json_without_its_checkpoint_is_refused_not_rescored(tmp_path):
         check_output(fs, str(out), job, "{}")
 
 
-def test_vrscore_score_into_an_output_another_run_holds_is_refused_before_any_work(tmp_path, capsys):
+def test_vrscore_score_into_an_output_another_run_holds_is_refused_before_any_work(tmp_path, capsys, demo_model_dir):
     from jobs import cli as vrscore_cli
 
     _manifest(tmp_path / "m.parquet", ["a"])
     out = tmp_path / "out"
     other_run = OutputLease.acquire(fsspec.filesystem("file"), str(out), settle_s=0)
     try:
-        args = ["score", "--manifest", str(tmp_path / "m.parquet"), "--model", str(tmp_path / "no-model"),
+        # a real model: its config is read (for its resize rule) before the output is checked
+        args = ["score", "--manifest", str(tmp_path / "m.parquet"), "--model", str(demo_model_dir),
                 "--out", str(out), "--quiet"]
         assert vrscore_cli.main(args) == 2
     finally:
@@ -223,18 +224,21 @@ def test_vrscore_score_into_an_output_another_run_holds_is_refused_before_any_wo
     assert sorted(p.name for p in out.iterdir()) == []  # nothing written
 
 
-def test_vrscore_score_refuses_an_edited_manifest_before_any_work(tmp_path, capsys):
+def test_vrscore_score_refuses_an_edited_manifest_before_any_work(tmp_path, capsys, demo_model_dir):
     from jobs import cli as vrscore_cli
+    from pipeline.model_family import resolve_decode
     from schemas.checklist_set import checklists_to_json, resolve_checklists
 
     manifest, out = tmp_path / "m.parquet", tmp_path / "out"
     _manifest(manifest, ["a", "b"])
-    first = normalised_config(JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model="m")))
+    first = normalised_config(JobConfig(manifest=str(manifest), out=str(out), model=ModelConfig(model=str(demo_model_dir))))
+    first = first.model_copy(update={"decode": resolve_decode(first.model, first.decode, first.storage)})
     create_output(fsspec.filesystem("file"), str(out), job_record(first),
                   checklists_to_json(resolve_checklists(["default"])))  # what the first run left
     _commit_a_file(out)
     _manifest(manifest, ["a", "b", "c"])
-    assert vrscore_cli.main(["score", "--manifest", str(manifest), "--model", "m", "--out", str(out), "--quiet"]) == 2
+    assert vrscore_cli.main(["score", "--manifest", str(manifest), "--model", str(demo_model_dir), "--out", str(out),
+                             "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "holds scores of a different job (the manifest files changed since the first run" in err
     assert sorted(p.name for p in out.iterdir()) == ["_checkpoint", "checklist.json", "job.json", "scores"]

@@ -150,7 +150,9 @@ def test_decoded_frames_are_not_resized_twice(demo_model_dir, spec, size, bounds
     from actors.frame_decode import decode_image
     from schemas.job_config import DecodeConfig
 
-    cfg = DecodeConfig() if bounds is None else DecodeConfig(image_min_pixels=bounds[0], image_max_pixels=bounds[1])
+    cfg = DecodeConfig(resize_rule="smart_resize", resize_factor=28)  # the model's, as `vrscore score` resolves it
+    if bounds is not None:
+        cfg = cfg.model_copy(update={"image_min_pixels": bounds[0], "image_max_pixels": bounds[1]})
     buf = io.BytesIO()
     Image.fromarray(_frames(np.random.default_rng(5), 1, *size)[0]).save(buf, "PNG")
     frames = decode_image(buf.getvalue(), cfg).frames

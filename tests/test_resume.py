@@ -175,6 +175,7 @@ def test_changed_checklist_and_model_are_refused(observed, tmp_path, capsys):
     checklist["questions"][0]["weight"] = 2.5
     (tmp_path / "image.yaml").write_text(yaml.safe_dump(checklist))
     job_before, files_before = (o.out / JOB_FILE).read_bytes(), _data_files(o.out)
+    shutil.copytree(o.model, tmp_path / "other-model")  # a model the driver can read (for its resize rule)
     args = score_args(o.manifest, tmp_path / "other-model", o.out)
     args += ["--checklist", str(tmp_path / "image.yaml"), "--checklist", "default"]
     assert vrscore_cli.main(args) == 2

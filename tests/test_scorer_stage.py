@@ -12,10 +12,11 @@ from actors.checklist_scorer import ChecklistScorer
 from actors.media_decoder import MediaDecoder
 from actors.synthetic_media import write_video
 from actors.systemic_failure import FailureStreak, SystemicScoringError, uniform_failure
+from pipeline.model_family import resolve_decode
 from pipeline.score_pipeline import validate_rows
 from schemas import status
 from schemas.checklist_set import checklists_to_json, resolve_checklists
-from schemas.job_config import DecodeConfig, ModelConfig
+from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
 
 
 def test_an_image_at_the_aspect_ratio_edge_is_scored(tmp_path, demo_model_dir):
@@ -30,11 +31,11 @@ def test_an_image_at_the_aspect_ratio_edge_is_scored(tmp_path, demo_model_dir):
     batch = {"id": np.array(list(paths), dtype=object), "uri": np.array([str(p) for p in paths.values()], dtype=object),
              "prompt": np.array(["a long thin banner"] * 2, dtype=object)}
     batch = validate_rows(batch, {k: c.uses_prompt for k, c in checklists.items()})
-    decode = DecodeConfig()
+    model = ModelConfig(model=str(demo_model_dir), dtype="float32")
+    decode = resolve_decode(model, DecodeConfig(), StorageConfig())  # Qwen2-VL's rule, as `vrscore score` resolves it
     decoded = MediaDecoder(decode.model_dump())(batch)
     assert tuple(decoded["frames_shape"][0]) == (1, 28, 5768, 3)
-    scorer = ChecklistScorer(ModelConfig(model=str(demo_model_dir), dtype="float32").model_dump(),
-                             decode.model_dump(), checklists_to_json(checklists))
+    scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_to_json(checklists))
     out = scorer(decoded)
     assert list(out["status"]) == [status.OK, status.OK], list(out["error"])
     for raw in out["p_yes"]:

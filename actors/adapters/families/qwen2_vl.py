@@ -38,7 +38,8 @@ class Qwen2VLFamily:
     def __init__(self, checkpoint: str, config, tokenizer, decode: DecodeConfig):
         self.decode = decode
         self.spec = VisionSpec.from_json(cached_file(checkpoint, "preprocessor_config.json"))
-        if decode.resize_factor % self.spec.factor:
+        # None: the model's own grid (prepare_visual's default); `vrscore score` resolves it on the driver
+        if decode.resize_factor is not None and decode.resize_factor % self.spec.factor:
             raise ValueError(f"DecodeConfig.resize_factor={decode.resize_factor} must be a multiple of "
                              f"patch_size x merge_size = {self.spec.factor} for {checkpoint}")
         self.token_ids = {"image": config.image_token_id, "video": config.video_token_id}
