@@ -59,7 +59,7 @@ SPECIAL_TOKENS = (
 PATCH, MERGE, TEMPORAL = 14, 2, 2
 POSITION_GRID = {"tiny": 112, "bench": 336}
 # half the head dims rotate (partial_rotary_factor 0.5); the sections split those frequency pairs
-MROPE_SECTION = {"tiny": [2, 3, 3], "bench": [8, 12, 12]}
+MROPE_SECTION = {"tiny": [2, 3, 3], "bench": [4, 6, 6]}
 
 
 def _config(tokenizer, s: Sizes, preset: str) -> Glm4vConfig:

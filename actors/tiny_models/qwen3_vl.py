@@ -49,7 +49,7 @@ FAMILIES = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")
 # temporal patch 2 both presets share, so a frame costs its real token count: (side / 32)^2).
 POSITION_EMBEDDINGS = {"tiny": 64, "bench": 2304}
 # mrope sections (in frequency pairs) that add up to head_dim / 2
-MROPE_SECTION = {"tiny": [6, 5, 5], "bench": [24, 20, 20]}
+MROPE_SECTION = {"tiny": [6, 5, 5], "bench": [12, 10, 10]}
 
 
 def _config(family: str, tokenizer, s: Sizes, preset: str):
