@@ -11,7 +11,14 @@ from pathlib import Path
 
 from transformers import Gemma3Config, PreTrainedModel
 
-from actors.tiny_models.common import HALF, SIZES, Sizes, save_checkpoint, token_ids, vocab_size
+from actors.tiny_models.common import (
+    HALF,
+    SIZES,
+    Sizes,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
 # google/gemma-3-*-it's chat template: BOS written by the template, system text folded into the

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from transformers import Glm4vConfig
 
-from actors.tiny_models.common import CLIP_MEAN, CLIP_STD, SIZES, Sizes, save_checkpoint, token_ids, vocab_size
+from actors.tiny_models.common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    SIZES,
+    Sizes,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
 # zai-org/GLM-4.1V-9B-Thinking's chat_template.jinja.

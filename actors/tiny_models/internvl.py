@@ -11,7 +11,13 @@ from pathlib import Path
 
 from transformers import InternVLConfig
 
-from actors.tiny_models.common import SIZES, Sizes, save_checkpoint, token_ids, vocab_size
+from actors.tiny_models.common import (
+    SIZES,
+    Sizes,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
 # The template transformers' InternVL conversion script writes into the -hf checkpoints.

@@ -11,7 +11,14 @@ from pathlib import Path
 
 from transformers import LlavaOnevisionConfig
 
-from actors.tiny_models.common import HALF, SIZES, Sizes, save_checkpoint, token_ids, vocab_size
+from actors.tiny_models.common import (
+    HALF,
+    SIZES,
+    Sizes,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
 # llava-hf/llava-onevision-qwen2-*-ov-hf's chat template (note the space after the role).

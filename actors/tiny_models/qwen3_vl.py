@@ -12,7 +12,14 @@ from pathlib import Path
 
 from transformers import Qwen3_5Config, Qwen3VLConfig, Qwen3VLMoeConfig
 
-from actors.tiny_models.common import HALF, SIZES, Sizes, save_checkpoint, token_ids, vocab_size
+from actors.tiny_models.common import (
+    HALF,
+    SIZES,
+    Sizes,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
 # Modelled on Qwen/Qwen3-VL-*-Instruct's chat_template.json (tool calls left out): no default

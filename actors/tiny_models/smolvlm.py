@@ -13,7 +13,14 @@ from pathlib import Path
 
 from transformers import Idefics3Config, SmolVLMConfig
 
-from actors.tiny_models.common import HALF, SIZES, Sizes, save_checkpoint, token_ids, vocab_size
+from actors.tiny_models.common import (
+    HALF,
+    SIZES,
+    Sizes,
+    save_checkpoint,
+    token_ids,
+    vocab_size,
+)
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
 # HuggingFaceTB/SmolVLM2-*-Video-Instruct's template (transformers keeps it as SmolVLM's default).
