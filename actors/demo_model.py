@@ -157,12 +157,10 @@ def build_demo_model(out_dir: str | Path, preset: str = "tiny", family: str = "q
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {list(FAMILIES)}")
-    if family not in QWEN2_FAMILIES and preset != "tiny":
-        raise ValueError(f"family {family!r} comes in preset 'tiny' only")
-    spec = PRESETS[preset]
     out = Path(out_dir)
     if family not in QWEN2_FAMILIES:
-        return build_family(out, family, seed)
+        return build_family(out, family, seed, preset)
+    spec = PRESETS[preset]
     out.mkdir(parents=True, exist_ok=True)
 
     tokenizer = build_tokenizer()

@@ -2,6 +2,7 @@
 per question (`score_reference`), on a random-weight model of a chosen size. Run by hand:
 
     python benchmarks/checklist_throughput.py                        # bench preset, 2 CPU cores
+    python benchmarks/checklist_throughput.py --preset bench --family internvl --repeats 3
     python benchmarks/checklist_throughput.py --preset qwen2_vl_2b --device cuda --dtype bfloat16
 
 Cases: (a) a 24-frame video with the 29-question VisionReward video checklist, (b) an image with
@@ -93,6 +94,16 @@ def resize_factor(model_dir: Path) -> int:
     return cfg["patch_size"] * cfg["merge_size"] if "merge_size" in cfg else 28
 
 
+def tile_side(model_dir: Path) -> int | None:
+    """The side a fixed-tile processor (InternVL, LLaVA-OneVision, Gemma 3, SmolVLM) resizes every view
+    to; None for dynamic-resolution ones (Qwen, GLM-4.1V), which keep a side that is a multiple of 28."""
+    cfg = json.loads((Path(model_dir) / "preprocessor_config.json").read_text())
+    if "merge_size" in cfg:
+        return None
+    size = cfg.get("max_image_size") or cfg["size"]
+    return size.get("height") or size["longest_edge"]
+
+
 def run_case(label: str, adapter, items: list[MediaInput], questions: list[str], repeats: int, cuda: bool) -> None:
     qs = [questions] * len(items)
     prepared = adapter.prepare(items[0], questions)
@@ -133,7 +144,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="bench", choices=["tiny", "bench", "qwen2_vl_2b"])
     ap.add_argument("--family", default="qwen2_vl", choices=list(FAMILIES),
-                    help="model family of the random model (families other than qwen2_vl/qwen2_5_vl: preset tiny only)")
+                    help="model family of the random model (families other than qwen2_vl/qwen2_5_vl: presets tiny "
+                    "and bench; bench has the real vision geometry of a small checkpoint of the family)")
     ap.add_argument("--model-dir", type=Path, help="reuse a model built earlier (else built in a temp folder)")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -141,8 +153,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--token-budget", type=int, default=ModelConfig.model_fields["token_budget"].default)
     ap.add_argument("--frames", type=int, default=24)
-    ap.add_argument("--video-side", type=int, default=224, help="video frame side in pixels (a multiple of 28)")
-    ap.add_argument("--image-side", type=int, default=448, help="image side in pixels (a multiple of 28)")
+    ap.add_argument("--video-side", type=int, help="video frame side in pixels (default: the model's tile "
+                    "side for fixed-tile processors, else 224, a multiple of 28 and of 32)")
+    ap.add_argument("--image-side", type=int, help="image side in pixels (default: the tile side, else 448)")
     ap.add_argument("--cases", default="video,image", help="comma-separated: video, image")
     ap.add_argument("--video-qa", type=Path, default=VIDEO_QA, help="VisionReward video checklist (*_qa_select.txt)")
     ap.add_argument("--image-qa", type=Path, default=IMAGE_QA, help="VisionReward image checklist (*_qa_select.txt)")
@@ -156,8 +169,12 @@ def main() -> int:
         print(f"device: cpu, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or build_demo_model(Path(tmp) / "model", preset=args.preset, family=args.family)
+        # one view per frame or image at the tile size, so the processor neither splits nor rescales
+        tile = tile_side(model_dir)
+        args.video_side = args.video_side or tile or 224
+        args.image_side = args.image_side or tile or 448
         # pixel bounds that keep the chosen frame sizes as they are
-        decode = DecodeConfig(resize_factor=resize_factor(model_dir),
+        decode = DecodeConfig(resize_factor=tile or resize_factor(model_dir),
                               video_min_pixels=args.video_side**2, video_max_pixels=args.video_side**2,
                               image_min_pixels=args.image_side**2, image_max_pixels=args.image_side**2)
         adapter = load_adapter(ModelConfig(model=str(model_dir), device=args.device, dtype=args.dtype,

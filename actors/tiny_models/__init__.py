@@ -1,7 +1,7 @@
 """Tiny random-weight checkpoints of each model family, one module per family.
 
 `actors.demo_model.build_demo_model(dir, family=F)` is the entry point; this registry says which
-module builds which `config.model_type`. Each module has `build(out, family, seed) -> Path`.
+module builds which `config.model_type`. Each module has `build(out, family, seed, preset) -> Path`.
 """
 from __future__ import annotations
 
@@ -21,6 +21,15 @@ FAMILY_MODULES: dict[str, str] = {
 }
 
 
-def build_family(out: Path, family: str, seed: int) -> Path:
-    """Write the tiny checkpoint of `family` (a key of FAMILY_MODULES) to `out`."""
-    return importlib.import_module(FAMILY_MODULES[family]).build(out, family, seed)
+PRESETS = ("tiny", "bench")
+
+
+def build_family(out: Path, family: str, seed: int, preset: str = "tiny") -> Path:
+    """Write the `preset` checkpoint of `family` (a key of FAMILY_MODULES) to `out`.
+
+    `tiny` has toy vision geometry (a few tokens per image); `bench` the real geometry of a small
+    public checkpoint of the family (named in its module), so prefix lengths are the real ones.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"family {family!r} comes in presets {PRESETS}, not {preset!r}")
+    return importlib.import_module(FAMILY_MODULES[family]).build(out, family, seed, preset)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +23,29 @@ INIT_RANGE = 0.2
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 HALF = [0.5, 0.5, 0.5]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Widths and depths of a preset; the vision geometry (pixels, patches, merging) is per family."""
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    intermediate: int
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    init_range: float
+
+
+# `bench`: a small but non-toy language model (256 wide, 4 layers) and a narrow 2-layer vision tower,
+# so that the real checkpoints' visual token counts (hundreds per frame) run on 2 CPU cores.
+SIZES: dict[str, Sizes] = {
+    "tiny": Sizes(HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE, HIDDEN, 2, HEADS, INTERMEDIATE, INIT_RANGE),
+    "bench": Sizes(256, 4, 4, 2, 768, 192, 2, 3, 768, 0.02),
+}
 
 
 def vocab_size(tokenizer: Qwen2Tokenizer) -> int:

@@ -16,12 +16,8 @@ from transformers import Glm4vConfig
 from actors.tiny_models.common import (
     CLIP_MEAN,
     CLIP_STD,
-    HEADS,
-    HIDDEN,
-    INIT_RANGE,
-    INTERMEDIATE,
-    KV_HEADS,
-    LAYERS,
+    SIZES,
+    Sizes,
     save_checkpoint,
     token_ids,
     vocab_size,
@@ -66,21 +62,27 @@ SPECIAL_TOKENS = (
     "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
     "<|end_of_video|>", "<|image|>", "<|video|>", "<think>", "</think>",
 )
+# zai-org/GLM-4.1V-9B-Thinking's patch 14, merge 2 and temporal patch 2 in both presets, so a frame
+# costs its real token count, (side / 28)^2; `bench` also has its 336-pixel position grid.
 PATCH, MERGE, TEMPORAL = 14, 2, 2
+POSITION_GRID = {"tiny": 112, "bench": 336}
+# half the head dims rotate (partial_rotary_factor 0.5); the sections split those frequency pairs
+MROPE_SECTION = {"tiny": [2, 3, 3], "bench": [4, 6, 6]}
 
 
-def _config(tokenizer) -> Glm4vConfig:
-    head_dim = HIDDEN // HEADS
-    # half the head dims rotate (partial_rotary_factor 0.5); the sections split those 8 frequency pairs
-    rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5, "mrope_section": [2, 3, 3]}
-    text = dict(vocab_size=vocab_size(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-                num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+def _config(tokenizer, s: Sizes, preset: str) -> Glm4vConfig:
+    head_dim = s.hidden // s.heads
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+            "mrope_section": MROPE_SECTION[preset]}
+    text = dict(vocab_size=vocab_size(tokenizer), hidden_size=s.hidden, intermediate_size=s.intermediate,
+                num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
                 head_dim=head_dim, max_position_embeddings=32768, rope_parameters=rope,
-                initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
+                initializer_range=s.init_range, pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=[tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|user|>")])
-    vision = dict(depth=2, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_heads=HEADS,
-                  image_size=112, patch_size=PATCH, spatial_merge_size=MERGE, temporal_patch_size=TEMPORAL,
-                  out_hidden_size=HIDDEN, initializer_range=INIT_RANGE)
+    vision = dict(depth=s.vision_layers, hidden_size=s.vision_hidden, intermediate_size=s.vision_intermediate,
+                  num_heads=s.vision_heads, image_size=POSITION_GRID[preset], patch_size=PATCH,
+                  spatial_merge_size=MERGE, temporal_patch_size=TEMPORAL, out_hidden_size=s.hidden,
+                  initializer_range=s.init_range)
     ids = token_ids(tokenizer, image_token_id="<|image|>", video_token_id="<|video|>",
                     image_start_token_id="<|begin_of_image|>", image_end_token_id="<|end_of_image|>",
                     video_start_token_id="<|begin_of_video|>", video_end_token_id="<|end_of_video|>")
@@ -97,10 +99,10 @@ def _processor_config(kind: str, size: dict) -> dict:
     }
 
 
-def build(out: Path, family: str, seed: int) -> Path:
+def build(out: Path, family: str, seed: int, preset: str = "tiny") -> Path:
     tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, GLM4V_CHAT_TEMPLATE, eos="<|endoftext|>", pad="<|endoftext|>")
     # pixel budgets scaled down from the checkpoint's (images 112*112 .. 28*28*15000; videos over all frames)
-    save_checkpoint(out, _config(tokenizer), tokenizer, seed,
+    save_checkpoint(out, _config(tokenizer, SIZES[preset], preset), tokenizer, seed,
                     _processor_config("image", {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 1024}))
     video = dict(_processor_config("video", {"shortest_edge": 28 * 28 * 2, "longest_edge": 28 * 28 * 4096}),
                  fps=2, do_sample_frames=True)

@@ -12,12 +12,8 @@ from pathlib import Path
 from transformers import InternVLConfig
 
 from actors.tiny_models.common import (
-    HEADS,
-    HIDDEN,
-    INIT_RANGE,
-    INTERMEDIATE,
-    KV_HEADS,
-    LAYERS,
+    SIZES,
+    Sizes,
     save_checkpoint,
     token_ids,
     vocab_size,
@@ -37,39 +33,46 @@ INTERNVL_CHAT_TEMPLATE = (
 NAMED_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
                 "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", *NAMED_TOKENS.values())
-TILE, PATCH = 56, 14
-# (56 / 14)^2 patches per tile, pixel-shuffled by the 0.5 downsample ratio: 4 tokens per tile
-IMAGE_SEQ_LENGTH = (TILE // PATCH) ** 2 // 4
+PATCH = 14
+# Tile side: toy in tiny; 448 in bench, as OpenGVLab/InternVL3-1B-hf. (tile / 14)^2 patches per tile,
+# pixel-shuffled by the 0.5 downsample ratio: 4 tokens per tile in tiny, 256 in bench (the real count).
+TILES = {"tiny": 56, "bench": 448}
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def _config(tokenizer) -> InternVLConfig:
-    text = dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=HIDDEN,
-                intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                num_key_value_heads=KV_HEADS, max_position_embeddings=32768,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=INIT_RANGE,
+def image_seq_length(tile: int) -> int:
+    return (tile // PATCH) ** 2 // 4
+
+
+def _config(tokenizer, s: Sizes, tile: int) -> InternVLConfig:
+    text = dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=s.hidden,
+                intermediate_size=s.intermediate, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                num_key_value_heads=s.kv_heads, max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=s.init_range,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    vision = dict(hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=HEADS, intermediate_size=INTERMEDIATE,
-                  image_size=[TILE, TILE], patch_size=[PATCH, PATCH], initializer_range=INIT_RANGE)
+    vision = dict(hidden_size=s.vision_hidden, num_hidden_layers=s.vision_layers, num_attention_heads=s.vision_heads,
+                  intermediate_size=s.vision_intermediate, image_size=[tile, tile], patch_size=[PATCH, PATCH],
+                  initializer_range=s.init_range)
     ids = token_ids(tokenizer, image_token_id="<IMG_CONTEXT>")
-    return InternVLConfig(text_config=text, vision_config=vision, image_seq_length=IMAGE_SEQ_LENGTH,
+    return InternVLConfig(text_config=text, vision_config=vision, image_seq_length=image_seq_length(tile),
                           downsample_ratio=0.5, tie_word_embeddings=True, **ids)
 
 
-def _pixels(kind: str) -> dict:
+def _pixels(kind: str, tile: int) -> dict:
     return {
         f"{kind}_processor_type": "GotOcr2ImageProcessor" if kind == "image" else "InternVLVideoProcessor",
         "processor_class": "InternVLProcessor", "do_resize": True, "do_rescale": True, "do_normalize": True,
         "do_convert_rgb": True, "resample": 3, "rescale_factor": 1 / 255,
-        "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "size": {"height": TILE, "width": TILE},
+        "image_mean": IMAGENET_MEAN, "image_std": IMAGENET_STD, "size": {"height": tile, "width": tile},
     }
 
 
-def build(out: Path, family: str, seed: int) -> Path:
+def build(out: Path, family: str, seed: int, preset: str = "tiny") -> Path:
+    tile = TILES[preset]
     tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, INTERNVL_CHAT_TEMPLATE, eos="<|im_end|>", pad="<|endoftext|>",
                                     named_tokens=NAMED_TOKENS)
-    image = dict(_pixels("image"), crop_to_patches=False, min_patches=1, max_patches=12)
-    save_checkpoint(out, _config(tokenizer), tokenizer, seed, image,
-                    processor_config={"processor_class": "InternVLProcessor", "image_seq_length": IMAGE_SEQ_LENGTH})
-    (out / "video_preprocessor_config.json").write_text(json.dumps(_pixels("video"), indent=2))
+    image = dict(_pixels("image", tile), crop_to_patches=False, min_patches=1, max_patches=12)
+    processor = {"processor_class": "InternVLProcessor", "image_seq_length": image_seq_length(tile)}
+    save_checkpoint(out, _config(tokenizer, SIZES[preset], tile), tokenizer, seed, image, processor_config=processor)
+    (out / "video_preprocessor_config.json").write_text(json.dumps(_pixels("video", tile), indent=2))
     return out

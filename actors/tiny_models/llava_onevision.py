@@ -13,12 +13,8 @@ from transformers import LlavaOnevisionConfig
 
 from actors.tiny_models.common import (
     HALF,
-    HEADS,
-    HIDDEN,
-    INIT_RANGE,
-    INTERMEDIATE,
-    KV_HEADS,
-    LAYERS,
+    SIZES,
+    Sizes,
     save_checkpoint,
     token_ids,
     vocab_size,
@@ -39,43 +35,50 @@ LLAVA_ONEVISION_CHAT_TEMPLATE = (
     "{{'<|im_end|>'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
-TILE, PATCH = 56, 14
-NUM_IMAGE_TOKENS = (TILE // PATCH) ** 2
-# the checkpoint's 6x6 grid of tile multiples (384 .. 2304), at the tiny tile size
-GRID_PINPOINTS = [[TILE * i, TILE * j] for i in range(1, 7) for j in range(1, 7)]
+PATCH = 14
+# Tile side: toy in tiny; 384 in bench, as llava-hf/llava-onevision-qwen2-0.5b-ov-hf: 27^2 = 729 tokens
+# per tile, and a video frame 2x2-pooled to 14^2 = 196.
+TILES = {"tiny": 56, "bench": 384}
 
 
-def _config(tokenizer) -> LlavaOnevisionConfig:
-    text = dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=HIDDEN,
-                intermediate_size=INTERMEDIATE, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                num_key_value_heads=KV_HEADS, max_position_embeddings=32768,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=INIT_RANGE,
+def grid_pinpoints(tile: int) -> list[list[int]]:
+    """The checkpoint's 6x6 grid of tile multiples (384 .. 2304), at the preset's tile size."""
+    return [[tile * i, tile * j] for i in range(1, 7) for j in range(1, 7)]
+
+
+def _config(tokenizer, s: Sizes, tile: int) -> LlavaOnevisionConfig:
+    text = dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=s.hidden,
+                intermediate_size=s.intermediate, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                num_key_value_heads=s.kv_heads, max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=s.init_range,
                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    vision = dict(model_type="siglip_vision_model", hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-                  num_hidden_layers=2, num_attention_heads=HEADS, image_size=TILE, patch_size=PATCH)
+    vision = dict(model_type="siglip_vision_model", hidden_size=s.vision_hidden, intermediate_size=s.vision_intermediate,
+                  num_hidden_layers=s.vision_layers, num_attention_heads=s.vision_heads, image_size=tile,
+                  patch_size=PATCH)
     ids = token_ids(tokenizer, image_token_index="<image>", video_token_index="<video>")
     return LlavaOnevisionConfig(text_config=text, vision_config=vision, vision_feature_select_strategy="full",
-                                vision_feature_layer=-1, image_grid_pinpoints=GRID_PINPOINTS,
+                                vision_feature_layer=-1, image_grid_pinpoints=grid_pinpoints(tile),
                                 vision_aspect_ratio="anyres_max_9", tie_word_embeddings=True,
-                                initializer_range=INIT_RANGE, **ids)
+                                initializer_range=s.init_range, **ids)
 
 
-def _pixels(kind: str) -> dict:
+def _pixels(kind: str, tile: int) -> dict:
     return {
         f"{kind}_processor_type": ("LlavaOnevisionImageProcessor" if kind == "image"
                                    else "LlavaOnevisionVideoProcessor"),
         "processor_class": "LlavaOnevisionProcessor", "do_resize": True, "do_rescale": True,
         "do_normalize": True, "do_convert_rgb": True, "resample": 3, "rescale_factor": 1 / 255,
-        "image_mean": HALF, "image_std": HALF, "size": {"height": TILE, "width": TILE},
+        "image_mean": HALF, "image_std": HALF, "size": {"height": tile, "width": tile},
     }
 
 
-def build(out: Path, family: str, seed: int) -> Path:
+def build(out: Path, family: str, seed: int, preset: str = "tiny") -> Path:
+    tile = TILES[preset]
     tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, LLAVA_ONEVISION_CHAT_TEMPLATE, eos="<|im_end|>",
                                     pad="<|endoftext|>", named_tokens={"image_token": "<image>", "video_token": "<video>"})
-    image = dict(_pixels("image"), do_pad=True, image_grid_pinpoints=GRID_PINPOINTS)
-    processor = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": NUM_IMAGE_TOKENS,
+    image = dict(_pixels("image", tile), do_pad=True, image_grid_pinpoints=grid_pinpoints(tile))
+    processor = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": (tile // PATCH) ** 2,
                  "vision_feature_select_strategy": "full", "vision_aspect_ratio": "anyres_max_9"}
-    save_checkpoint(out, _config(tokenizer), tokenizer, seed, image, processor_config=processor)
-    (out / "video_preprocessor_config.json").write_text(json.dumps(_pixels("video"), indent=2))
+    save_checkpoint(out, _config(tokenizer, SIZES[preset], tile), tokenizer, seed, image, processor_config=processor)
+    (out / "video_preprocessor_config.json").write_text(json.dumps(_pixels("video", tile), indent=2))
     return out

@@ -14,12 +14,8 @@ from transformers import Qwen3_5Config, Qwen3VLConfig, Qwen3VLMoeConfig
 
 from actors.tiny_models.common import (
     HALF,
-    HEADS,
-    HIDDEN,
-    INIT_RANGE,
-    INTERMEDIATE,
-    KV_HEADS,
-    LAYERS,
+    SIZES,
+    Sizes,
     save_checkpoint,
     token_ids,
     vocab_size,
@@ -56,19 +52,26 @@ SPECIAL_TOKENS = (
 )
 PATCH, MERGE, TEMPORAL = 16, 2, 2
 FAMILIES = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")
+# Learned position grid: 8x8 in tiny; 48x48 as Qwen/Qwen3-VL-2B-Instruct (whose patch 16, merge 2 and
+# temporal patch 2 both presets share, so a frame costs its real token count: (side / 32)^2).
+POSITION_EMBEDDINGS = {"tiny": 64, "bench": 2304}
+# mrope sections (in frequency pairs) that add up to head_dim / 2
+MROPE_SECTION = {"tiny": [6, 5, 5], "bench": [12, 10, 10]}
 
 
-def _config(family: str, tokenizer):
-    head_dim = HIDDEN // HEADS
-    rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_section": [6, 5, 5], "mrope_interleaved": True}
-    text = dict(vocab_size=vocab_size(tokenizer), hidden_size=HIDDEN, intermediate_size=INTERMEDIATE,
-                num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=KV_HEADS,
+def _config(family: str, tokenizer, s: Sizes, preset: str):
+    head_dim = s.hidden // s.heads
+    rope = {"rope_type": "default", "rope_theta": 5e6, "mrope_section": MROPE_SECTION[preset],
+            "mrope_interleaved": True}
+    text = dict(vocab_size=vocab_size(tokenizer), hidden_size=s.hidden, intermediate_size=s.intermediate,
+                num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
                 head_dim=head_dim, max_position_embeddings=32768, rope_parameters=rope,
-                initializer_range=INIT_RANGE, pad_token_id=tokenizer.pad_token_id,
+                initializer_range=s.init_range, pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id)
-    vision = dict(depth=2, hidden_size=HIDDEN, intermediate_size=INTERMEDIATE, num_heads=HEADS,
-                  patch_size=PATCH, spatial_merge_size=MERGE, temporal_patch_size=TEMPORAL,
-                  out_hidden_size=HIDDEN, num_position_embeddings=64, initializer_range=INIT_RANGE)
+    vision = dict(depth=s.vision_layers, hidden_size=s.vision_hidden, intermediate_size=s.vision_intermediate,
+                  num_heads=s.vision_heads, patch_size=PATCH, spatial_merge_size=MERGE, temporal_patch_size=TEMPORAL,
+                  out_hidden_size=s.hidden, num_position_embeddings=POSITION_EMBEDDINGS[preset],
+                  initializer_range=s.init_range)
     ids = token_ids(tokenizer, image_token_id="<|image_pad|>", video_token_id="<|video_pad|>",
                     vision_start_token_id="<|vision_start|>", vision_end_token_id="<|vision_end|>")
     if family == "qwen3_vl":
@@ -80,7 +83,7 @@ def _config(family: str, tokenizer):
                                 tie_word_embeddings=True, **ids)
     # Qwen3.5 mixes linear-attention (Gated DeltaNet) and full-attention layers 3:1. Two layers, full
     # first: with the linear layer first the image moved p_yes by only 1e-3..1e-2 (too weak a control).
-    text.update(layer_types=["full_attention", "linear_attention"], linear_num_key_heads=2,
+    text.update(layer_types=(["full_attention", "linear_attention"] * s.layers)[:s.layers], linear_num_key_heads=2,
                 linear_num_value_heads=2, linear_key_head_dim=16, linear_value_head_dim=16,
                 linear_conv_kernel_dim=4)
     text["rope_parameters"] = dict(rope, partial_rotary_factor=1.0)
@@ -111,8 +114,9 @@ def video_preprocessor_config(family: str) -> dict:
     }
 
 
-def build(out: Path, family: str, seed: int) -> Path:
+def build(out: Path, family: str, seed: int, preset: str = "tiny") -> Path:
     tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, eos="<|im_end|>", pad="<|endoftext|>")
-    save_checkpoint(out, _config(family, tokenizer), tokenizer, seed, preprocessor_config(family))
+    save_checkpoint(out, _config(family, tokenizer, SIZES[preset], preset), tokenizer, seed,
+                    preprocessor_config(family))
     (out / "video_preprocessor_config.json").write_text(json.dumps(video_preprocessor_config(family), indent=2))
     return out
