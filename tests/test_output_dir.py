@@ -273,7 +273,7 @@ def test_a_changed_job_takes_over_an_output_without_committed_rows(tmp_path):
 @pytest.mark.parametrize("rows", ["committed checkpoint", "data without checkpoint"])
 def test_a_changed_job_is_refused_where_a_committed_row_exists(tmp_path, rows):
     fs, out = fsspec.filesystem("file"), tmp_path / "out"
-    old = _job().model_dump_json()
+    old = _job(decode=DecodeConfig(resize_factor=28)).model_dump_json()
     _failed_start(fs, out, old)
     if rows == "committed checkpoint":
         (out / "_checkpoint" / "w1.parquet").write_bytes(b"ids")  # one file committed
