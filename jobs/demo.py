@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs.demo_model_command import RANDOM_WEIGHTS_WARNING
+from jobs.score_command import add_console_args
 
 PROMPTS = {
     "p_lighthouse": "a lighthouse on a cliff at sunset, oil painting",
@@ -21,12 +22,7 @@ PROMPTS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="vrscore-demo", help="demo folder (media, model, manifest, output)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars and no job line")
-    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
-                   help="print the job line (rows done of total, rows/s, errors by status, time left) every "
-                   "SECONDS (default 10); in a terminal it appears beside Ray Data's progress bars")
-    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
+    add_console_args(p)
     p.add_argument("--ray-address", help="join this Ray cluster instead of starting a local one")
 
 

@@ -8,6 +8,16 @@ from jobs.job_config_loading import build_job_config
 from pipeline.storage import add_storage_args, storage_flags
 
 
+def add_console_args(p: argparse.ArgumentParser) -> None:
+    """The console options of a scoring run (`score` and `demo`)."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no job line")
+    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
+                   help="print the job line (rows done of total, rows/s, errors by status, time left) every "
+                   "SECONDS (default 10); in a terminal it appears beside Ray Data's progress bars")
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                   help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="Parquet manifest (file or directory; local path or URI)")
     p.add_argument("--checklist", action="append",
@@ -27,12 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow the model repo to run its own code (off by default)")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars and no job line")
-    p.add_argument("--progress-interval", type=float, default=10.0, metavar="SECONDS",
-                   help="print the job line (rows done of total, rows/s, errors by status, time left) every "
-                   "SECONDS (default 10); in a terminal it appears beside Ray Data's progress bars")
-    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
-                   help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
+    add_console_args(p)
     add_storage_args(p)
 
 
