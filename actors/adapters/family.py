@@ -68,3 +68,15 @@ class Family(Protocol):
 
 def as_tensor(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(device=device, dtype=dtype)
+
+
+def normalised_frames(frames: np.ndarray, height: int, width: int, cfg: dict) -> np.ndarray:
+    """(T, 3, height, width) float32 frames as a stock image processor makes them: resized with
+    its resample filter where the size differs, rescaled, normalised by its mean and std."""
+    from PIL import Image
+
+    if frames.shape[1:3] != (height, width):
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((width, height), cfg["resample"])) for f in frames])
+    x = frames.astype(np.float32) * np.float32(cfg["rescale_factor"])
+    x = (x - np.asarray(cfg["image_mean"], np.float32)) / np.asarray(cfg["image_std"], np.float32)
+    return x.transpose(0, 3, 1, 2)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers.image_processing_utils import select_best_resolution
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
     LlavaOnevisionImageProcessorPil,
@@ -27,6 +26,7 @@ from transformers.models.llava_onevision.image_processing_pil_llava_onevision im
 from transformers.utils import cached_file
 
 from actors.adapters.base import MediaInput
+from actors.adapters.family import normalised_frames
 from schemas.job_config import DecodeConfig
 
 
@@ -89,12 +89,7 @@ class LlavaOnevisionFamily:
 
     def _video_frames(self, frames: np.ndarray) -> np.ndarray:
         v = self.video
-        h, w = v["size"]["height"], v["size"]["width"]
-        if frames.shape[1:3] != (h, w):
-            frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h), v["resample"])) for f in frames])
-        x = frames.astype(np.float32) * np.float32(v["rescale_factor"])
-        x = (x - np.asarray(v["image_mean"], np.float32)) / np.asarray(v["image_std"], np.float32)
-        return x.transpose(0, 3, 1, 2)
+        return normalised_frames(frames, v["size"]["height"], v["size"]["width"], v)
 
     def prepare_media(self, item: MediaInput) -> OneVisionMedia:
         if item.media_type == "image":

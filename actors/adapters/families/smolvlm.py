@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 from num2words import num2words
-from PIL import Image
 from transformers.models.idefics3.image_processing_pil_idefics3 import (
     Idefics3ImageProcessorPil,
 )
@@ -29,6 +28,7 @@ from transformers.models.smolvlm.image_processing_pil_smolvlm import (
 from transformers.utils import cached_file
 
 from actors.adapters.base import MediaInput
+from actors.adapters.family import normalised_frames
 from schemas.job_config import DecodeConfig
 
 DEFAULT_VIDEO_FPS = 24.0  # what the stock processor assumes for frames without metadata
@@ -72,11 +72,7 @@ class SmolVLMFamily:
     def _frames(self, frames: np.ndarray) -> np.ndarray:
         c = self.frame_cfg
         side = c["max_image_size"]["longest_edge"]
-        if frames.shape[1:3] != (side, side):
-            frames = np.stack([np.asarray(Image.fromarray(f).resize((side, side), c["resample"])) for f in frames])
-        x = frames.astype(np.float32) * np.float32(c["rescale_factor"])
-        x = (x - np.asarray(c["image_mean"], np.float32)) / np.asarray(c["image_std"], np.float32)
-        return x.transpose(0, 3, 1, 2)
+        return normalised_frames(frames, side, side, c)
 
     def prepare_media(self, item: MediaInput) -> SmolMedia:
         if item.media_type == "image":
