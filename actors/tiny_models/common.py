@@ -48,6 +48,15 @@ SIZES: dict[str, Sizes] = {
 }
 
 
+def qwen2_text_config(tokenizer: Qwen2Tokenizer, s: Sizes) -> dict:
+    """The Qwen2 language model that InternVL and LLaVA-OneVision checkpoints carry, at sizes `s`."""
+    return dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=s.hidden,
+                intermediate_size=s.intermediate, num_hidden_layers=s.layers, num_attention_heads=s.heads,
+                num_key_value_heads=s.kv_heads, max_position_embeddings=32768,
+                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=s.init_range,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+
+
 def vocab_size(tokenizer: Qwen2Tokenizer) -> int:
     """The tokenizer's size rounded up to a multiple of 64, as real checkpoints pad it."""
     return -(-len(tokenizer) // 64) * 64

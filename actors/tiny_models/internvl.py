@@ -14,9 +14,9 @@ from transformers import InternVLConfig
 from actors.tiny_models.common import (
     SIZES,
     Sizes,
+    qwen2_text_config,
     save_checkpoint,
     token_ids,
-    vocab_size,
 )
 from actors.tiny_models.tokenizer import build_bpe_tokenizer
 
@@ -45,11 +45,7 @@ def image_seq_length(tile: int) -> int:
 
 
 def _config(tokenizer, s: Sizes, tile: int) -> InternVLConfig:
-    text = dict(model_type="qwen2", vocab_size=vocab_size(tokenizer), hidden_size=s.hidden,
-                intermediate_size=s.intermediate, num_hidden_layers=s.layers, num_attention_heads=s.heads,
-                num_key_value_heads=s.kv_heads, max_position_embeddings=32768,
-                rope_parameters={"rope_type": "default", "rope_theta": 1e6}, initializer_range=s.init_range,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    text = qwen2_text_config(tokenizer, s)
     vision = dict(hidden_size=s.vision_hidden, num_hidden_layers=s.vision_layers, num_attention_heads=s.vision_heads,
                   intermediate_size=s.vision_intermediate, image_size=[tile, tile], patch_size=[PATCH, PATCH],
                   initializer_range=s.init_range)
