@@ -37,7 +37,9 @@ RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_colum
 SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
 # Keys absent from job.json of older versions, with the value those versions used: they applied
 # the Qwen2-VL rule to every model (a job.json of theirs resumes where the model's rule is that one).
-LEGACY_VALUES = {"decode.resize_rule": "smart_resize"}
+LEGACY_VALUES = {"decode.resize_rule": "smart_resize",
+                 # rendered without template options or an answer prefix
+                 "model.chat_template_kwargs": None, "model.answer_prefix": None}
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from ray.data.checkpoint import CheckpointConfig
 from actors.model_store import pin_model
 from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, job_record,
                              normalised_config, open_output)
-from pipeline.model_family import resolve_decode
+from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.output_stats import OutputScanner
 from pipeline.parquet_reader import row_count
 from pipeline.progress import JobProgress
@@ -161,6 +161,8 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     info = inspect_manifest(cfg, checklists)
     # the model's resize rule and factor, recorded in job.json; an unsupported model stops here, in one line
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
+    # the chat template's options and the answer prefix every actor renders with, recorded in job.json
+    cfg = cfg.model_copy(update={"model": resolve_readout_config(cfg.model, cfg.storage)})
     dims = all_dimensions(checklists)
     checklists_json = checklists_to_json(checklists)
     job_json = job_record(cfg)  # the config plus the manifest's fingerprint

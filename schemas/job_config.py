@@ -7,7 +7,7 @@ dumped, so a run can be reproduced from its own output directory.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -130,6 +130,20 @@ class ModelConfig(_Strict):
         description="Path or URI of a Jinja chat template file to use instead of the checkpoint's own. "
         "None = the checkpoint's (tokenizer_config.json, chat_template.jinja or chat_template.json); "
         "a checkpoint without one is refused.",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="Options passed to the chat template's rendering (e.g. {enable_thinking: false}), the "
+        "same on every path. A template that reads `enable_thinking` gets enable_thinking=false unless it "
+        "is set here: a thinking prompt would read the answer where the model starts to reason. Filled in "
+        "by `vrscore score` before any work and kept in job.json (null: the template reads no option).",
+    )
+    answer_prefix: str | None = Field(
+        None,
+        description="Text appended after the generation prompt, as template text (its markers become the "
+        "tokenizer's special tokens), so the answer is read where the model writes it. None = the model's "
+        "own: GLM-4.1V Thinking checkpoints (a glm4v template with no thinking switch and <think> tokens) "
+        "get '<think></think><answer>', others none; '' = none. Filled in by `vrscore score` and kept in job.json.",
     )
     share_prefix: bool = Field(
         True,
