@@ -124,6 +124,30 @@ def test_the_driver_resolves_what_the_actors_render(qwen3_5, glm4v, tmp_path):
     assert resolve_readout_config(once, storage) == once
 
 
+def test_an_older_job_json_resumes_only_where_nothing_is_rendered_differently(qwen3_5, glm4v, tmp_path):
+    from jobs.output_dir import result_differences
+    from schemas.job_config import JobConfig
+
+    def job(model: ModelConfig) -> dict:
+        return json.loads(JobConfig(manifest="/m.parquet", out="/o", model=model).model_dump_json())
+
+    def older(model_dir) -> dict:  # written before the two options existed, for the same model
+        record = job(ModelConfig(model=str(model_dir)))
+        del record["model"]["chat_template_kwargs"], record["model"]["answer_prefix"]
+        return record
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (plain / name).write_bytes((qwen3_5 / name).read_bytes())
+    (plain / "chat_template.jinja").write_text("{{ messages }}")  # a template without a switch
+    resolved = resolve_readout_config(ModelConfig(model=str(plain)), StorageConfig())
+    assert result_differences(older(plain), job(resolved), {}, {}) == []
+    for model_dir, change in ((qwen3_5, "model.chat_template_kwargs.enable_thinking"), (glm4v, "model.answer_prefix")):
+        new = job(resolve_readout_config(ModelConfig(model=str(model_dir)), StorageConfig()))
+        assert [d.split(":")[0] for d in result_differences(older(model_dir), new, {}, {})] == [change]
+
+
 def test_template_options_only_where_the_template_reads_them():
     switch = "{% if enable_thinking is defined and enable_thinking is false %}x{% endif %}"
     assert template_options("{{ messages }}", None) is None

@@ -43,7 +43,7 @@ class GenericAdapter:
         self.tokenizer = self.processor.tokenizer
         # rendered with the same template options and answer prefix as a family module's prompts
         self.template, model = template_readout(self.tokenizer, model, model_type)
-        self.template_kwargs, self.answer_prefix = model.chat_template_kwargs or {}, model.answer_prefix or ""
+        self.template_kwargs, self.answer_prefix = model.chat_template_kwargs, model.answer_prefix
         leading = model.answer_leading_space
         if leading is None:
             leading = ends_in_text(self._render("image", "?"), self.tokenizer)
@@ -59,7 +59,8 @@ class GenericAdapter:
         messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
         messages.append({"role": "user", "content": [{"type": media_type}, {"type": "text", "text": question}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  chat_template=self.template, **self.template_kwargs) + self.answer_prefix
+                                                  chat_template=self.template, **(self.template_kwargs or {})) \
+            + (self.answer_prefix or "")
 
     def _check_text(self, text: str) -> None:
         found = sorted(t for t in self.reserved if t in text)
