@@ -162,7 +162,11 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     # the model's resize rule and factor, recorded in job.json; an unsupported model stops here, in one line
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
     # the chat template's options and the answer prefix every actor renders with, recorded in job.json
-    cfg = cfg.model_copy(update={"model": resolve_readout_config(cfg.model, cfg.storage)})
+    given, cfg = cfg.model, cfg.model_copy(update={"model": resolve_readout_config(cfg.model, cfg.storage)})
+    if (cfg.model.chat_template_kwargs, cfg.model.answer_prefix) != (given.chat_template_kwargs, given.answer_prefix):
+        log.info("the answer is read after the prompt rendered with chat_template_kwargs=%s and answer_prefix=%r "
+                 "(the checkpoint's defaults; set model.* to change them)",
+                 cfg.model.chat_template_kwargs, cfg.model.answer_prefix)
     dims = all_dimensions(checklists)
     checklists_json = checklists_to_json(checklists)
     job_json = job_record(cfg)  # the config plus the manifest's fingerprint
