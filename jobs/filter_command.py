@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     scores = open_scores(args.scores, storage)
     if args.where:  # a bad condition fails here, before Ray starts
         parse_filter(args.where, scores.schema, scores.checklists_by_name)
-    out_fs, fresh = fsspec_filesystem(args.out, storage), functools.partial(refuse_existing_output, args.out,
-                                                                            storage, [SCORES_DIR])
+    out_fs = fsspec_filesystem(args.out, storage)
+    fresh = functools.partial(refuse_existing_output, args.out, storage, [SCORES_DIR])
     check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
     fresh()
     init_ray(args.ray_address, quiet=args.quiet)

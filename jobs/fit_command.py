@@ -12,6 +12,7 @@ import argparse
 import json
 import time
 
+import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import yaml
@@ -149,7 +150,8 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     return "\n".join(lines)
 
 
-def refuse_existing_fit(fs, out: str) -> None:
+def refuse_existing_fit(fs: fsspec.AbstractFileSystem, out: str) -> None:
+    """A fit writes into a fresh --out only: its checklists and fit.json belong together."""
     if fs.exists(join(out, FIT_FILE)):
         raise FileExistsError(f"{join(out, FIT_FILE)} exists; choose another --out")
 

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     ignored = [k for k in new if k not in scores.checklists]
     if ignored:
         print(f"no {', '.join(ignored)} rows were scored in {scores.data_uri}: their checklist is not used")
-    out_fs, fresh = fsspec_filesystem(args.out, storage), functools.partial(refuse_existing_output, args.out,
-                                                                            storage, [SCORES_DIR])
+    out_fs = fsspec_filesystem(args.out, storage)
+    fresh = functools.partial(refuse_existing_output, args.out, storage, [SCORES_DIR])
     check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
     fresh()
     previous = (scores.schema.metadata or {}).get(META_RESCORE)
