@@ -83,6 +83,11 @@ def _lease_rules(fs, out):
     lease.release()
     assert output_lease.read_lease(fs, out) is None
     assert check_output(fs, out, job, "{}") is False
+    # A lease that cannot be read (here: empty) was written just now: held, not free.
+    fs.pipe_file(f"{out}/{output_lease.LEASE_FILE}", b"")
+    with pytest.raises(OutputBusyError, match="cannot be read"):
+        OutputLease.acquire(fs, out, settle_s=0)
+    fs.rm_file(f"{out}/{output_lease.LEASE_FILE}")
 
 
 def test_a_live_lease_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path):
