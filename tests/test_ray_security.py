@@ -5,7 +5,8 @@ The cluster runs in a process of its own (`pipeline.ray_runtime.init_ray`, as ev
 starts it), with `RAY_AUTH_MODE=disabled` in its environment as the tests' used to be: a
 cluster of ours ignores it. The intruder is a second process, a plain `ray.init(address=...)`
 with no token; it is told to keep "127.0.0.1" as it is (Ray's single-machine switch) so that it
-reaches the loopback servers and is refused by authentication, not by the address.
+reaches the loopback servers and is refused by authentication, not by the address. The same
+client given the token (as a user joins a token cluster with `--ray-address`) gets in.
 """
 from __future__ import annotations
 
@@ -92,6 +93,18 @@ def test_a_client_without_the_token_cannot_run_a_task(host, ray_tmp):  # noqa: F
     assert proc.returncode != 0
     # Refused by authentication: the intruder did reach the servers.
     assert "InvalidAuthToken" in proc.stderr or "AuthenticationError" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_client_with_the_token_joins_through_ray_address(host, ray_tmp):  # noqa: F811
+    # The control for the refusal above (the same client, given the token), and how a user
+    # joins a token-authenticated cluster: init_ray(address) takes Ray's own settings.
+    env = job_env(ray_tmp, {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HOME": str(ray_tmp),
+                            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": host["token"] or ""})
+    joiner = INTRUDER.replace("ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False)",
+                              "from pipeline.ray_runtime import init_ray; init_ray(sys.argv[1], quiet=True)")
+    assert joiner != INTRUDER
+    proc = run_job([sys.executable, "-c", joiner, host["gcs"]], env, timeout=180)
+    assert proc.returncode == 0 and f"RAN AS {os.getuid()}" in proc.stdout, proc.stderr[-3000:]
 
 
 def test_the_token_is_private_and_not_in_home(host):
