@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import ray
@@ -128,7 +129,7 @@ def _remove_token(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _loopback_node():
+def _loopback_node() -> Iterator[None]:
     """Ray's servers bind every interface unless the node's address is loopback, and ray.init
     turns an explicit `_node_ip_address="127.0.0.1"` into the host's outward address. Ray's
     single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, the default on macOS and
