@@ -1,15 +1,16 @@
 """Where a run's time went: the stage that bound it, from Ray Data's own statistics.
 
 Per stage (read, decode, score, write): `busy_fraction`, the share of the stage's worker
-time spent inside its tasks, from the stage's first task to the end of the run, and
-`rows_per_s`, rows out over the stage's active span. Busy time is Ray Data's per-operator
-task wall time (`Dataset.get_stats_summary()`); the time available is the actor pool's
-actor-seconds in that window (actor lifetimes from Ray's GCS), or for the read and write
-tasks one CPU per node (what the decode pool leaves them). A pool idles when its input
-is late or its output is held back, so the busiest stage is the one the others waited
-for; the scorers' idle share is their time waiting for frames. Counting from a stage's
-first task leaves model loading out. (Streaming needs several blocks: a job of fewer rows
-than `resources.rows_per_file` is one block, whose stages run one after the other.)
+time spent inside its tasks, from the stage's first task to the end of the run;
+`rows_per_s`, rows out over the stage's active span; and `parallelism`, its task-seconds
+per second of that span (how many tasks ran at once on average: for decode, how many
+actors were decoding). Busy time is Ray Data's per-operator task wall time
+(`Dataset.get_stats_summary()`); the time available is the actor pool's actor-seconds in
+that window (actor lifetimes from Ray's GCS), or for the read and write tasks one CPU per
+node (what the decode pool leaves them). A pool idles when its input is late or its output
+is held back, so the busiest stage is the one the others waited for; the scorers' idle
+share is their time waiting for frames. Counting from a stage's first task leaves model
+loading out.
 
 Windows come from Ray Data's block timestamps (the driver's monotonic clock); on a
 multi-node cluster those clocks differ per node, so the run's own span is used instead.
@@ -77,7 +78,8 @@ def stage_figures(stages: dict[str, StageTime], nodes: int, run_end: float) -> d
         else:
             available = (run_end - t.start) * max(1, nodes)
         out[name] = {"busy_fraction": round(min(1.0, t.busy_s / available) if available > 0 else 0.0, 3),
-                     "rows_per_s": round(t.rows / (t.end - t.start), 3)}
+                     "rows_per_s": round(t.rows / (t.end - t.start), 3),
+                     "parallelism": round(t.busy_s / (t.end - t.start), 2)}
     return out
 
 

@@ -28,17 +28,21 @@ class ManifestInfo:
     columns: list[str]
     schema: pa.Schema  # the columns read, with the types they are read as (manifest.read_schema)
     keep_fields: list[pa.Field]
+    rows: int  # from the footers; sizes the decode stage's blocks (pipeline/decode_pool.py)
 
 
 # Footers read at once when checking a manifest's column types (S3 round trips overlap).
 FOOTER_THREADS = 16
 
 
-def _footer_schemas(dataset: pq.ParquetDataset) -> dict[str, pa.Schema]:
-    """Each file's schema, from its own footer: a dataset's schema is its first file's."""
+def _footers(dataset: pq.ParquetDataset) -> dict[str, tuple[pa.Schema, int]]:
+    """Each file's (schema, rows), from its own footer, read once: a dataset's schema is its
+    first file's."""
     fragments = list(dataset.fragments)
     with ThreadPoolExecutor(max_workers=max(1, min(FOOTER_THREADS, len(fragments)))) as pool:
-        return dict(zip((f.path for f in fragments), pool.map(lambda f: f.physical_schema, fragments)))
+        # physical_schema reads the footer and keeps it: metadata.num_rows reads nothing more
+        footers = pool.map(lambda f: (f.physical_schema, f.metadata.num_rows), fragments)
+        return dict(zip((f.path for f in fragments), footers))
 
 
 def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> ManifestInfo:
@@ -53,12 +57,14 @@ def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> Manife
     cols = manifest.columns_to_read(
         schema, needs_prompt=needs_prompt, keep_columns=cfg.keep_columns, alignment_column=cfg.alignment_column
     )
-    for file, file_schema in _footer_schemas(dataset).items():
+    footers = _footers(dataset)
+    for file, (file_schema, _) in footers.items():
         manifest.check_column_types(file_schema, where=file)
     return ManifestInfo(
         columns=cols,
         schema=manifest.read_schema(schema, cols),
         keep_fields=[schema.field(c) for c in cfg.keep_columns],
+        rows=sum(n for _, n in footers.values()),
     )
 
 
@@ -111,25 +117,27 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
                          "(pipeline.model_family.resolve_decode)")
     res = cfg.resources
     ds = ds if ds is not None else read_manifest(cfg, info.columns)
-    # Bounded blocks from the start: a read gives one block per file, and each block stays
-    # one task through every stage down to the write, i.e. one output file committed at its end.
-    ds = ds.repartition(target_num_rows_per_block=res.rows_per_file)
+    pool = decode_pool(res, *cluster_shape(), rows=info.rows)
+    # A read gives one block per file, and a block is one task in each stage: small blocks
+    # from the start, so that decode has a task for every actor of its pool (a block of
+    # `rows_per_file` rows kept a whole job on one decoder).
+    ds = ds.repartition(target_num_rows_per_block=pool.block_rows)
     ds = ds.map_batches(
         functools.partial(validate_rows, prompt_needed_for={k: c.uses_prompt for k, c in checklists.items()}),
         batch_format="numpy",
-        batch_size=res.decode_batch_size,
+        batch_size=pool.block_rows,
     )
     # Media URIs may live on another filesystem than the manifest: options per protocol.
     media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
-    pool = decode_pool(res, *cluster_shape())
     # The decode dict carries the model's resolved resize rule and factor (DecodeConfig.resize_rule).
     ds = ds.map_batches(
         MediaDecoder,
         fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,
                                "threads": pool.threads},
-        compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
+        compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size, initial_size=pool.initial_size,
+                                  max_tasks_in_flight_per_actor=pool.tasks_in_flight),
         num_cpus=res.decode_cpus,
-        batch_size=res.decode_batch_size,
+        batch_size=pool.block_rows,
         batch_format="numpy",
     )
     ds = ds.map_batches(
@@ -157,6 +165,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
         batch_format="numpy",
         batch_size=None,
     )
-    # Bounded blocks -> bounded files: each written file commits its rows for resume.
-    return ds.repartition(target_num_rows_per_block=res.rows_per_file)
+    # Blocks of `rows_per_file` rows -> files of as many: each written file commits its rows
+    # for resume. Strict: the small blocks of the stages above are combined, not only split.
+    return ds.repartition(target_num_rows_per_block=res.rows_per_file, strict=True)
 

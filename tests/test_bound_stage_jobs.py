@@ -1,5 +1,6 @@
-"""The decode pool grows with the cluster, and the summary names the stage that bound the
-job: two planted jobs on a local Ray of 8 logical CPUs, in a process of their own."""
+"""The decode pool reaches the cluster's CPUs however few rows a job has, and the summary names
+the stage that bound the job: two planted jobs on a local Ray of 8 logical CPUs, in a process
+of their own."""
 from __future__ import annotations
 
 import json
@@ -26,10 +27,13 @@ def planted(tmp_path_factory) -> dict[str, dict]:
     return {r["job"]: r for r in map(json.loads, (line for line in done.stdout.splitlines() if line.startswith("{")))}
 
 
-def test_decode_pool_grows_past_two_and_every_row_is_written_once(planted):
+def test_ten_rows_in_one_output_file_still_decode_on_the_whole_node(planted):
+    # 10 rows, rows_per_file 1000: blocks cut to rows_per_file kept this job on one decoder
     job = planted["decode"]
     (run,) = job["stats"]["runs"]
-    assert run["decode_actors_max"] > 2  # the old cap was 2 decoders per scorer actor
+    assert run["decode_actors_max"] >= 4, run
+    assert run["stages"]["decode"]["parallelism"] > 2, run  # the actors decoded at once, not only started
+    assert job["files"] == 1  # the output is still cut to rows_per_file
     assert sorted(job["ids"]) == sorted(job["manifest_ids"])
 
 

@@ -19,27 +19,47 @@ from pipeline.run_stats import (
 from schemas.job_config import ResourcesConfig
 
 
+BIG = 100_000  # rows: enough blocks of decode_batch_size for any pool
+
+
 @pytest.mark.parametrize("res, cpus, nodes, want", [
-    # 8 CPUs, one scorer holding 1, one CPU for reads/writes: 6 decoders of 1 thread
-    (ResourcesConfig(), 8, 1, DecodePool(1, 6, 1)),
+    # 8 CPUs, one scorer holding 1, one CPU for reads/writes: a fixed pool of 6 decoders of 1 thread
+    (ResourcesConfig(), 8, 1, DecodePool(6, 6, 1, 6, 8, 1)),
     # a GPU node: 4 scorers of 1 CPU each on 2 nodes of 16 CPUs
-    (ResourcesConfig(scorer_actors=4), 32, 2, DecodePool(1, 26, 1)),
+    (ResourcesConfig(scorer_actors=4), 32, 2, DecodePool(26, 26, 1, 26, 8, 1)),
     # the scorers' reservation counts at their autoscaling maximum
-    (ResourcesConfig(scorer_actors=1, scorer_max_actors=3, num_cpus_per_actor=2), 16, 1, DecodePool(1, 9, 1)),
+    (ResourcesConfig(scorer_actors=1, scorer_max_actors=3, num_cpus_per_actor=2), 16, 1, DecodePool(9, 9, 1, 9, 8, 1)),
     # half-CPU decoders: twice as many
-    (ResourcesConfig(decode_cpus=0.5), 8, 1, DecodePool(1, 12, 1)),
-    # an override: 2 actors share the 14 spare cores as threads
-    (ResourcesConfig(decode_actors=(1, 2)), 16, 1, DecodePool(1, 2, 7)),
+    (ResourcesConfig(decode_cpus=0.5), 8, 1, DecodePool(12, 12, 1, 12, 8, 1)),
+    # an override: 2 actors share the 14 spare cores as threads; autoscaling keeps Ray's in-flight default
+    (ResourcesConfig(decode_actors=(1, 2)), 16, 1, DecodePool(1, 2, 7, 2, 8, None)),
+    (ResourcesConfig(decode_actors=(1, 1)), 16, 1, DecodePool(1, 1, 14, 1, 8, 1)),
     # a cluster too small for the reservations still gets one decoder
-    (ResourcesConfig(scorer_actors=4), 4, 1, DecodePool(1, 1, 1)),
+    (ResourcesConfig(scorer_actors=4), 4, 1, DecodePool(1, 1, 1, 1, 8, 1)),
 ])
 def test_decode_pool_reaches_the_cpus_left(res, cpus, nodes, want):
-    assert decode_pool(res, cpus, nodes) == want
+    assert decode_pool(res, cpus, nodes, rows=BIG) == want
 
 
 def test_decode_pool_is_not_tied_to_the_scorer_count():
     # the old rule was 2 decoders per scorer actor
-    assert decode_pool(ResourcesConfig(scorer_actors=1), 64, 1).max_size == 62
+    assert decode_pool(ResourcesConfig(scorer_actors=1), 64, 1, rows=BIG).max_size == 62
+
+
+@pytest.mark.parametrize("rows, block_rows, size", [
+    (10, 1, 6),  # 10 long videos on 8 CPUs: a block per row, every decoder busy
+    (3, 1, 3),  # fewer blocks than CPUs: no idle actors
+    (100, 4, 6),  # several blocks per actor, so that they finish together
+    (10_000, 8, 6),  # a large job: blocks of decode_batch_size, whatever rows_per_file says
+])
+def test_decode_blocks_come_from_the_work_not_the_output_files(rows, block_rows, size):
+    pool = decode_pool(ResourcesConfig(rows_per_file=1000), 8, 1, rows=rows)
+    assert (pool.block_rows, pool.min_size, pool.max_size, pool.initial_size) == (block_rows, size, size, size)
+
+
+def test_an_autoscaling_override_starts_at_what_the_blocks_can_use():
+    pool = decode_pool(ResourcesConfig(decode_actors=(2, 8)), 16, 1, rows=5)
+    assert (pool.min_size, pool.initial_size, pool.max_size, pool.block_rows) == (2, 5, 8, 1)
 
 
 def test_decode_actors_must_be_ordered():
@@ -72,7 +92,7 @@ def _stages(decode_busy: float, score_busy: float) -> dict[str, StageTime]:
 
 def test_decode_bound_run():
     figures = stage_figures(_stages(decode_busy=190, score_busy=27), nodes=1, run_end=100)
-    assert figures["decode"] == {"busy_fraction": 0.95, "rows_per_s": round(50 / 90, 3)}
+    assert figures["decode"] == {"busy_fraction": 0.95, "rows_per_s": round(50 / 90, 3), "parallelism": 2.11}
     assert figures["score"]["busy_fraction"] == 0.3  # counted from its first task: model loading left out
     stage, hint = bound_stage(figures)
     assert stage == "decode" and hint.startswith("decode-bound: scorers idle 70% waiting for frames")
