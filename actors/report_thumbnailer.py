@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from actors.media_decoder import MediaDecoder
+from actors.report_media_policy import refusal
 from pipeline.report_html import data_uri, thumbnail_jpeg
-from pipeline.report_thumbnails import refusal
 from schemas import status as st
 
 

@@ -3,29 +3,19 @@
 A report is meant to be shared, and its scores file may come from elsewhere. So the few
 selected rows go through the same decode stage as a score job (`MediaDecoder`: a child
 process killed at its timeout, the pixel and byte limits, the allowed schemes), as a Ray
-Data stage, never on the driver. The limits (allowed schemes, bytes, source pixels, timeout)
-are the report command's own; the scoring job's settings (`job.json` in the Parquet metadata)
-may only narrow them, since that metadata comes with the untrusted file. Two more rules:
-- local files (plain paths, and every scheme fsspec reads from the local filesystem: file://,
-  local://) are shown only under a `--media-root` given on the command line; by default none
-  is read;
-- http(s) URLs whose host is or resolves to a loopback, private, link-local (169.254.x.x:
-  cloud metadata), reserved or multicast address are refused, and redirects are not followed.
-A row refused or failing has no preview; its reason is in the page (the tooltip).
-Known limit: a host's name is resolved again when it is fetched (DNS rebinding is not handled).
+Data stage, never on the driver, after the report's own refusals (local files outside
+`--media-root`, internal addresses: `actors/report_media_policy.py`). The limits (allowed
+schemes, bytes, source pixels, timeout) are the report command's own; the scoring job's
+settings (`job.json` in the Parquet metadata) may only narrow them, since that metadata comes
+with the untrusted file. A row refused or failing has no preview; its reason is in the page
+(the tooltip).
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import os
-import socket
-from urllib.parse import urlparse
 
-from fsspec.implementations.local import LocalFileSystem
-
-from actors.media_io import MediaError, filesystem_class, uri_protocol
 from schemas.job_config import DecodeConfig
 from schemas.scores import META_JOB
 
@@ -33,52 +23,6 @@ log = logging.getLogger(__name__)
 
 THUMB_FRAMES = "uniform:1"  # a video's first frame; only the frame count differs from the job's settings
 MAX_ACTORS = 4
-
-
-def _internal(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
-
-
-def _under(path: str, root: str) -> bool:
-    return os.path.commonpath([path, root]) == root
-
-
-def _local_path(uri: str) -> str | None:
-    """The local path `uri` reads, or None when its filesystem is not the local one."""
-    try:
-        cls, path = filesystem_class(uri)
-    except (ValueError, ImportError):  # unknown or not installed: nothing is read either
-        return None
-    return path if issubclass(cls, LocalFileSystem) else None
-
-
-def refusal(uri: str, media_roots: list[str]) -> str | None:
-    """Why the report will not read `uri` (None = it may, within the decode limits)."""
-    try:
-        protocol = uri_protocol(uri)
-        local = _local_path(uri)
-    except MediaError as exc:
-        return exc.message
-    if local is not None:
-        path = os.path.realpath(local)
-        roots = [os.path.realpath(r) for r in media_roots]
-        if not any(_under(path, r) for r in roots):
-            return "a local file outside --media-root: the report reads local files only under a root you name"
-        return None
-    if protocol in ("http", "https"):
-        host = urlparse(uri).hostname
-        if not host:
-            return "no host in the URL"
-        try:
-            addresses = {a[4][0] for a in socket.getaddrinfo(host, None)}
-        except (OSError, UnicodeError) as exc:
-            return f"cannot resolve {host}: {exc}"
-        if any(_internal(a) for a in addresses):
-            return f"{host} is an internal address (loopback, private, link-local or reserved): not fetched"
-    return None
 
 
 def report_decode_config(timeout_s: float, allowed_schemes: list[str] | None = None) -> DecodeConfig:

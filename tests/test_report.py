@@ -18,16 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from actors.report_media_policy import refusal
 from actors.report_thumbnailer import ReportThumbnailer
 from actors.synthetic_media import write_image, write_video
 from jobs.cli import main
 from pipeline.report_html import render_report
 from pipeline.report_stats import batch_partial, histogram_edges, merge
-from pipeline.report_thumbnails import (
-    refusal,
-    report_decode_config,
-    thumbnail_decode_config,
-)
+from pipeline.report_thumbnails import report_decode_config, thumbnail_decode_config
 from schemas.job_config import DecodeConfig
 from schemas.scores import META_JOB
 from tests.fifo_helpers import unblock_fifo_later
