@@ -193,7 +193,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     dim_cols = list(dimension_columns(dims).values())
     scanner = output_scanner(cfg, dim_cols)
     try:
-        ds = build_score_dataset(cfg, checklists, info, schema, checklists_json)
+        ds = build_score_dataset(cfg, checklists, info, schema, checklists_json, resuming=resumed)
         run_start = time.time()
         with JobProgress(scanner, _manifest_rows(cfg), progress_interval, enabled=not quiet):
             ds.write_parquet(path, filesystem=fs, schema=schema)

@@ -23,6 +23,11 @@ from typing import NamedTuple
 
 from schemas.job_config import ResourcesConfig
 
+# The CPU of Ray Data's checkpoint filter, an actor of 1 CPU between the read and decode on a
+# resumed run: a fixed pool that took it too would leave none for the read tasks, and the job
+# would wait forever (a resumed job on 4 CPUs did).
+CHECKPOINT_FILTER_CPUS = 1
+
 # Blocks per decode actor when `decode_batch_size` would leave actors without work: several
 # each, so that the last blocks to finish are short and the actors finish together.
 BLOCKS_PER_DECODER = 4
@@ -39,9 +44,11 @@ class DecodePool(NamedTuple):
     tasks_in_flight: int | None
 
 
-def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int) -> DecodePool:
+def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int, *,
+                resuming: bool = False) -> DecodePool:
     """The decode pool for a job of `rows` rows on a cluster of `cluster_cpus` logical CPUs
-    on `nodes` nodes.
+    on `nodes` nodes; `resuming`: the run continues an output (Ray Data filters the rows
+    already written in an actor of its own).
 
     Size: by default every spare CPU (a `decode_cpus` each), but no more actors than blocks;
     `resources.decode_actors` overrides the range, and the pool then starts at the most the
@@ -50,7 +57,7 @@ def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int
     small `decode_actors` override on a big node, each actor decodes with the idle cores.
     """
     scorer_cpus = res.num_cpus_per_actor * (res.scorer_max_actors or res.scorer_actors)
-    free = max(0.0, cluster_cpus - scorer_cpus - max(1, nodes))
+    free = max(0.0, cluster_cpus - scorer_cpus - max(1, nodes) - (CHECKPOINT_FILTER_CPUS if resuming else 0))
     by_cpus = max(1, math.floor(free / res.decode_cpus + 1e-9))
     largest = res.decode_actors[1] if res.decode_actors is not None else by_cpus
     block_rows = max(1, min(res.decode_batch_size, rows // (largest * BLOCKS_PER_DECODER)))

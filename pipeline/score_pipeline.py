@@ -107,8 +107,10 @@ def cluster_shape() -> tuple[float, int]:
 
 
 def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: ManifestInfo,
-                        out_schema: pa.Schema, checklists_json: str, ds: Dataset | None = None) -> Dataset:
-    """The lazy dataset of output rows (a pyarrow table per batch, `out_schema`)."""
+                        out_schema: pa.Schema, checklists_json: str, ds: Dataset | None = None, *,
+                        resuming: bool = False) -> Dataset:
+    """The lazy dataset of output rows (a pyarrow table per batch, `out_schema`); `resuming`:
+    the output holds rows already (Ray Data's checkpoint filter will run)."""
     from actors.checklist_scorer import ChecklistScorer  # heavy imports stay out of the driver's startup
     from actors.media_decoder import MediaDecoder
 
@@ -117,7 +119,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
                          "(pipeline.model_family.resolve_decode)")
     res = cfg.resources
     ds = ds if ds is not None else read_manifest(cfg, info.columns)
-    pool = decode_pool(res, *cluster_shape(), rows=info.rows)
+    pool = decode_pool(res, *cluster_shape(), rows=info.rows, resuming=resuming)
     # A read gives one block per file, and a block is one task in each stage: small blocks
     # from the start, so that decode has a task for every actor of its pool (a block of
     # `rows_per_file` rows kept a whole job on one decoder).

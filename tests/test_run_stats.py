@@ -57,6 +57,12 @@ def test_decode_blocks_come_from_the_work_not_the_output_files(rows, block_rows,
     assert (pool.block_rows, pool.min_size, pool.max_size, pool.initial_size) == (block_rows, size, size, size)
 
 
+def test_a_resumed_run_leaves_the_checkpoint_filter_its_cpu():
+    # 4 CPUs: scorer 1, reads and writes 1, Ray Data's checkpoint filter 1 on a resumed run
+    assert decode_pool(ResourcesConfig(), 4, 1, rows=BIG).max_size == 2
+    assert decode_pool(ResourcesConfig(), 4, 1, rows=BIG, resuming=True).max_size == 1
+
+
 def test_an_autoscaling_override_starts_at_what_the_blocks_can_use():
     pool = decode_pool(ResourcesConfig(decode_actors=(2, 8)), 16, 1, rows=5)
     assert (pool.min_size, pool.initial_size, pool.max_size, pool.block_rows) == (2, 5, 8, 1)
