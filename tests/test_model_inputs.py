@@ -77,8 +77,8 @@ def test_a_local_folder_is_fingerprinted_by_its_top_level_too(demo_model_dir, tm
         pin_model(pinned, StorageConfig())
 
 
-def test_a_template_in_a_bucket_is_read_with_the_jobs_storage_settings(s3_endpoint, demo_model_dir, tmp_path,  # noqa: F811
-                                                                      monkeypatch):
+def test_a_template_in_a_bucket_is_read_with_the_jobs_storage_settings(s3_endpoint, demo_model_dir,  # noqa: F811
+                                                                      tmp_path, monkeypatch):
     from actors.checklist_scorer import ChecklistScorer
     from pipeline.model_family import resolve_decode
     from schemas.checklist_set import checklists_to_json, resolve_checklists
@@ -93,8 +93,8 @@ def test_a_template_in_a_bucket_is_read_with_the_jobs_storage_settings(s3_endpoi
     model = ModelConfig(model=str(demo_model_dir), chat_template=uri, cache_dir=str(tmp_path / "cache"), device="cpu")
     model = pin_model(model, storage)  # as `vrscore score` does on the driver
     decode = resolve_decode(model, DecodeConfig(), storage)
-    scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_to_json(resolve_checklists(["default"])),
-                             storage=storage.model_dump())
+    checklists = checklists_to_json(resolve_checklists(["default"]))
+    scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists, storage=storage.model_dump())
     assert {a.prompts.template for a in scorer.adapters.values()} == {text}
     assert model.chat_template_fingerprint is not None
 

@@ -119,7 +119,7 @@ def test_changed_objects_are_refused(s3_model, s3_endpoint, tmp_path):  # noqa: 
     # A resume compares job.json's model section: a new fingerprint is a different job.
     repinned = pin_model(ModelConfig(model=uri), storage)
     diffs = result_differences({"model": pinned.model_dump()}, {"model": repinned.model_dump()}, {}, {})
-    assert [d for d in diffs if d.startswith(f"the model files at {uri} changed since the first run (model.fingerprint")]
+    assert [d for d in diffs if d.startswith(f"the model files at {uri} changed since the first run")]
 
 
 def test_local_models_are_fingerprinted_and_loaded_in_place(demo_model_dir):
@@ -142,3 +142,15 @@ def test_a_folder_without_safetensors_is_refused(s3_endpoint, monkeypatch, tmp_p
         checkpoint_files(f"s3://{bucket}/old", StorageConfig(endpoint_url=s3_endpoint.url))
     with pytest.raises(FileNotFoundError, match="config.json"):
         checkpoint_files(f"s3://{bucket}/nothing", StorageConfig(endpoint_url=s3_endpoint.url))
+
+
+def test_job_json_of_a_version_without_local_fingerprints_still_resumes(demo_model_dir):
+    template = str(Path(demo_model_dir) / "chat_template.jinja")
+    now = pin_model(ModelConfig(model=str(demo_model_dir), chat_template=template), StorageConfig()).model_dump()
+    older = {k: v for k, v in now.items() if k != "chat_template_fingerprint"} | {"fingerprint": None}
+    assert result_differences({"model": older}, {"model": now}, {}, {}) == []
+    # negative control: a recorded fingerprint that differs refuses, naming the file
+    recorded = now | {"chat_template_fingerprint": "0" * 64}
+    assert result_differences({"model": recorded}, {"model": now}, {}, {}) == [
+        f"the chat template file {template} changed since the first run (model.chat_template_fingerprint "
+        f"000000000000... -> {now['chat_template_fingerprint'][:12]}...): the same path now holds other files"]
