@@ -156,7 +156,6 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
                   progress_interval: float = 10.0, verbose: bool | None = None) -> JobSummary:
     t0 = time.perf_counter()
     cfg = normalised_config(cfg)  # a relative and an absolute path to one manifest are one job
-    cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})  # job.json records a URI model's fingerprint
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
     # the model's resize rule and factor, recorded in job.json; an unsupported model stops here, in one line
@@ -167,6 +166,8 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         log.info("the answer is read after the prompt rendered with chat_template_kwargs=%s and answer_prefix=%r "
                  "(the checkpoint's defaults; set model.* to change them)",
                  cfg.model.chat_template_kwargs, cfg.model.answer_prefix)
+    # job.json records the fingerprints of the model's files and chat template: a resume refuses changed ones
+    cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})
     dims = all_dimensions(checklists)
     checklists_json = checklists_to_json(checklists)
     job_json = job_record(cfg)  # the config plus the manifest's fingerprint
