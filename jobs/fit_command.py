@@ -22,8 +22,7 @@ from pipeline.fit_validation import cross_validate, evaluate, grouped_folds, lea
 from pipeline.preference_metrics import preference_metrics, score_differences
 from pipeline.scores_input import add_ray_arguments, add_storage_arguments, open_scores, storage_from_args, write_text
 from pipeline.storage import fsspec_filesystem, join
-from pipeline.weight_fit import (ALIGNMENT, feature_names, fitted_checklist, has_alignment, item_features, solve,
-                                 zero_weights)
+from pipeline.weight_fit import FeatureLayout, fitted_checklist, has_alignment, item_features, solve
 from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
@@ -67,22 +66,22 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         report["sampled_from"] = n_scored
         print(f"{kind}: {n_scored:,} scored pairs, more than --max-pairs: fitting a seeded sample of "
               f"{args.max_pairs:,} (--seed {args.seed})")
-    x, names = item_features(checklist, data.p_yes, args.features, data.alignment), feature_names(checklist)
-    if ALIGNMENT in names and np.ptp(x[:, 0]) == 0:
+    x, layout = item_features(checklist, data.p_yes, args.features, data.alignment), FeatureLayout.of(checklist)
+    if layout.alignment and np.ptp(x[:, 0]) == 0:
         # A constant alignment cancels in x_a - x_b: its weight cannot be learnt from pairs.
         report["alignment"] = (f"the same value ({x[0, 0] if len(x) else '-'}) for every item: not fitted, "
                                f"weight kept at {checklist.aggregation.alignment_weight}")
-        x, names = x[:, 1:], names[1:]
+        x, layout = x[:, 1:], layout.without_alignment()
     t0 = time.perf_counter()
     fit = solve(x, data.pairs, l2=args.l2, nonnegative=not args.allow_negative)
     seconds = {"fit": time.perf_counter() - t0}
-    out = fitted_checklist(checklist, names, fit.weights)
+    out = fitted_checklist(checklist, layout, fit.weights)
     if out.media_type == "any":  # one fit per media type: each file is its own kind's checklist
         out = out.model_copy(update={"media_type": kind, "name": f"{out.name}:{kind}"})
     report.update(
-        weights={n: float(w) for n, w in zip(names, fit.weights) if n != ALIGNMENT},
+        weights=layout.question_weights(fit.weights),
         alignment_weight=out.aggregation.alignment_weight if has_alignment(checklist) else None,
-        zero_weight_questions=[n for n in zero_weights(names, fit.weights) if n != ALIGNMENT],
+        zero_weight_questions=layout.zero_questions(fit.weights),
         solver={"method": "L-BFGS-B", "converged": fit.converged, "message": fit.message,
                 "iterations": fit.iterations, "objective": fit.objective if np.isfinite(fit.objective) else None},
         pairs={"scored": len(data.pairs), "fitted": fit.pairs, "human_ties": int(np.sum(data.pairs.y == 0)),
