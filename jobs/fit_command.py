@@ -18,11 +18,12 @@ import yaml
 
 from jobs.eval_command import JUDGMENTS_HELP, load_judgments
 from jobs.fit_data import MediaPairs, assemble, collect_judged_rows, source_alignment_column
-from pipeline.fit_validation import cross_validate, evaluate, grouped_folds, learning_curve, summarise
+from pipeline.fit_validation import (cross_validate, evaluate, grouped_folds, learning_curve, summarise,
+                                     untrainable_folds)
 from pipeline.preference_metrics import preference_metrics, score_differences
 from pipeline.scores_input import add_ray_arguments, add_storage_arguments, open_scores, storage_from_args, write_text
 from pipeline.storage import fsspec_filesystem, join
-from pipeline.weight_fit import FeatureLayout, fitted_checklist, has_alignment, item_features, solve
+from pipeline.weight_fit import FeatureLayout, Pairs, fitted_checklist, has_alignment, item_features, solve
 from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
@@ -54,6 +55,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _stored_figures(data: MediaPairs, column: str) -> dict:
     values = data.stored[column]
     return preference_metrics(data.pairs.y, score_differences(values[data.pairs.a], values[data.pairs.b])).to_dict()
+
+
+def not_enough_groups(pairs: Pairs, folds: np.ndarray | None) -> str | None:
+    """Why there can be no held-out figures, or None: folds hold out whole groups, and every
+    fold must still leave untied pairs to train on. `folds`: None for a single group."""
+    if folds is None:
+        return "not enough groups: 1 (cross-validation holds out whole groups, and needs two)"
+    empty = untrainable_folds(pairs, folds)
+    if empty:
+        return (f"not enough groups: fold {empty[0]} has no untied pair outside it to train on (the other groups' "
+                "pairs are all human ties)")
+    return None
 
 
 def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.Namespace) -> tuple[Checklist, dict]:
@@ -89,8 +102,9 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         in_sample={"fitted": evaluate(x, data.pairs, fit.weights).to_dict(),
                    **{f"stored_{c}": _stored_figures(data, c) for c in data.stored}},
     )
-    if report["pairs"]["groups"] >= 2:
-        folds = grouped_folds(data.group, args.folds, args.seed)
+    folds = grouped_folds(data.group, args.folds, args.seed) if report["pairs"]["groups"] >= 2 else None
+    skipped = not_enough_groups(data.pairs, folds)
+    if skipped is None:
         t0 = time.perf_counter()
         cv = cross_validate(x, data.pairs, folds, l2=args.l2, nonnegative=not args.allow_negative)
         seconds["cross_validation"] = time.perf_counter() - t0
@@ -102,6 +116,7 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         seconds["learning_curve"] = time.perf_counter() - t0 - seconds["cross_validation"]
     else:
         report["cross_validation"] = report["learning_curve"] = None
+        report["cross_validation_skipped"] = skipped
     report["seconds"] = seconds
     return out, report
 
@@ -127,6 +142,8 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     elif r["alignment_weight"] is not None:
         lines.append(f"alignment weight: {before.aggregation.alignment_weight:.4g} -> {r['alignment_weight']:.4g}")
     cv = r["cross_validation"]
+    if r.get("cross_validation_skipped"):
+        lines.append(f"held-out: {r['cross_validation_skipped']}; no held-out figure")
     if cv:
         acc, tau = cv["accuracy_ties_dropped"], cv["tau_star"]
         lines.append(f"held-out ({cv['folds']}-fold by group): acc(-ties) {_pct(acc)} +/- {_pct(acc, 'sd')}   "

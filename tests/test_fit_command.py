@@ -236,3 +236,45 @@ def test_a_question_named_alignment_is_fitted_as_a_question_beside_the_alignment
     expected = r["alignment_weight"] * align + answers @ np.array([r["weights"][q] for q in ids])
     np.testing.assert_allclose(aggregate(fitted, p, align).score, expected, rtol=1e-9, atol=1e-9)
     assert any(line.startswith("alignment ") for line in format_report("image", checklist, r, "x").splitlines())
+
+
+def _tiny_pairs(sizes: list[int], tied_groups: tuple[int, ...] = (), seed: int = 0):
+    """Image items in groups of pairs (sizes[g] pairs in group g), preferences from the
+    default checklist's uniform weights; the pairs of `tied_groups` are human ties."""
+    from jobs.fit_data import MediaPairs
+    from pipeline.weight_fit import Pairs
+
+    rng = np.random.default_rng(seed)
+    n = 2 * sum(sizes)
+    p = rng.random((n, len(IMAGE.questions))).astype(np.float32)
+    a, b = np.arange(0, n, 2), np.arange(1, n, 2)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    s = item_features(IMAGE, p.astype(np.float64)).sum(axis=1)
+    y = np.where(s[a] >= s[b], 1, -1)
+    y[np.isin(group, tied_groups)] = 0
+    return MediaPairs(p, None, {"score": s}, Pairs(a, b, y), group)
+
+
+@pytest.mark.parametrize("seed", [3, 5])  # seeds whose shuffle put the large group last
+def test_cross_validation_with_one_dominant_group_trains_every_fold(seed):
+    from jobs.fit_command import fit_media, format_report
+
+    _, r = fit_media("image", IMAGE, _tiny_pairs([100, 1, 1, 1, 1]), _fit_args(folds=5, seed=seed))
+    cv = r["cross_validation"]
+    assert cv["folds"] == 5 and all(f["train_pairs"] > 0 for f in cv["per_fold"])
+    assert "+/- 0.00" not in format_report("image", IMAGE, r, "x")
+
+
+def test_held_out_figures_need_groups_with_untied_pairs_to_train_on():
+    from jobs.fit_command import fit_media, format_report
+
+    # Negative control: two groups with untied pairs give held-out figures.
+    _, r = fit_media("image", IMAGE, _tiny_pairs([20, 20]), _fit_args())
+    assert r["cross_validation"]["folds"] == 2 and "held-out (2-fold" in format_report("image", IMAGE, r, "x")
+    # Group 1 all human ties: the fold holding out group 0 has nothing to train on.
+    for data in (_tiny_pairs([20, 20], tied_groups=(1,)), _tiny_pairs([20])):
+        _, r = fit_media("image", IMAGE, data, _fit_args())
+        printed = format_report("image", IMAGE, r, "x")
+        assert r["cross_validation"] is None and r["learning_curve"] is None
+        assert r["cross_validation_skipped"].startswith("not enough groups")
+        assert "held-out: not enough groups" in printed and "acc(-ties) 0.00" not in printed

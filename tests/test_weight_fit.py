@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.fit_validation import cross_validate, curve_sizes, evaluate, grouped_folds, learning_curve, summarise
+from pipeline.fit_validation import (cross_validate, curve_sizes, evaluate, grouped_folds, learning_curve, summarise,
+                                     untrainable_folds)
 from pipeline.weight_fit import FeatureLayout, Pairs, fitted_checklist, item_features, solve
 from pipeline.weighting import aggregate
 from schemas.checklist import default_checklist
@@ -75,6 +76,30 @@ def test_grouped_folds_never_split_a_group_and_balance_pairs():
     assert len(np.unique(grouped_folds(np.array([7, 7, 9]), 5))) == 2  # fewer groups than folds
     with pytest.raises(ValueError, match="at least 2 groups"):
         grouped_folds(np.zeros(4), 5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_one_dominant_group_leaves_no_fold_empty(seed):
+    # Cut by running pair counts, a large group after the small ones took every fold: one
+    # fold, trained on 0 pairs.
+    group = np.repeat(np.arange(5), [100, 1, 1, 1, 1])
+    folds = grouped_folds(group, 5, seed)
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+    assert len(np.unique(grouped_folds(group, 3, seed))) == 3
+    for g in np.unique(group):
+        assert len(set(folds[group == g])) == 1
+    # Greedy by size: the dominant group alone in its fold, the small ones spread over the rest.
+    assert np.sum(folds == folds[0]) == 100
+
+
+def test_a_fold_without_untied_training_pairs_is_refused():
+    x, _, pairs, group = planted_problem(2, 4, seed=8)
+    folds = grouped_folds(group, 2)
+    tied = Pairs(pairs.a, pairs.b, np.where(group == 1, 0, pairs.y))  # group 1: every pair a human tie
+    assert untrainable_folds(pairs, folds) == []  # negative control
+    assert untrainable_folds(tied, folds) == [int(folds[group == 0][0])]
+    with pytest.raises(ValueError, match="not enough groups"):
+        cross_validate(x, tied, folds)
 
 
 def test_curve_sizes():
