@@ -31,11 +31,13 @@ def grouped_folds(group: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     shuffled = np.random.default_rng(seed).permutation(n_groups)
     order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
     loads = [(0, f) for f in range(k)]  # (pairs so far, fold): a heap, ties to the lower fold
+    fold_in_order = []
+    for size in sizes[order].tolist():
+        load, f = loads[0]
+        heapq.heapreplace(loads, (load + size, f))
+        fold_in_order.append(f)
     fold_of_group = np.empty(n_groups, dtype=np.int64)
-    for g in order.tolist():
-        load, f = heapq.heappop(loads)
-        fold_of_group[g] = f
-        heapq.heappush(loads, (load + int(sizes[g]), f))
+    fold_of_group[order] = fold_in_order
     return fold_of_group[codes]
 
 
