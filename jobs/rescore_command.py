@@ -80,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"no {', '.join(ignored)} rows were scored in {scores.data_uri}: their checklist is not used")
     refuse_existing_output(args.out, storage, [SCORES_DIR])
     previous = (scores.schema.metadata or {}).get(META_RESCORE)
-    record = {"source": scores.data_uri, "source_checklists": {k: json.loads(c.to_json()) for k, c in scores.checklists.items()},
+    # as stored, even two of one name (this rescore repairs them): not through checklists_to_json
+    stored = {k: json.loads(c.to_json()) for k, c in scores.checklists.items()}
+    record = {"source": scores.data_uri, "source_checklists": stored,
               "rescored": {k: after[k].name for k in new if k in scores.checklists},
               "alignment_column": alignment,
               "source_rescore": json.loads(previous) if previous else None}

@@ -58,14 +58,18 @@ class ScoresInput:
 
     @property
     def checklists_by_name(self) -> dict[str, Checklist]:
-        """Rows name their checklist (the `checklist` column), not their media kind; refuses
-        scores holding two different checklists of one name (a row could be either)."""
+        """Rows name their checklist (the `checklist` column), not their media kind."""
+        self.refuse_shared_names()
+        return {c.name: c for c in self.checklists.values()}
+
+    def refuse_shared_names(self) -> None:
+        """Two different checklists of one name (written before rescore checked): a row's
+        name could be either, so no reader may look its checklist up by name."""
         try:
             check_unique_names(self.checklists)
         except UserError as exc:
             raise UserError(f"{self.data_uri}: {exc}. Rows name their checklist, so these scores cannot be read by "
-                            "name: `vrscore rescore` them with a checklist of its own name per media type") from None
-        return {c.name: c for c in self.checklists.values()}
+                            "name: `vrscore rescore` them, giving one of the two a checklist of its own name") from None
 
     @property
     def dimension_columns(self) -> list[str]:
@@ -124,7 +128,7 @@ def open_scores(uri: str, storage: StorageConfig, *, by_name: bool = True) -> Sc
         raise UserError(f"cannot read scores Parquet at {data_uri}: {exc}") from exc
     scores = ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage, files)
     if by_name:
-        scores.checklists_by_name  # noqa: B018 - refuses colliding names before any work
+        scores.refuse_shared_names()
     return scores
 
 
