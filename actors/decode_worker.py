@@ -177,7 +177,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _serve(conn: Connection) -> None:
     from actors.frame_decode import decode_image, decode_video
-    from pipeline.frame_sampling import parse_frames_spec
+    from actors.frame_sampling import parse_frames_spec
 
     setup = wire.recv_header(conn)
     cfg = DecodeConfig.model_validate(setup["decode"])

@@ -11,7 +11,7 @@ takes width/height in the upright orientation (checked against PyAV's raw frames
 by the display matrix, tests/test_media_decoder.py), so frames are not turned again here.
 decord scales inside FFmpeg to the model's size; the sampled frames are read in order
 (frames between decoded but not converted) or by seeking, whichever decodes fewer frames
-(`pipeline.frame_sampling.decode_in_order`); both give the same frames.
+(`actors.frame_sampling.decode_in_order`); both give the same frames.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actors.media_io import MediaError
-from pipeline.frame_sampling import (
+from actors.frame_sampling import (
     FramesSpec,
     decode_in_order,
     uniform_indices,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from actors.adapters.base import MediaInput
 from actors.synthetic_media import make_picture, make_video_frames
-from pipeline.frame_sampling import parse_frames_spec
+from actors.frame_sampling import parse_frames_spec
 from schemas.job_config import DecodeConfig
 
 # A plain source size every family's resize rule and processor takes; the adapter resizes it

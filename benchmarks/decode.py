@@ -38,7 +38,7 @@ import numpy as np
 from actors.frame_decode import decode_video
 from actors.media_decoder import MediaDecoder
 from actors.synthetic_media import make_picture
-from pipeline.frame_sampling import parse_frames_spec, uniform_indices
+from actors.frame_sampling import parse_frames_spec, uniform_indices
 from pipeline.resize_policy import smart_resize
 from schemas.job_config import DecodeConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.frame_sampling import FramesSpec, parse_frames_spec, uniform_indices, visionreward_indices
+from actors.frame_sampling import FramesSpec, parse_frames_spec, uniform_indices, visionreward_indices
 from pipeline.resize_policy import smart_resize
 from schemas.job_config import DecodeConfig
 
