@@ -51,6 +51,7 @@ class DecodedFrames(NamedTuple):
     data: bytes  # uint8 RGB frames, C order
     shape: tuple[int, int, int, int]  # (T, H, W, 3)
     fps: float
+    times: tuple[float, ...] = ()  # seconds from the first frame, one per frame; () for images
 
 
 def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
@@ -133,7 +134,7 @@ class DecodeWorker:
             reply = wire.parse_reply(wire.recv_header(self._conn))
             if isinstance(reply[0], str):
                 raise MediaError(*reply)  # type: ignore[arg-type]
-            shape, fps = reply
+            shape, fps, times = reply
             frames = wire.recv_payload(self._conn, int(np.prod(shape)))
         except (EOFError, OSError):
             code = self.close()
@@ -143,7 +144,7 @@ class DecodeWorker:
             self.close()  # its state is unknown: a fresh child serves the next row
             raise MediaError(st.DECODE_ERROR, f"the decoder sent a malformed reply ({exc}); "
                              "the file is likely hostile or corrupt") from None
-        return DecodedFrames(frames, shape, fps)  # type: ignore[arg-type]
+        return DecodedFrames(frames, shape, fps, times)  # type: ignore[arg-type]
 
     def close(self) -> int | None:
         """Stop the child (killed: it may be stuck in a decode); returns its exit code."""
@@ -177,7 +178,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _serve(conn: Connection) -> None:
     from actors.frame_decode import decode_image, decode_video
-    from actors.frame_sampling import parse_frames_spec
+    from schemas.frames_spec import parse_frames_spec
 
     setup = wire.recv_header(conn)
     cfg = DecodeConfig.model_validate(setup["decode"])
@@ -209,7 +210,10 @@ def _serve(conn: Connection) -> None:
             continue
         fps = None if np.isnan(out.fps) else float(out.fps)
         frames = np.ascontiguousarray(out.frames)
-        wire.send(conn, {"ok": True, "shape": [int(v) for v in frames.shape], "fps": fps}, frames.reshape(-1))
+        # Microseconds: exact enough for any frame rate, and a short header.
+        times = [round(t, 6) for t in out.times] if out.times else None
+        wire.send(conn, {"ok": True, "shape": [int(v) for v in frames.shape], "fps": fps, "times": times},
+                  frames.reshape(-1))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ Output columns, added to all input columns:
   frames        object array of bytes: the (T, H, W, 3) uint8 RGB frames, C order; b"" on failure
   frames_shape  object array of int32 arrays [T, H, W, 3]; an empty array on failure
   fps           float64: the rate of the sampled frames (T * avg_fps / frame count for
-                'uniform', 1.0 for 'visionreward'); NaN for images and failures
+                'uniform', 1.0 for 'visionreward', the rate taken for 'fps:F'); NaN for images
+                and failures
+  frame_times   object array of float32 arrays: each video frame's time in seconds from the
+                first frame; an empty array for images and failures
 Rows whose status is not "ok" on input pass through untouched; a row that fails here gets
 its status kind and an error message, and the batch goes on.
 """
@@ -68,10 +71,11 @@ class MediaDecoder:
         frames = np.empty(n, dtype=object)
         shapes = np.empty(n, dtype=object)
         fps = np.full(n, np.nan, dtype=np.float64)
+        times = np.empty(n, dtype=object)
         todo = [i for i in range(n) if status[i] == st.OK]
         reads = {i: self._worker.read(str(batch["uri"][i])) for i in todo[: self.read_ahead]}
         for i in range(n):
-            frames[i], shapes[i] = b"", np.zeros(0, dtype=np.int32)
+            frames[i], shapes[i], times[i] = b"", np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         for k, i in enumerate(todo):
             if k + self.read_ahead < len(todo):
                 j = todo[k + self.read_ahead]
@@ -84,7 +88,9 @@ class MediaDecoder:
                 status[i], error[i] = exc.status, exc.message
                 continue
             frames[i], shapes[i], fps[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps
-        return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps}
+            times[i] = np.array(out.times, dtype=np.float32)
+        return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps,
+                "frame_times": times}
 
     def close(self) -> None:
         """Stop the worker process now rather than when the stage is garbage-collected."""

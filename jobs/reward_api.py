@@ -40,6 +40,7 @@ class ItemScore:
     dimensions: dict[str, float] = field(default_factory=dict)  # dimension name -> score
     p_yes: dict[str, float] = field(default_factory=dict)  # question id -> p_yes
     rank: int | None = None  # 1 = best; set by rank(), None for failed items
+    frame_times: list[float] | None = None  # seconds of the video frames the model saw; None for images
 
     @property
     def ok(self) -> bool:
@@ -124,4 +125,4 @@ def _item(index: int, row: dict, checklists: dict[str, Checklist]) -> ItemScore:
         p_yes = dict(zip(checklist.question_ids, row["p_yes"]))
     return ItemScore(index=index, uri=row["uri"], media_type=row["media_type"], status=row["status"],
                      error=row["error"], score=row["score"], score_soft=row["score_soft"],
-                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes)
+                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes, frame_times=row["frame_times"])

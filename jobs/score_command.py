@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config field by dotted path, e.g. resources.batch_size=32")
     p.add_argument("--keep-columns", help="comma-separated manifest columns to carry into the output")
     p.add_argument("--alignment-column", help="manifest column with an external alignment probability")
-    p.add_argument("--frames", help="video frame sampling: uniform:N or visionreward[:M]")
+    p.add_argument("--frames", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
     p.add_argument("--max-error-fraction", type=float, help="exit non-zero above this fraction of failed rows")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow the model repo to run its own code (off by default)")

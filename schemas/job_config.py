@@ -6,12 +6,12 @@ dumped, so a run can be reproduced from its own output directory.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-_FRAMES_RE = re.compile(r"^(uniform:[1-9][0-9]*|visionreward(:[1-9][0-9]*)?)$")
+from schemas.frames_spec import parse_frames_spec
+
 
 
 class _Strict(BaseModel):
@@ -25,7 +25,10 @@ class DecodeConfig(_Strict):
         "uniform:8",
         description="Video frame sampling. 'uniform:N' spreads N frames evenly over the whole "
         "video; 'visionreward' takes one frame per second from the start, at most 24, as the "
-        "VisionReward inference script does ('visionreward:M' caps at M instead).",
+        "VisionReward inference script does ('visionreward:M' caps at M instead); 'fps:F' takes a frame "
+        "every 1/F seconds from the start (the rate a video judge was trained at, e.g. 'fps:2'), never "
+        "faster than the video's own rate, and 'fps:F:MAX' at most MAX frames, spread evenly over a clip "
+        "longer than MAX/F seconds. Each output row records the frames taken (frame_count, frame_times).",
     )
     resize_rule: Literal["smart_resize", "smart_resize_small_up", "fit_within"] | None = Field(
         None,
@@ -89,8 +92,7 @@ class DecodeConfig(_Strict):
     @field_validator("frames")
     @classmethod
     def _check_frames(cls, v: str) -> str:
-        if not _FRAMES_RE.match(v):
-            raise ValueError(f"frames must be 'uniform:N' or 'visionreward[:M]', got {v!r}")
+        parse_frames_spec(v)  # ValueError names the rules
         return v
 
 

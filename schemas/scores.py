@@ -1,6 +1,8 @@
 """The scores output: one row per manifest row, an explicit Arrow schema, self-describing.
 
-Columns: id, uri, media_type, prompt, group, checklist (name of the checklist that scored
+Columns: id, uri, media_type, frame_count and frame_times (the video frames the model saw:
+their number and their times in seconds from the first frame, under any `--frames` rule;
+null for images and failed rows), prompt, group, checklist (name of the checklist that scored
 the row), status, error, p_yes (list<float32>, in that checklist's question order),
 answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
 (null where the row's checklist lacks that dimension or the row failed), then any
@@ -26,6 +28,8 @@ BASE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
     pa.field("uri", pa.string()),
     pa.field("media_type", pa.string()),
+    pa.field("frame_count", pa.int32()),
+    pa.field("frame_times", pa.list_(pa.float32())),
     pa.field("prompt", pa.string()),
     pa.field("group", pa.string()),
     pa.field("checklist", pa.string()),
