@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schemas.scores import check_carried_columns
 
 _FRAMES_RE = re.compile(r"^(uniform:[1-9][0-9]*|visionreward(:[1-9][0-9]*)?)$")
 
@@ -252,3 +254,8 @@ class JobConfig(_Strict):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @model_validator(mode="after")
+    def _check_carried_columns(self) -> JobConfig:
+        check_carried_columns(self.keep_columns, self.alignment_column)  # before any work, not at the write
+        return self
