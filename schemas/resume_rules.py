@@ -4,8 +4,8 @@ A rerun into an output that holds rows continues it only if every row would have
 the same (jobs/output_dir.py compares the run's config with the first run's job.json). A
 field a resume may change carries `resume_may_change(why)` in its `json_schema_extra`, with
 `why` saying why no row's output depends on it (speed and memory, where files go, a setting
-compared by its content elsewhere); JobConfig.model_json_schema() shows it. Every other field must
-be the same, so a field added later is compared until someone marks it.
+compared by its content elsewhere); JobConfig.model_json_schema() shows it. Every other
+field must be the same, so a field added later is compared until someone marks it.
 """
 from __future__ import annotations
 
