@@ -12,12 +12,14 @@ import argparse
 import json
 import time
 
+import fsspec
 import numpy as np
 import pyarrow.compute as pc
 import yaml
 
 from jobs.eval_command import JUDGMENTS_HELP, load_judgments
 from jobs.fit_data import MediaPairs, assemble, collect_judged_rows, source_alignment_column
+from jobs.output_lease import check_free, output_lease
 from pipeline.fit_validation import cross_validate, evaluate, grouped_folds, learning_curve, summarise
 from pipeline.preference_metrics import preference_metrics, score_differences
 from pipeline.scores_input import add_ray_arguments, add_storage_arguments, open_scores, storage_from_args, write_text
@@ -148,6 +150,12 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     return "\n".join(lines)
 
 
+def refuse_existing_fit(fs: fsspec.AbstractFileSystem, out: str) -> None:
+    """A fit writes into a fresh --out only: its checklists and fit.json belong together."""
+    if fs.exists(join(out, FIT_FILE)):
+        raise FileExistsError(f"{join(out, FIT_FILE)} exists; choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
@@ -155,8 +163,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--folds must be at least 2, --max-pairs at least 1 and --l2 at least 0")
     storage = storage_from_args(args)
     scores = open_scores(args.scores, storage)
-    if fsspec_filesystem(args.out, storage).exists(join(args.out, FIT_FILE)):
-        raise FileExistsError(f"{join(args.out, FIT_FILE)} exists; choose another --out")
+    out_fs = fsspec_filesystem(args.out, storage)
+    check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
+    refuse_existing_fit(out_fs, args.out)
     alignment = args.alignment_column or source_alignment_column(scores)
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
@@ -181,15 +190,15 @@ def run(args: argparse.Namespace) -> int:
               "features": args.features, "nonnegative": not args.allow_negative, "l2": args.l2,
               "folds": args.folds, "seed": args.seed, "max_pairs": args.max_pairs, "alignment_column": alignment,
               "pairs": {"judged": data.judged_pairs, **data.skipped}, "join_seconds": join_s, "media_types": {}}
-    fsspec_filesystem(args.out, storage).makedirs(args.out, exist_ok=True)
-    for kind, media_data in data.by_media.items():
-        before = scores.checklists[kind]
-        fitted, r = fit_media(kind, before, media_data, args)
-        out_file = join(args.out, f"{kind}.yaml")
-        write_text(out_file, yaml.safe_dump(json.loads(fitted.to_json()), sort_keys=False, allow_unicode=True),
-                   storage)
-        report["media_types"][kind] = {"fitted_checklist": out_file, **r}
-        print(format_report(kind, before, r, out_file))
-    write_text(join(args.out, FIT_FILE), json.dumps(report, indent=2), storage)
+    with output_lease(out_fs, args.out, lambda: refuse_existing_fit(out_fs, args.out)):  # one run at a time
+        for kind, media_data in data.by_media.items():
+            before = scores.checklists[kind]
+            fitted, r = fit_media(kind, before, media_data, args)
+            out_file = join(args.out, f"{kind}.yaml")
+            write_text(out_file, yaml.safe_dump(json.loads(fitted.to_json()), sort_keys=False, allow_unicode=True),
+                       storage)
+            report["media_types"][kind] = {"fitted_checklist": out_file, **r}
+            print(format_report(kind, before, r, out_file))
+        write_text(join(args.out, FIT_FILE), json.dumps(report, indent=2), storage)
     print(f"fit report: {join(args.out, FIT_FILE)}")
     return 0

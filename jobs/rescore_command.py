@@ -9,14 +9,16 @@ OUT/rescore.json (also in the Parquet metadata, `vrscore.rescore`) records the s
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 from jobs.fit_data import source_alignment_column
+from jobs.output_lease import check_free, output_lease
 from pipeline.rescore import META_RESCORE, Rescorer, match_questions, rescored_schema
 from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
                                    open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,
                                    write_text)
-from pipeline.storage import arrow_filesystem, join
+from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.checklist_set import checklists_to_json, resolve_checklists
 from schemas.scores import META_JOB
@@ -73,7 +75,10 @@ def run(args: argparse.Namespace) -> int:
     ignored = [k for k in new if k not in scores.checklists]
     if ignored:
         print(f"no {', '.join(ignored)} rows were scored in {scores.data_uri}: their checklist is not used")
-    refuse_existing_output(args.out, storage, [SCORES_DIR])
+    out_fs = fsspec_filesystem(args.out, storage)
+    fresh = functools.partial(refuse_existing_output, args.out, storage, [SCORES_DIR])
+    check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
+    fresh()
     previous = (scores.schema.metadata or {}).get(META_RESCORE)
     record = {"source": scores.data_uri, "source_checklists": json.loads(checklists_to_json(scores.checklists)),
               "rescored": {k: after[k].name for k in new if k in scores.checklists},
@@ -83,12 +88,13 @@ def run(args: argparse.Namespace) -> int:
     schema = rescored_schema(scores.schema, after, record_json)
 
     init_ray(args.ray_address, quiet=args.quiet)
-    fs, path = arrow_filesystem(join(args.out, SCORES_DIR), storage)
-    stage = Rescorer(scores.checklists, after, schema, alignment)
-    scores.read().map_batches(stage, batch_format="pyarrow").write_parquet(path, filesystem=fs, schema=schema)
-    write_empty_if_missing(join(args.out, SCORES_DIR), schema, storage)
-    write_text(join(args.out, CHECKLIST_FILE), checklists_to_json(after), storage)
-    write_text(join(args.out, RECORD_FILE), record_json, storage)
+    with output_lease(out_fs, args.out, fresh):  # one run at a time
+        fs, path = arrow_filesystem(join(args.out, SCORES_DIR), storage)
+        stage = Rescorer(scores.checklists, after, schema, alignment)
+        scores.read().map_batches(stage, batch_format="pyarrow").write_parquet(path, filesystem=fs, schema=schema)
+        write_empty_if_missing(join(args.out, SCORES_DIR), schema, storage)
+        write_text(join(args.out, CHECKLIST_FILE), checklists_to_json(after), storage)
+        write_text(join(args.out, RECORD_FILE), record_json, storage)
     rows = open_scores(args.out, storage).count_rows()
     print(f"rescored {rows:,} rows of {scores.data_uri} with " + ", ".join(f"{k}: {after[k].name}" for k in
                                                                            record["rescored"]))
