@@ -182,8 +182,9 @@ class ResourcesConfig(_Strict):
 
     scorer_actors: int = Field(1, ge=1, description="Size of the scorer actor pool (one model copy each).",
                                json_schema_extra=SPEED_ONLY)
-    scorer_max_actors: int | None = Field(None, description="Let the scorer pool autoscale up to this size (None = fixed).",
-                                          json_schema_extra=SPEED_ONLY)
+    scorer_max_actors: int | None = Field(
+        None, description="Let the scorer pool autoscale up to this size (None = fixed).", json_schema_extra=SPEED_ONLY
+    )
     num_gpus_per_actor: float = Field(
         0.0, ge=0, description="GPUs per scorer actor; 1 on a GPU cluster, 0.5 packs two actors per GPU. 0 = "
         "the scorer runs on CPU, where model.dtype 'auto' is float32 (bfloat16 on GPU): a resume may change "
@@ -263,10 +264,14 @@ class JobConfig(_Strict):
         "'unsupported_media' rows.",
         json_schema_extra=BY_CONTENT,
     )
-    weights: list[str] = Field(default_factory=list, description="VisionReward weight files, in the order of the *_qa.txt checklists.",
-                               json_schema_extra=BY_CONTENT)
-    dimensions: str | None = Field(None, description="VisionReward dimensions.json mapping question texts to dimensions.",
-                                   json_schema_extra=BY_CONTENT)
+    weights: list[str] = Field(
+        default_factory=list, description="VisionReward weight files, in the order of the *_qa.txt checklists.",
+        json_schema_extra=BY_CONTENT,
+    )
+    dimensions: str | None = Field(
+        None, description="VisionReward dimensions.json mapping question texts to dimensions.",
+        json_schema_extra=BY_CONTENT,
+    )
     out: str = Field(..., description="Output directory (local path or URI): scores/, checklist.json, job.json.",
                      json_schema_extra=resume_may_change("the output itself, which may be reached by another path"))
     keep_columns: list[str] = Field(default_factory=list, description="Extra manifest columns carried through to the output.")
