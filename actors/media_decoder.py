@@ -20,6 +20,9 @@ Output columns, added to all input columns:
                 and failures
   frame_times   object array of float32 arrays: each video frame's time in seconds from the
                 first frame; an empty array for images and failures
+A batch with a `media_bytes` column (a manifest that holds the media, schemas/embedded_media.py)
+is decoded from those bytes, with no read; the column is dropped from the output, so the bytes
+go no further than this stage.
 Rows whose status is not "ok" on input pass through untouched; a row that fails here gets
 its status kind and an error message, and the batch goes on.
 """
@@ -32,6 +35,7 @@ from actors.decode_worker import DecodeWorker
 from actors.media_io import MediaError
 from pipeline.null_columns import nulls_as_none
 from schemas import status as st
+from schemas.embedded_media import BYTES_COLUMN
 from schemas.job_config import DecodeConfig
 
 
@@ -73,13 +77,21 @@ class MediaDecoder:
         fps = np.full(n, np.nan, dtype=np.float64)
         times = np.empty(n, dtype=object)
         todo = [i for i in range(n) if status[i] == st.OK]
-        reads = {i: self._worker.read(str(batch["uri"][i])) for i in todo[: self.read_ahead]}
+        embedded = batch.get(BYTES_COLUMN)
+        batch = {k: v for k, v in batch.items() if k != BYTES_COLUMN}  # the bytes go no further
+
+        def read(i: int):
+            if embedded is not None:
+                return _InBatch(embedded[i], self._cfg.max_bytes)
+            return self._worker.read(str(batch["uri"][i]))
+
+        reads = {i: read(i) for i in todo[: self.read_ahead]}
         for i in range(n):
             frames[i], shapes[i], times[i] = b"", np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         for k, i in enumerate(todo):
             if k + self.read_ahead < len(todo):
                 j = todo[k + self.read_ahead]
-                reads[j] = self._worker.read(str(batch["uri"][j]))
+                reads[j] = read(j)
             try:
                 data, read_s = reads.pop(i).result(self._cfg.timeout_s)
                 out = self._worker.decode_bytes(data, str(batch["media_type"][i]),
@@ -95,3 +107,19 @@ class MediaDecoder:
     def close(self) -> None:
         """Stop the worker process now rather than when the stage is garbage-collected."""
         self._worker.close()
+
+
+class _InBatch:
+    """An item's bytes that came in the batch: a read that has already happened (`PendingRead`'s
+    interface), held to the same `max_bytes` limit as a file."""
+
+    def __init__(self, data: bytes | None, max_bytes: int):
+        self._data, self._max_bytes = data, max_bytes
+
+    def result(self, timeout_s: float) -> tuple[bytes, float]:
+        if not self._data:
+            raise MediaError(st.EMPTY_FILE, "the media bytes are empty")
+        if len(self._data) > self._max_bytes:
+            raise MediaError(st.TOO_LARGE, f"the media bytes are {len(self._data)} bytes, over the limit of "
+                             f"{self._max_bytes} (max_bytes)")
+        return bytes(self._data), 0.0

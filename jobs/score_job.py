@@ -19,14 +19,14 @@ from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DI
                              normalised_config, open_output)
 from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.output_stats import OutputScanner
-from pipeline.parquet_reader import row_count
+from pipeline.parquet_reader import read_parquet, row_count
 from pipeline.progress import JobProgress
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import format_entry, record_run
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
-from schemas.job_config import JobConfig
+from schemas.job_config import GENERATED_IDS, JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
 from schemas.scores import dimension_columns, scores_schema
 
@@ -93,7 +93,8 @@ def _cluster_cpus() -> int:
 
 
 def _id_problems_on_driver(manifest: pq.ParquetDataset) -> tuple[int, list[dict]]:
-    ids = manifest.read(columns=["id"])
+    ids = manifest.read()
+    ids = ids.rename_columns(["id"])
     counts = ids.group_by("id").aggregate([([], "count_all")]).rename_columns(["id", "count()"])
     problems = _id_problems(counts)
     first = pc.sort_indices(problems, sort_keys=[("id", "ascending", "at_start")])[:11]
@@ -103,7 +104,7 @@ def _id_problems_on_driver(manifest: pq.ParquetDataset) -> tuple[int, list[dict]
 def _id_problems_distributed(cfg: JobConfig) -> tuple[int, list[dict]]:
     problems = (
         # A shuffle partition per CPU: Ray's default of 200 costs tens of seconds on small jobs.
-        read_manifest(cfg, ["id"]).groupby("id", num_partitions=_cluster_cpus()).count()
+        _read_ids(cfg).groupby("id", num_partitions=_cluster_cpus()).count()
         .map_batches(_id_problems, batch_format="pyarrow").materialize()
     )
     n = problems.count()
@@ -113,16 +114,29 @@ def _id_problems_distributed(cfg: JobConfig) -> tuple[int, list[dict]]:
     return n, nulls + problems.take(11)
 
 
+def _read_ids(cfg: JobConfig):
+    """The manifest's ids alone, in a column 'id' (never the media of a manifest that holds it)."""
+    if cfg.id_column in (None, "id"):
+        return read_manifest(cfg, ["id"])
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    schema = pa.schema([pa.field(cfg.id_column, STRING_READ_TYPE)])
+    return read_parquet(path, fs, [cfg.id_column], schema=schema).rename_columns({cfg.id_column: "id"})
+
+
 def _null_id_rows(counts: pa.Table) -> pa.Table:
     return counts.filter(pc.is_null(counts["id"]))
 
 
 def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_ROWS) -> None:
     """Refuse null or duplicate ids before any work. Small manifests are checked on the
-    driver; larger ones by a distributed groupby, so their ids never reach the driver."""
+    driver; larger ones by a distributed groupby, so their ids never reach the driver. Ids
+    made from file and row number (`GENERATED_IDS`) are unique by construction."""
+    if cfg.id_column == GENERATED_IDS:
+        return
+    column = cfg.id_column or "id"
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     # ids as the job reads them (integers as their decimal string): 7 and "7" are one id
-    manifest = pq.ParquetDataset(path, filesystem=fs, schema=pa.schema([pa.field("id", STRING_READ_TYPE)]))
+    manifest = pq.ParquetDataset(path, filesystem=fs, schema=pa.schema([pa.field(column, STRING_READ_TYPE)]))
     on_driver = row_count(manifest) <= driver_max_rows
     n_problems, rows = _id_problems_on_driver(manifest) if on_driver else _id_problems_distributed(cfg)
     if n_problems == 0:
@@ -158,6 +172,8 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     cfg = normalised_config(cfg)  # a relative and an absolute path to one manifest are one job
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
+    # where the ids come from ('<file>#<row>' when no column holds them), recorded in job.json
+    cfg = cfg.model_copy(update={"id_column": info.id_column})
     # the model's resize rule and factor, recorded in job.json; an unsupported model stops here, in one line
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
     # the chat template's options and the answer prefix every actor renders with, recorded in job.json

@@ -16,6 +16,9 @@ from schemas.scores import check_carried_columns
 
 from schemas.frames_spec import parse_frames_spec
 
+# `JobConfig.id_column` when ids are made from file and row number (no column holds them).
+GENERATED_IDS = "<file>#<row>"
+
 
 
 class _Strict(BaseModel):
@@ -279,7 +282,21 @@ BY_CONTENT = resume_may_change("compared by the checklists it loads (checklist.j
 class JobConfig(_Strict):
     """Everything `vrscore score` needs."""
 
-    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, prompt, group].")
+    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, "
+                          "prompt, group], or with the media bytes themselves (media_column).")
+    media_column: str | None = Field(
+        None,
+        description="Manifest column holding the media bytes: binary, or a struct with 'bytes' and an optional "
+        "'path' (the Hugging Face Image feature). None = a column called 'image' or 'video' when the manifest "
+        "has no 'uri' column. Scores carry the struct's path as uri (else null), never the bytes.",
+    )
+    id_column: str | None = Field(
+        None,
+        description="Manifest column with the row ids, for a dataset whose ids are not in a column called 'id'. "
+        "An embedded-media manifest with neither gets ids from file and row number ('<file>#<row>', the file "
+        f"relative to the manifest): `vrscore score` then records {GENERATED_IDS!r} here, and the manifest's "
+        "fingerprint in job.json holds a resume to the same files.",
+    )
     checklist: list[str] = Field(
         default_factory=lambda: ["default"],
         description="Checklists, one per media kind: 'default' (ours, for images and videos), a "

@@ -43,9 +43,10 @@ BASE_FIELDS = [
 
 
 # Columns the stages add to a batch between the read and the write (the decode stage's frames,
-# their shape and the video's fps, actors/media_decoder.py): a manifest column of one of these
+# their shape and the video's fps, actors/media_decoder.py; an embedded item's bytes,
+# schemas/embedded_media.py): a manifest column of one of these
 # names would be replaced by them on the way.
-STAGE_COLUMNS = ("frames", "frames_shape", "fps")
+STAGE_COLUMNS = ("frames", "frames_shape", "fps", "frame_times", "media_bytes")
 
 
 def reserved_column(name: str) -> str | None:
