@@ -17,7 +17,9 @@ from schemas import status
 from schemas.embedded_media import media_column, sniff_media_type
 from schemas.job_config import GENERATED_IDS, DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from schemas.manifest import ManifestError
+from tests.job_process import cli, job_env, ray_tmp, run_job  # noqa: F401  (fixture)
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
+from tests.s3_fixtures import s3_endpoint  # noqa: F401  (fixture)
 
 PROMPT = "a red fox in the snow"
 
@@ -150,3 +152,24 @@ def test_read_blocks_are_sized_by_bytes_and_ids_come_from_the_named_column(tmp_p
                                       MediaColumn("image", "binary", False), GENERATED_IDS, [], block_bytes=650)
     assert [i for t in generated.get_read_tasks(1) for b in t() for i in b["id"].to_pylist()] == \
         [f"m.parquet#{k}" for k in range(7)]
+
+
+@pytest.mark.slow  # a job in a process of its own, with its own Ray
+def test_embedded_manifest_on_s3(tmp_path, demo_model_dir, s3_endpoint, ray_tmp):  # noqa: F811
+    """A folder of shards on S3: read by the workers through the job's storage options."""
+    bucket = s3_endpoint.make_bucket()
+    raw = [write_image(tmp_path / f"{k}.png", size=(96, 64), seed=k).read_bytes() for k in range(3)]
+    for shard, rows in enumerate([raw[:2], raw[2:]]):
+        pq.write_table(pa.table({"image": pa.array(rows, pa.binary()), "prompt": ["a fox"] * len(rows)}),
+                       tmp_path / f"train-{shard}.parquet")
+        s3_endpoint.upload(tmp_path / f"train-{shard}.parquet", f"s3://{bucket}/hf/train-{shard}.parquet")
+    out = f"s3://{bucket}/out/hf"
+    env = job_env(ray_tmp, s3_endpoint.profile_env(tmp_path, "vrscore-test"))
+    proc = run_job(cli("score", "--manifest", f"s3://{bucket}/hf", "--model", str(demo_model_dir), "--out", out,
+                       "--endpoint-url", s3_endpoint.url, "--profile", "vrscore-test"), env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    fs = s3_endpoint.filesystem()
+    table = pa.concat_tables(pq.read_table(fs.open(f, "rb")) for f in fs.find(f"{bucket}/out/hf/scores")
+                             if f.endswith(".parquet"))
+    assert sorted(table["id"].to_pylist()) == ["train-0.parquet#0", "train-0.parquet#1", "train-1.parquet#0"]
+    assert set(table["status"].to_pylist()) == {status.OK}
