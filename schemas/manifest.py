@@ -40,7 +40,8 @@ def columns_to_read(
     names = set(schema.names)
     for col in required:
         if col not in names:
-            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)})")
+            hint = " (a manifest holding the media bytes names their column with --media-column)" if col == "uri" else ""
+            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)}){hint}")
     if needs_prompt and "prompt" not in names:
         raise ManifestError("the checklist uses [[prompt]] but the manifest has no 'prompt' column")
     wanted = [*keep_columns, *([alignment_column] if alignment_column else [])]
