@@ -132,3 +132,21 @@ def test_python_api_reports_the_frames_seen(demo_model_dir_25, clips):
         video, image = reward.score("a red fox", [clips["3s12"], clips["img"]])
     assert video.ok and video.frame_times == [0, 0.5, 1, 1.5, 2, 2.5]
     assert image.ok and image.frame_times is None
+
+
+def test_scores_written_before_the_frame_columns_rescore_with_them_null():
+    import pyarrow as pa
+
+    from pipeline.rescore import Rescorer, rescored_schema
+    from schemas.checklist_set import all_dimensions, resolve_checklists
+    from schemas.scores import scores_schema
+
+    checklists = resolve_checklists(["default"])
+    current = scores_schema(all_dimensions(checklists))
+    old = pa.schema([f for f in current if f.name not in ("frame_count", "frame_times")])
+    q = len(checklists["video"].questions)
+    rows = [{"id": "v", "uri": "v.mp4", "media_type": "video", "prompt": "p", "group": "p",
+             "checklist": checklists["video"].name, "status": "ok", "p_yes": [0.7] * q}]
+    schema = rescored_schema(old, checklists, "{}")
+    out = Rescorer(checklists, checklists, schema)(pa.Table.from_pylist(rows, schema=old))
+    assert out.schema == schema and out["frame_count"].to_pylist() == [None] and out["score"][0].as_py() == 1.0
