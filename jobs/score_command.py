@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "struct); default: 'image' or 'video' when there is no 'uri' column")
     p.add_argument("--id-column", help="manifest column of the row ids when it is not 'id' (manifests holding "
                    "the media; without one, ids are '<file>#<row>')")
+    p.add_argument("--prompt-field", help="WebDataset shards: the json member's field holding the prompt "
+                   "(default: the txt member)")
     p.add_argument("--keep-columns", help="comma-separated manifest columns to carry into the output")
     p.add_argument("--alignment-column", help="manifest column with an external alignment probability")
     p.add_argument("--frames", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
@@ -58,6 +60,7 @@ def flags_of(args: argparse.Namespace) -> dict:
         "alignment_column": args.alignment_column,
         "media_column": args.media_column,
         "id_column": args.id_column,
+        "prompt_field": args.prompt_field,
         "decode.frames": args.frames,
         "max_error_fraction": args.max_error_fraction,
         "model.trust_remote_code": args.trust_remote_code,

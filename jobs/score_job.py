@@ -25,6 +25,7 @@ from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import format_entry, record_run
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
+from pipeline.webdataset_shards import webdataset_shards
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import GENERATED_IDS, JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
@@ -131,8 +132,8 @@ def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_
     """Refuse null or duplicate ids before any work. Small manifests are checked on the
     driver; larger ones by a distributed groupby, so their ids never reach the driver. Ids
     made from file and row number (`GENERATED_IDS`) are unique by construction."""
-    if cfg.id_column == GENERATED_IDS:
-        return
+    if cfg.id_column == GENERATED_IDS or webdataset_shards(cfg.manifest, cfg.storage) is not None:
+        return  # unique by construction; a WebDataset's keys are not checked up front (it would read every shard)
     column = cfg.id_column or "id"
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     # ids as the job reads them (integers as their decimal string): 7 and "7" are one id
@@ -162,6 +163,8 @@ def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float, scanner: Outp
 
 
 def _manifest_rows(cfg: JobConfig) -> int:
+    if webdataset_shards(cfg.manifest, cfg.storage) is not None:
+        return 0  # unknown until the shards are read: the job line shows no total
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     return row_count(pq.ParquetDataset(path, filesystem=fs))
 

@@ -4,6 +4,7 @@ resources: read -> validate -> decode (CPU actors) -> score (model actors) -> as
 from __future__ import annotations
 
 import functools
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -19,9 +20,11 @@ from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns, ma
 from pipeline.null_columns import nulls_as_none
 from pipeline.parquet_reader import read_parquet
 from pipeline.storage import arrow_filesystem, storage_options
-from schemas import manifest
+from pipeline.webdataset_shards import is_webdataset, webdataset_shards
+from pipeline.webdataset_source import WebDatasetSource
+from schemas import manifest, status
 from schemas.checklist import Checklist
-from schemas.embedded_media import BYTES_COLUMN, MediaColumn, media_column
+from schemas.embedded_media import BYTES_COLUMN, READ_ERROR_COLUMN, MediaColumn, media_column
 from schemas.job_config import GENERATED_IDS, JobConfig
 
 
@@ -32,6 +35,7 @@ class ManifestInfo:
     keep_fields: list[pa.Field]
     media: MediaColumn | None = None  # where the bytes are, for a manifest that holds them
     id_column: str | None = None  # JobConfig.id_column as resolved (GENERATED_IDS: from file and row)
+    webdataset: bool = False  # the manifest is WebDataset tar shards (pipeline/webdataset_source.py)
 
 
 # Footers read at once when checking a manifest's column types (S3 round trips overlap).
@@ -47,6 +51,11 @@ def _footer_schemas(dataset: pq.ParquetDataset) -> dict[str, pa.Schema]:
 
 def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> ManifestInfo:
     """Check the manifest's columns and their types from its Parquet footers, before any work."""
+    if webdataset_shards(cfg.manifest, cfg.storage) is not None:
+        if cfg.keep_columns or cfg.alignment_column or cfg.media_column or cfg.id_column:
+            raise manifest.ManifestError("WebDataset shards have no columns: --keep-columns, --alignment-column, "
+                                         "--media-column and --id-column are for Parquet manifests")
+        return ManifestInfo(columns=[], schema=pa.schema([]), keep_fields=[], webdataset=True)
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     try:
         dataset = pq.ParquetDataset(path, filesystem=fs)
@@ -91,11 +100,15 @@ def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None 
     become strings in the read itself, before Ray Data's checkpoint filter (planned right
     after the read) compares them with the string ids of the output on resume. A manifest that
     holds the media (`info.media`) is read by pipeline/embedded_source.py, in blocks sized by bytes."""
+    if info is not None and info.webdataset:
+        fs, shards = webdataset_shards(cfg.manifest, cfg.storage)  # type: ignore[misc]
+        root = fs._strip_protocol(cfg.manifest) if not is_webdataset(cfg.manifest) else posixpath.dirname(shards[0])
+        return ray.data.read_datasource(WebDatasetSource(fs, shards, root, cfg.prompt_field, _block_bytes()))
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     if info is not None and info.media is not None:
         keep = [c for c in columns if c not in (*_EMBEDDED_OWN, info.media.name, info.id_column)]
         source = EmbeddedParquetSource(manifest_files(path, fs), fs, info.media, info.id_column, keep,
-                                       DataContext.get_current().target_max_block_size or _BLOCK_BYTES)
+                                       _block_bytes())
         return ray.data.read_datasource(source)
     schema = pq.ParquetDataset(path, filesystem=fs).schema
     return read_parquet(path, fs, columns, schema=manifest.read_schema(schema, columns))
@@ -106,6 +119,11 @@ _EMBEDDED_OWN = ("id", "uri", "media_type", "prompt", "group")
 _BLOCK_BYTES = 128 * 1024**2
 
 
+def _block_bytes() -> int:
+    """Media bytes per block read from a manifest that holds them: Ray Data's own target."""
+    return DataContext.get_current().target_max_block_size or _BLOCK_BYTES
+
+
 def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, bool]) -> dict[str, np.ndarray]:
     """Per-row checks before any I/O: status/error columns, media_type and group filled in."""
     batch = nulls_as_none(batch)
@@ -113,8 +131,11 @@ def validate_rows(batch: dict[str, np.ndarray], prompt_needed_for: dict[str, boo
     none = np.full(n, None, dtype=object)
     media, prompts = batch.get("media_type", none), batch.get("prompt", none)
     out_media, out_status, out_error = (np.empty(n, dtype=object) for _ in range(3))
-    data = batch.get(BYTES_COLUMN)
+    data, unreadable = batch.get(BYTES_COLUMN), batch.get(READ_ERROR_COLUMN)
     for i in range(n):
+        if unreadable is not None and unreadable[i] is not None:  # the source could not read it (a bad tar)
+            out_media[i], out_status[i], out_error[i] = media[i], status.READ_ERROR, unreadable[i]
+            continue
         if data is not None:  # the media is in the manifest (schemas/embedded_media.py)
             out_media[i], out_status[i], out_error[i] = manifest.check_embedded_row(
                 None if data[i] is None else len(data[i]), media[i], prompts[i], prompt_needed_for)
@@ -151,7 +172,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
                          "(pipeline.model_family.resolve_decode)")
     res = cfg.resources
     ds = ds if ds is not None else read_manifest(cfg, info.columns, info)
-    if info.media is None:
+    if info.media is None and not info.webdataset:
         # Bounded blocks from the start: a read gives one block per file, and each block stays
         # one task through every stage down to the write, i.e. one output file committed at its end.
         # (A manifest holding the media comes in blocks sized by bytes: not merged by rows here.)

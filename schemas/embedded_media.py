@@ -23,6 +23,8 @@ from schemas.manifest import ManifestError, infer_media_type, is_string_type
 DEFAULT_MEDIA_COLUMNS = ("image", "video")
 # The column that carries a row's bytes from the read to the decode stage (dropped there).
 BYTES_COLUMN = "media_bytes"
+# Why a source could not give a row's bytes (a corrupt or truncated tar shard); null when it could.
+READ_ERROR_COLUMN = "read_error"
 
 
 class MediaColumn(NamedTuple):

@@ -315,6 +315,11 @@ class JobConfig(_Strict):
     )
     out: str = Field(..., description="Output directory (local path or URI): scores/, checklist.json, job.json.",
                      json_schema_extra=resume_may_change("the output itself, which may be reached by another path"))
+    prompt_field: str | None = Field(
+        None,
+        description="WebDataset shards: the field of each sample's json member that holds the prompt. None = "
+        "the sample's txt member.",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Extra manifest columns carried through to the output.")
     alignment_column: str | None = Field(
         None,

@@ -46,7 +46,7 @@ BASE_FIELDS = [
 # their shape and the video's fps, actors/media_decoder.py; an embedded item's bytes,
 # schemas/embedded_media.py): a manifest column of one of these
 # names would be replaced by them on the way.
-STAGE_COLUMNS = ("frames", "frames_shape", "fps", "frame_times", "media_bytes")
+STAGE_COLUMNS = ("frames", "frames_shape", "fps", "frame_times", "media_bytes", "read_error")
 
 
 def reserved_column(name: str) -> str | None:
