@@ -8,6 +8,7 @@ from fsspec.spec import AbstractFileSystem
 
 from pipeline.storage import fsspec_filesystem
 from schemas.job_config import StorageConfig
+from schemas.manifest import ManifestError
 
 _RANGE_RE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _LIST_RE = re.compile(r"\{([^{}]*,[^{}]*)\}")
@@ -46,7 +47,12 @@ def webdataset_shards(manifest: str, storage: StorageConfig) -> tuple[AbstractFi
     a .tar, a brace pattern, or a folder holding .tar files and no .parquet file."""
     fs = fsspec_filesystem(expand_braces(manifest)[0], storage)
     if is_webdataset(manifest):
-        return fs, list_shards(fs, manifest)
+        shards = list_shards(fs, manifest)
+        missing = [p for p in shards if not fs.isfile(p)]
+        if missing:
+            raise ManifestError(f"{len(missing)} of the {len(shards)} shards {manifest} names do not exist "
+                                f"(first: {missing[0]})")
+        return fs, shards
     path = fs._strip_protocol(manifest)
     if not fs.isdir(path):
         return None

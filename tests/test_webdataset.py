@@ -18,6 +18,7 @@ from jobs.output_dir import SCORES_DIR
 from pipeline.webdataset_shards import expand_braces
 from schemas import status
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
+from schemas.manifest import ManifestError
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 
 PROMPT = "a red fox in the snow"
@@ -77,3 +78,7 @@ def test_shards_score_like_files_and_bad_members_are_rows(tmp_path, demo_model_d
     assert got["junk"]["status"] == status.DECODE_ERROR
     assert got["nomedia"]["status"] == status.READ_ERROR and "no image or video member" in got["nomedia"]["error"]
     assert got["s3"]["status"] == status.READ_ERROR and "truncated" in got["s3"]["error"]
+    # A pattern naming a shard that is not there is refused before any work, in one line.
+    with pytest.raises(ManifestError, match="1 of the 3 shards"):
+        run_score_job(_config(str(shards / "{00000..00002}.tar"), tmp_path / "out_missing", demo_model_dir),
+                      quiet=True)
