@@ -111,8 +111,13 @@ def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
     video's length, which SmolVLM writes into its prompt (default: the last frame's time);
     `system`: a system prompt (default: none).
     """
-    model, tokenizer = load(str(model_dir))
     inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration, system)
+    return p_yes_of(model_dir, inputs, prompt)
+
+
+def p_yes_of(model_dir: Path, inputs: dict, prompt: str) -> float:
+    """p_yes of the model's next token after `inputs` (built from the rendered `prompt`)."""
+    model, tokenizer = load(str(model_dir))
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].float()
     yes = torch.logsumexp(logits[answer_ids(tokenizer, prompt, YES_WORDS)], 0)

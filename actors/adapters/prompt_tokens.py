@@ -108,7 +108,8 @@ class PromptEncoder:
     laid out as the family's stock processor lays it out.
 
     `layout` = (placeholder, expansion): the text the template renders for the media, and what the
-    processor puts in its place. The tokenizer splits a text at added tokens before anything else,
+    processor puts in its place. A tuple of placeholders is a processor's rule of the form "replace
+    the first of these that the prompt holds" (`rendered_placeholder`). The tokenizer splits a text at added tokens before anything else,
     so where the expansion is cut off from its surroundings by added tokens (its own first and last
     tokens, or the template's tokens right around the placeholder, as in
     `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any prompt: they are
@@ -191,8 +192,17 @@ class PromptEncoder:
             return None
         return np.asarray(wrapped[0][1:-1]), np.asarray(wrapped[1][1:-1])
 
-    def sequences(self, content: dict, questions: Sequence[str], layout: tuple[str, str]) -> list[np.ndarray]:
-        placeholder, expansion = layout
+    def rendered_placeholder(self, content: dict, placeholder: str | Sequence[str]) -> str:
+        """The placeholder text to replace: `placeholder` itself, or of several (in order of
+        preference) the first that the template renders, the last when it renders none."""
+        if isinstance(placeholder, str):
+            return placeholder
+        marked = self._marked_template(content)[0]
+        return next((p for p in placeholder if p in marked), placeholder[-1])
+
+    def sequences(self, content: dict, questions: Sequence[str],
+                  layout: tuple[str | Sequence[str], str]) -> list[np.ndarray]:
+        placeholder, expansion = self.rendered_placeholder(content, layout[0]), layout[1]
         splice = self._splice(content, placeholder, expansion)
         out = []
         for q in questions:
