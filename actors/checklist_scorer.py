@@ -106,7 +106,8 @@ class ChecklistScorer:
                 MediaInput(
                     frames=frames_of(batch["frames"][i], batch["frames_shape"][i]),
                     media_type=kind,
-                    fps=None if np.isnan(batch["fps"][i]) else float(batch["fps"][i]),
+                    fps=_known(batch["fps"][i]),
+                    duration=_known(batch["duration"][i]),
                     resized=self._final[kind],
                 )
                 for i in rows
@@ -164,6 +165,11 @@ def frames_final(decode: DecodeConfig, adapter) -> bool:
         raise ValueError(f"the decode stage sizes frames by {decode.resize_rule!r}, but the model takes {own!r} "
                          "(pipeline/model_family.py resolves the model's rule on the driver)")
     return frames_are_final(decode.resize_rule, own)
+
+
+def _known(value: float) -> float | None:
+    """A decode column's number, None where it is NaN (unknown)."""
+    return None if np.isnan(value) else float(value)
 
 
 def _media_types(adapter) -> tuple[str, ...] | None:

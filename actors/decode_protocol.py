@@ -7,7 +7,8 @@ exploited by a hostile file can at worst send a wrong answer, which the parent c
   setup    parent -> child  {"decode": DecodeConfig as JSON}
   ready    child -> parent  {"ready": true}
   request  parent -> child  {"media_type": "image"|"video", "nbytes": n}  + n file bytes
-  reply    child -> parent  {"ok": true, "shape": [T, H, W, 3], "fps": x|null} + T*H*W*3 bytes
+  reply    child -> parent  {"ok": true, "shape": [T, H, W, 3], "fps": x|null, "duration": s|null}
+                            + T*H*W*3 bytes
            child -> parent  {"ok": false, "status": kind, "message": text}
 """
 from __future__ import annotations
@@ -59,18 +60,27 @@ def recv_payload(conn: Connection, nbytes: int) -> bytes:
     return data
 
 
-def parse_reply(header: dict[str, Any]) -> tuple[tuple[int, int, int, int], float] | tuple[str, str]:
-    """A checked reply header: ((T, H, W, 3), fps) for frames, or (status, message) for a row error."""
+def _seconds(header: dict[str, Any], key: str) -> float:
+    """A positive number of the header, NaN where it is null or absent."""
+    value = header.get(key)
+    if value is None:
+        return math.nan
+    if type(value) not in (int, float) or not 0 < value < math.inf:
+        raise ProtocolError(f"bad {key} {value!r}")
+    return float(value)
+
+
+def parse_reply(header: dict[str, Any]) -> tuple[tuple[int, int, int, int], float, float] | tuple[str, str]:
+    """A checked reply header: ((T, H, W, 3), fps, duration) for frames (NaN where unknown), or
+    (status, message) for a row error."""
     if header.get("ok") is True:
-        shape, fps = header.get("shape"), header.get("fps")
+        shape = header.get("shape")
         if (not isinstance(shape, list) or len(shape) != 4 or shape[3] != 3
                 or not all(type(v) is int and v > 0 for v in shape)):
             raise ProtocolError(f"bad frame shape {shape!r}")
-        if fps is not None and type(fps) not in (int, float):
-            raise ProtocolError(f"bad fps {fps!r}")
         if math.prod(shape) > MAX_PAYLOAD_BYTES:
             raise ProtocolError(f"frames of shape {shape} are over the payload cap")
-        return tuple(shape), math.nan if fps is None else float(fps)  # type: ignore[return-value]
+        return tuple(shape), _seconds(header, "fps"), _seconds(header, "duration")  # type: ignore[return-value]
     if header.get("ok") is False:
         status, message = header.get("status"), header.get("message")
         if status not in st.ALL or status == st.OK or not isinstance(message, str):

@@ -45,6 +45,7 @@ _DECORD_PREFIX_RE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 class DecodedMedia(NamedTuple):
     frames: np.ndarray  # (T, H, W, 3) uint8, C order
     fps: float  # rate of the sampled frames; NaN for images
+    duration: float = math.nan  # the video's length in seconds (`video_duration`); NaN for images or unknown
 
 
 def _detail(exc: BaseException) -> str:
@@ -124,6 +125,14 @@ def _probe_video(data: bytes, cfg: DecodeConfig) -> tuple[int, int]:
     return (first.width, first.height) if quarter_turns else (first.height, first.width)
 
 
+def video_duration(frame_count: int, average_fps: float) -> float:
+    """The video's length in seconds as transformers' video readers report it to a processor
+    (`VideoMetadata.duration` = total frames / average frame rate in `read_video_decord` and
+    `read_video_pyav`, transformers/video_utils.py), which SmolVLM writes into its prompt; NaN
+    when the container gives no frame rate."""
+    return frame_count / average_fps if average_fps > 0 and frame_count > 0 else math.nan
+
+
 def _read_frames(reader: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
     """The frames at `indices` (any order, repeats allowed), by whichever of decoding in
     order or seeking decodes fewer frames (`decode_in_order`). In order, the frames
@@ -154,9 +163,9 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
         n_total = len(reader)
         if n_total < 1:
             raise MediaError(st.DECODE_ERROR, "the video has no frames")
+        avg_fps = reader.get_avg_fps()
         if spec.kind == "uniform":
             indices = uniform_indices(n_total, spec.n)
-            avg_fps = reader.get_avg_fps()
             # As Qwen2-VL's video utils: frames taken per second of the whole video.
             fps = len(indices) * avg_fps / n_total if avg_fps > 0 else math.nan
         else:
@@ -171,4 +180,4 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
     # The scorer takes frames of a model-size rule as they are: never pass on another size.
     if frames.shape[1:] != (height, width, 3):
         raise MediaError(st.DECODE_ERROR, f"decord returned frames of {frames.shape[1:]}, expected {(height, width, 3)}")
-    return DecodedMedia(np.ascontiguousarray(frames), fps)
+    return DecodedMedia(np.ascontiguousarray(frames), fps, video_duration(n_total, avg_fps))

@@ -17,6 +17,9 @@ Output columns, added to all input columns:
   frames_shape  object array of int32 arrays [T, H, W, 3]; an empty array on failure
   fps           float64: the rate of the sampled frames (T * avg_fps / frame count for
                 'uniform', 1.0 for 'visionreward'); NaN for images and failures
+  duration      float64: the video's length in seconds (frame count / avg_fps, as transformers'
+                video readers give it to a processor); NaN for images, failures and videos
+                without a frame rate
 Rows whose status is not "ok" on input pass through untouched; a row that fails here gets
 its status kind and an error message, and the batch goes on.
 """
@@ -68,6 +71,7 @@ class MediaDecoder:
         frames = np.empty(n, dtype=object)
         shapes = np.empty(n, dtype=object)
         fps = np.full(n, np.nan, dtype=np.float64)
+        duration = np.full(n, np.nan, dtype=np.float64)
         todo = [i for i in range(n) if status[i] == st.OK]
         reads = {i: self._worker.read(str(batch["uri"][i])) for i in todo[: self.read_ahead]}
         for i in range(n):
@@ -83,8 +87,9 @@ class MediaDecoder:
             except MediaError as exc:
                 status[i], error[i] = exc.status, exc.message
                 continue
-            frames[i], shapes[i], fps[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps
-        return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps}
+            frames[i], shapes[i], fps[i], duration[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps, out.duration
+        return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps,
+                "duration": duration}
 
     def close(self) -> None:
         """Stop the worker process now rather than when the stage is garbage-collected."""

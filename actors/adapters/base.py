@@ -18,6 +18,8 @@ class MediaInput:
     media_type: "image" or "video".
     fps: the sampling rate of the given frames (frames per second of the source timeline),
         used for Qwen2.5-VL's temporal positions; None = unknown.
+    duration: the whole video's length in seconds, as transformers' video readers report it
+        (frame count / average frame rate), which SmolVLM writes into its prompt; None = unknown.
     resized: True when the frames are already at the model's input size, resized from the
         source by the decode stage with the same rule and settings. The adapter then takes
         them as they are: resizing a resized frame is not always a no-op (rounding can push
@@ -29,6 +31,7 @@ class MediaInput:
     media_type: str
     fps: float | None = None
     resized: bool = False
+    duration: float | None = None
 
     def __post_init__(self) -> None:
         if self.media_type not in MEDIA_TYPES:
@@ -41,6 +44,8 @@ class MediaInput:
             raise ValueError(f"an image has exactly one frame, got {f.shape[0]}")
         if self.fps is not None and not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"duration must be positive, got {self.duration}")
 
 
 class ChecklistAdapter(Protocol):
