@@ -87,7 +87,7 @@ def qwen3_vl_prompt(prompt: str, block: str, layout: str = "published") -> str:
     `Qwen3VLProcessor.__call__`, copied by vLLM and SGLang, and again transformers 5.25):
     `<|vision_start|><|video_pad|><|vision_end|>` is replaced as a whole when the prompt holds it,
     else a bare `<|video_pad|>` ("vllm may input video token directly").
-    "nested": transformers 5.x up to 5.24 (`replace_video_token` on `<|video_pad|>` alone): the
+    "nested": transformers 5.24 (`replace_video_token` on `<|video_pad|>` alone): the
     template's own markers stay around the frame blocks.
     """
     if layout not in QWEN3_VL_LAYOUTS:

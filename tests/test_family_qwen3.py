@@ -32,7 +32,7 @@ def test_fast_path_equals_the_stock_forward(tmp_path, family, budget):
 # Written from that processor's rule (transformers 4.57 `Qwen3VLProcessor.__call__`, vLLM's
 # `Qwen3VLMultiModalProcessor`): the template's `<|vision_start|><|video_pad|><|vision_end|>` is
 # replaced as a whole by the frame blocks; a bare `<|video_pad|>` only where the prompt has no
-# such triple. transformers 5.x up to 5.24 nests the blocks inside the template's markers
+# such triple. transformers 5.24 nests the blocks inside the template's markers
 # instead, so the installed processor is not what these tests compare against.
 
 WRAPPED = "<|vision_start|><|video_pad|><|vision_end|>"
@@ -94,7 +94,7 @@ def test_fast_path_equals_the_published_layout_not_the_nested_one(tmp_path, fami
     fast = _adapter(model_dir).score([video], [questions])[0]
     published = np.array([stock_p_yes(model_dir, video.frames, "video", q, seconds=seconds) for q in questions])
     np.testing.assert_allclose(fast, published, atol=TOL, rtol=0)
-    # negative control: the nested layout (transformers 5.x up to 5.24) answers differently
+    # negative control: the nested layout (transformers 5.24) answers differently
     _, tokenizer = load(str(model_dir))
     nested = []
     for q in questions:
