@@ -7,7 +7,7 @@ dumped, so a run can be reproduced from its own output directory.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -127,9 +127,23 @@ class ModelConfig(_Strict):
     )
     chat_template: str | None = Field(
         None,
-        description="Path or URI of a Jinja chat template file to use instead of the checkpoint's own. "
-        "None = the checkpoint's (tokenizer_config.json, chat_template.jinja or chat_template.json); "
-        "a checkpoint without one is refused.",
+        description="Path or URI of a Jinja chat template file to use instead of the checkpoint's own (a URI is "
+        "read with the job's storage settings). None = the checkpoint's (tokenizer_config.json, "
+        "chat_template.jinja or chat_template.json); a checkpoint without one is refused.",
+    )
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="Options passed to the chat template's rendering (e.g. {enable_thinking: false}), the "
+        "same on every path. A template that reads `enable_thinking` gets enable_thinking=false unless it "
+        "is set here: a thinking prompt would read the answer where the model starts to reason. Filled in "
+        "by `vrscore score` before any work and kept in job.json (null: the template reads no option).",
+    )
+    answer_prefix: str | None = Field(
+        None,
+        description="Text appended after the generation prompt, as template text (its markers become the "
+        "tokenizer's special tokens), so the answer is read where the model writes it. None = the model's "
+        "own: GLM-4.1V Thinking checkpoints (a glm4v template with no thinking switch and <think> tokens) "
+        "get '<think></think><answer>', others none; '' = none. Filled in by `vrscore score` and kept in job.json.",
     )
     share_prefix: bool = Field(
         True,
@@ -156,13 +170,21 @@ class ModelConfig(_Strict):
         None,
         description="Local folder where each node keeps the models it downloaded from a URI, one copy per "
         "model version shared by the node's actors. None = $VRSCORE_MODEL_CACHE, else "
-        "<the node's temp dir>/vrscore-model-cache. Nothing is ever evicted from it.",
+        "$XDG_CACHE_HOME/vrscore/models (~/.cache/vrscore/models). Created 0700; a folder that is not the "
+        "job user's own, or that group or others may write, is refused. Nothing is ever evicted from it.",
     )
     fingerprint: str | None = Field(
         None,
-        description="For a model at a URI: sha256 over its files' names, sizes and ETags (or mtimes). Filled "
-        "in by `vrscore score` before any work and kept in job.json; actors refuse objects that no longer "
-        "match, and so does a resume. Set it to pin a version. None for hub ids and local folders.",
+        description="For a checkpoint folder (local or at a URI): sha256 over the names, sizes and versions "
+        "(ETags, else mtimes) of the files loading reads (its top level, and the shards an index names). "
+        "Filled in by `vrscore score` before any work and kept in job.json: a resume refuses a changed "
+        "checkpoint, and actors refuse objects at a URI that no longer match. Set it to pin a version. "
+        "None for hub ids.",
+    )
+    chat_template_fingerprint: str | None = Field(
+        None,
+        description="The same fingerprint for the chat_template file, filled in and checked alike. None when "
+        "the checkpoint's own template is used (the model's fingerprint covers it).",
     )
 
 

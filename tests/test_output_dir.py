@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from jobs import output_lease
 from jobs.output_dir import (OutputMismatchError, check_output, create_output, job_record, normalise_local_path,
                              normalised_config, open_output, result_differences)
 from jobs.output_lease import OutputBusyError, OutputLease
+from jobs.process_identity import process_identity
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 
@@ -59,8 +59,7 @@ def test_job_json_of_a_version_without_worker_nice_still_resumes():
 # --- the lease: one run at a time per output (local disk and S3) ---------------------------
 
 def _lease_record(fs, out, **kw) -> dict:
-    record = {"owner": "someone-else", "host": socket.gethostname(), "pid": os.getpid(),
-              "pid_start": output_lease._pid_start(os.getpid()), "heartbeat": time.time(), "ttl_s": 60.0, **kw}
+    record = {"owner": "someone-else", **process_identity(), "heartbeat": time.time(), "ttl_s": 60.0, **kw}
     fs.makedirs(out, exist_ok=True)
     fs.pipe_file(f"{out}/{output_lease.LEASE_FILE}", json.dumps(record).encode())
     return record
@@ -84,6 +83,11 @@ def _lease_rules(fs, out):
     lease.release()
     assert output_lease.read_lease(fs, out) is None
     assert check_output(fs, out, job, "{}") is False
+    # A lease that cannot be read (here: empty) was written just now: held, not free.
+    fs.pipe_file(f"{out}/{output_lease.LEASE_FILE}", b"")
+    with pytest.raises(OutputBusyError, match="cannot be read"):
+        OutputLease.acquire(fs, out, settle_s=0)
+    fs.rm_file(f"{out}/{output_lease.LEASE_FILE}")
 
 
 def test_a_live_lease_refuses_a_second_run_and_a_stale_one_is_taken_over(tmp_path):

@@ -109,8 +109,9 @@ class PromptEncoder:
 
     `layout` = (placeholder, expansion): the text the template renders for the media, and what the
     processor puts in its place. A tuple of placeholders is a processor's rule of the form "replace
-    the first of these that the prompt holds" (`rendered_placeholder`). The tokenizer splits a text at added tokens before anything else,
-    so where the expansion is cut off from its surroundings by added tokens (its own first and last
+    the first of these that the prompt holds" (`rendered_placeholder`). The tokenizer splits a
+    text at added tokens before anything else, so where the expansion is cut off from its
+    surroundings by added tokens (its own first and last
     tokens, or the template's tokens right around the placeholder, as in
     `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any prompt: they are
     encoded once per item and spliced in, which equals encoding the expanded text at a fraction of
@@ -119,12 +120,19 @@ class PromptEncoder:
     The system message goes in the first of `SYSTEM_FORMS` that the template renders as text:
     some templates render only a list of text parts (LLaVA-OneVision's, Idefics3's: a string
     gives nothing), others only a string (a list comes out as its Python repr).
+
+    `template_kwargs` go to the template's rendering (`enable_thinking` ...); `answer_prefix` is
+    appended after the generation prompt as template text, so its markers (`<think>`) become the
+    tokenizer's added tokens, as they would in the model's own output.
     """
 
-    def __init__(self, tokenizer, template: str | None, system_prompt: str | None):
+    def __init__(self, tokenizer, template: str | None, system_prompt: str | None,
+                 template_kwargs: dict | None = None, answer_prefix: str = ""):
         self.tokenizer = tokenizer
         self.template = template
         self.system_prompt = system_prompt
+        self.template_kwargs = dict(template_kwargs or {})
+        self.answer_prefix = answer_prefix
         self.forbidden = added_token_ids(tokenizer)
         # added tokens that split text cleanly (no whitespace stripping around them), by content
         self._cuts = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if not (t.lstrip or t.rstrip)}
@@ -135,7 +143,7 @@ class PromptEncoder:
         messages = [] if form is None else [system_message(texts[1], form)]
         messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  chat_template=self.template)
+                                                  chat_template=self.template, **self.template_kwargs) + self.answer_prefix
 
     def render(self, content: dict, texts: Sequence[str]) -> str:
         """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""
