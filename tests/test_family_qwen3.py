@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from transformers import AutoConfig
 
 from actors.adapters import MediaInput, load_adapter
+from actors.adapters.families.qwen3_vl import Qwen3VLFamily
+from actors.adapters.prompt_tokens import PromptEncoder
 from actors.demo_model import build_demo_model
 from actors.tiny_models.qwen3_vl import QWEN3_VL_CHAT_TEMPLATE
 from schemas.job_config import DecodeConfig, ModelConfig
 from tests.family_checks import TOL, check_family
 from tests.family_stock import load, p_yes_of, render, stock_p_yes
 from tests.family_stock_video import qwen3_vl_video
+from tests.test_real_vocabularies import real_tokenizer
 
 pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
 
@@ -60,7 +64,7 @@ def test_video_tokens_follow_the_published_layout(qwen3_vl_dir):
     adapter = _adapter(qwen3_vl_dir)
     tokenizer = adapter.tokenizer
     ids = adapter.prepare(_video(), [QUESTION]).sequences[0].tolist()
-    prompt = render(tokenizer, "video", QUESTION)
+    prompt = render(tokenizer, "video", QUESTION, family="qwen3_vl")
     assert prompt.count(WRAPPED) == 1
     published = tokenizer.encode(prompt.replace(WRAPPED, PUBLISHED_BLOCK), add_special_tokens=False)
     nested = tokenizer.encode(prompt.replace("<|video_pad|>", PUBLISHED_BLOCK), add_special_tokens=False)
@@ -98,8 +102,28 @@ def test_fast_path_equals_the_published_layout_not_the_nested_one(tmp_path, fami
     _, tokenizer = load(str(model_dir))
     nested = []
     for q in questions:
-        prompt = render(tokenizer, "video", q)
+        prompt = render(tokenizer, "video", q, family=family)
         inputs = qwen3_vl_video(model_dir, tokenizer, prompt, video.frames, seconds, None, layout="nested")
         assert inputs["input_ids"].shape[1] == len(_adapter(model_dir).prepare(video, [q]).sequences[0]) + 2
         nested.append(p_yes_of(model_dir, inputs, prompt))
     assert np.abs(np.array(nested) - fast).max() > 5 * TOL
+
+
+def test_a_two_patch_video_is_24_tokens_on_the_released_vocabulary(qwen3_vl_dir):
+    """MODELS.md's count: on Qwen3-VL's released vocabulary (Qwen2's BPE ranks and vision tokens),
+    this video (2 temporal patches of 4 merged tokens) is 24 tokens in the published layout; the
+    nested one is 26. The tiny checkpoint supplies only the vision geometry."""
+    tokenizer = real_tokenizer("qwen2_vl")
+    config = AutoConfig.from_pretrained(qwen3_vl_dir)
+    for key, token in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                       ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>")):
+        setattr(config, key, tokenizer.convert_tokens_to_ids(token))
+    assert config.video_token_id == 151656  # the released id
+    family = Qwen3VLFamily(str(qwen3_vl_dir), config, tokenizer, DECODE)
+    encoder = PromptEncoder(tokenizer, QWEN3_VL_CHAT_TEMPLATE, None)
+    ids = encoder.sequences({"type": "video"}, [QUESTION], family.media_layout(family.prepare_media(_video())))[0]
+    prompt = encoder.render({"type": "video"}, [QUESTION])
+    text_only = len(tokenizer.encode(prompt.replace(WRAPPED, ""), add_special_tokens=False))
+    nested = tokenizer.encode(prompt.replace("<|video_pad|>", PUBLISHED_BLOCK), add_special_tokens=False)
+    assert (len(ids) - text_only, len(nested) - text_only) == (24, 26)
+    assert ids.tolist() == tokenizer.encode(prompt.replace(WRAPPED, PUBLISHED_BLOCK), add_special_tokens=False)
