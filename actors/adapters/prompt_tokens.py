@@ -109,13 +109,12 @@ class PromptEncoder:
 
     `layout` = (placeholder, expansion): the text the template renders for the media, and what the
     processor puts in its place. A tuple of placeholders is a processor's rule of the form "replace
-    the first of these that the prompt holds" (`rendered_placeholder`). The tokenizer splits a
-    text at added tokens before anything else, so where the expansion is cut off from its
-    surroundings by added tokens (its own first and last
-    tokens, or the template's tokens right around the placeholder, as in
-    `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any prompt: they are
-    encoded once per item and spliced in, which equals encoding the expanded text at a fraction of
-    the cost. Otherwise the expanded text is encoded per question.
+    the first of these that the prompt holds" (`rendered_placeholder`). The tokenizer splits a text
+    at added tokens before anything else, so where the expansion is cut off from its surroundings by
+    added tokens (its own first and last tokens, or the template's tokens right around the
+    placeholder, as in `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any
+    prompt: they are encoded once per item and spliced in, which equals encoding the expanded text
+    at a fraction of the cost. Otherwise the expanded text is encoded per question.
 
     The system message goes in the first of `SYSTEM_FORMS` that the template renders as text:
     some templates render only a list of text parts (LLaVA-OneVision's, Idefics3's: a string

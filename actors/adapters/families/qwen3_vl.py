@@ -8,11 +8,12 @@ Why not the installed processor's layout: transformers disagrees with itself. Th
 Qwen3-VL was released with (transformers 4.57, `Qwen3VLProcessor.__call__` in
 models/qwen3_vl/processing_qwen3_vl.py: "if vision_start + video_token + vision_end in text:
 replace that ... else: replace video_token"), and vLLM and SGLang after it (vLLM's
-`Qwen3VLMultiModalProcessor._get_prompt_updates` targets "<|vision_start|><|video_pad|><|vision_end|>"),
-drop the template's outer markers, as 5.5.4 still did. transformers 5.24's `replace_video_token`
-replaced `<|video_pad|>` alone, so the outer pair stayed around the frame blocks (two tokens
-more, the model never saw them in training, every later position shifted); 5.25 collapses the
-pair again in `get_text_with_replacements`. The published layout is the trained one, so it is the one built
+`Qwen3VLMultiModalProcessor._get_prompt_updates` targets
+"<|vision_start|><|video_pad|><|vision_end|>"), drop the template's outer markers, as 5.5.4
+still did. transformers 5.24's `replace_video_token` replaced `<|video_pad|>` alone, so the
+outer pair stayed around the frame blocks (two tokens more, the model never saw them in
+training, every later position shifted); 5.25 collapses the pair again in
+`get_text_with_replacements`. The published layout is the trained one, so it is the one built
 here, on every transformers version (tests/test_family_qwen3.py checks it against that rule).
 
 Timestamps follow `Qwen3VLProcessor._calculate_timestamps`: frame k of the decoded frames is at
