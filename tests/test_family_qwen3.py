@@ -60,11 +60,16 @@ def _adapter(model_dir, **model):
     return load_adapter(ModelConfig(model=str(model_dir), device="cpu", dtype="float32", **model), DECODE)
 
 
-def test_video_tokens_follow_the_published_layout(qwen3_vl_dir):
-    adapter = _adapter(qwen3_vl_dir)
+@pytest.mark.parametrize("system", [None, "You judge videos."])
+def test_video_tokens_follow_the_published_layout(qwen3_vl_dir, system):
+    adapter = load_adapter(ModelConfig(model=str(qwen3_vl_dir), device="cpu", dtype="float32"), DECODE,
+                           system_prompt=system)
     tokenizer = adapter.tokenizer
     ids = adapter.prepare(_video(), [QUESTION]).sequences[0].tolist()
-    prompt = render(tokenizer, "video", QUESTION, family="qwen3_vl")
+    prompt = render(tokenizer, "video", QUESTION, system=system, family="qwen3_vl")
+    # the frame blocks' ids are encoded once per item and spliced into every question's prompt
+    layout = adapter.family.media_layout(adapter.family.prepare_media(_video()))
+    assert adapter.prompts._splice({"type": "video"}, WRAPPED, layout[1]) is not None
     assert prompt.count(WRAPPED) == 1
     published = tokenizer.encode(prompt.replace(WRAPPED, PUBLISHED_BLOCK), add_special_tokens=False)
     nested = tokenizer.encode(prompt.replace("<|video_pad|>", PUBLISHED_BLOCK), add_special_tokens=False)
