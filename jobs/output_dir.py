@@ -2,8 +2,9 @@
 
 A rerun with the same inputs, checklists, model and decode settings resumes: Ray Data's
 checkpoint (ids of rows already written, kept in `_checkpoint/`) skips finished rows.
-Anything that changes the scores refuses to mix into existing output; resources (actors,
-batch sizes) may change between runs, since they change speed, not results. The same job
+Anything that changes the scores refuses to mix into existing output; the settings that
+change speed and memory, not results (resources, `model.token_budget`, ...), may change
+between runs: each such JobConfig field is marked (schemas/resume_rules.py). The same job
 written another way (a relative local path for an absolute one) is the same job: local
 paths are stored and compared absolute. A manifest edited in place is a different job: its
 fingerprint (file sizes and ETags, or mtimes where the store has no ETag) is in `job.json`, and
@@ -29,14 +30,14 @@ from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
 from schemas.job_config import JobConfig
+from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
 
 SCORES_DIR, CHECKLIST_FILE, JOB_FILE, CHECKPOINT_DIR = "scores", "checklist.json", "job.json", "_checkpoint"
 FINGERPRINT_KEY = "manifest_fingerprint"
-# JobConfig fields that change what a row's scores are.
-RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
-# Keys inside those fields that change speed only; also absent from job.json of older versions.
-SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
+# Dotted JobConfig keys a resume may change -> whether a change to or from 0 is still refused.
+# The manifest's fingerprint, a key of job.json beside the config's, is compared on its own.
+RESUME_RULES = resume_rules(JobConfig)
 # Fingerprints of the files the model reads (actors/model_store.py) -> what they are, where.
 FILE_FINGERPRINTS = {"model.fingerprint": ("model files at", "model.model"),
                      "model.chat_template_fingerprint": ("chat template file", "model.chat_template")}
@@ -99,7 +100,7 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
 
 
 def _comparable(job: dict) -> dict:
-    fields = {k: job.get(k) for k in RESULT_FIELDS}
+    fields = {k: job.get(k) for k in JobConfig.model_fields}
     if isinstance(fields["manifest"], str):
         fields["manifest"] = normalise_local_path(fields["manifest"])
     if isinstance(fields["model"], dict) and isinstance(fields["model"].get("model"), str):
@@ -120,8 +121,13 @@ def _difference(key: str, old: dict, new: dict) -> str | None:
 def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_checklists: dict) -> list[str]:
     """Human-readable differences that would change scores; empty = safe to resume."""
     old, new = _comparable(old_job), _comparable(new_job)
-    keys = sorted((set(old) | set(new)) - SPEED_ONLY_KEYS)
-    diffs = [_difference(k, old, new) for k in keys if old.get(k) != new.get(k)]
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b, zero_is_a_change = old.get(k), new.get(k), rule_for(RESUME_RULES, k)
+        if zero_is_a_change is None and a != b:
+            diffs.append(_difference(k, old, new))
+        elif zero_is_a_change and a is not None and b is not None and (a == 0) != (b == 0):
+            diffs.append(f"{k}: {a!r} -> {b!r} (a resume may change it, but not to or from 0)")
     diffs = [d for d in diffs if d]
     old_fp, new_fp = old_job.get(FINGERPRINT_KEY), new_job.get(FINGERPRINT_KEY)
     # job.json of versions before the fingerprint has none: nothing to compare it with.

@@ -28,7 +28,7 @@ from pipeline.parquet_reader import read_parquet, row_count
 from pipeline.storage import add_storage_args as add_storage_arguments  # noqa: F401  (re-exported)
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from pipeline.storage import storage_from_args  # noqa: F401  (re-exported)
-from schemas.checklist import Checklist
+from schemas.checklist import DIMENSION_PREFIX, Checklist
 from schemas.checklist_set import check_unique_names
 from schemas.job_config import StorageConfig
 from schemas.scores import META_MODEL, read_checklists_metadata
@@ -73,7 +73,7 @@ class ScoresInput:
 
     @property
     def dimension_columns(self) -> list[str]:
-        return [n for n in self.schema.names if n.startswith("dim_")]
+        return [n for n in self.schema.names if n.startswith(DIMENSION_PREFIX)]
 
     @property
     def model_id(self) -> str | None:
