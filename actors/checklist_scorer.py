@@ -107,7 +107,7 @@ class ChecklistScorer:
                     frames=frames_of(batch["frames"][i], batch["frames_shape"][i]),
                     media_type=kind,
                     fps=_known(batch["fps"][i]),
-                    duration=_known(batch["duration"][i]),
+                    duration=_known(batch["video_duration"][i]),
                     resized=self._final[kind],
                 )
                 for i in rows

@@ -17,7 +17,7 @@ Output columns, added to all input columns:
   frames_shape  object array of int32 arrays [T, H, W, 3]; an empty array on failure
   fps           float64: the rate of the sampled frames (T * avg_fps / frame count for
                 'uniform', 1.0 for 'visionreward'); NaN for images and failures
-  duration      float64: the video's length in seconds (frame count / avg_fps, as transformers'
+  video_duration float64: the video's length in seconds (frame count / avg_fps, as transformers'
                 video readers give it to a processor); NaN for images, failures and videos
                 without a frame rate
 Rows whose status is not "ok" on input pass through untouched; a row that fails here gets
@@ -89,7 +89,7 @@ class MediaDecoder:
                 continue
             frames[i], shapes[i], fps[i], duration[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps, out.duration
         return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps,
-                "duration": duration}
+                "video_duration": duration}
 
     def close(self) -> None:
         """Stop the worker process now rather than when the stage is garbage-collected."""

@@ -39,9 +39,9 @@ BASE_FIELDS = [
 
 
 # Columns the stages add to a batch between the read and the write (the decode stage's frames,
-# their shape and the video's fps, actors/media_decoder.py): a manifest column of one of these
-# names would be replaced by them on the way.
-STAGE_COLUMNS = ("frames", "frames_shape", "fps")
+# their shape, the video's fps and duration, actors/media_decoder.py): a manifest column of one
+# of these names would be replaced by them on the way.
+STAGE_COLUMNS = ("frames", "frames_shape", "fps", "video_duration")
 
 
 def reserved_column(name: str) -> str | None:

@@ -84,7 +84,7 @@ def test_a_decoded_video_is_introduced_with_the_containers_duration(smolvlm_dir,
     model = ModelConfig(model=str(smolvlm_dir), dtype="float32")
     decode = resolve_decode(model, DecodeConfig(frames="uniform:8"), StorageConfig())
     decoded = MediaDecoder(decode.model_dump())(batch)
-    assert decoded["duration"][0] == 10.0 and decoded["fps"][0] == pytest.approx(0.8)
+    assert decoded["video_duration"][0] == 10.0 and decoded["fps"][0] == pytest.approx(0.8)
     scored = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_to_json(checklists))(decoded)
     assert list(scored["status"]) == ["ok"], list(scored["error"])
     got = np.frombuffer(scored["p_yes"][0], dtype=np.float32)
