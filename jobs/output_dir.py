@@ -33,8 +33,10 @@ SCORES_DIR, CHECKLIST_FILE, JOB_FILE, CHECKPOINT_DIR = "scores", "checklist.json
 FINGERPRINT_KEY = "manifest_fingerprint"
 # JobConfig fields that change what a row's scores are.
 RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
-# Keys inside those fields that change speed only; also absent from job.json of older versions.
-SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
+# Keys inside those fields that change speed or start-up checks only, never a row's scores; also
+# absent from job.json of older versions.
+SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir",
+                             "model.min_answer_mass"})
 # Keys absent from job.json of older versions, with the value those versions used: they applied
 # the Qwen2-VL rule to every model (a job.json of theirs resumes where the model's rule is that one).
 LEGACY_VALUES = {"decode.resize_rule": "smart_resize"}

@@ -131,6 +131,16 @@ class ModelConfig(_Strict):
         "None = the checkpoint's (tokenizer_config.json, chat_template.jinja or chat_template.json); "
         "a checkpoint without one is refused.",
     )
+    min_answer_mass: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Refuse to start (before any row is scored) when the model puts less than this "
+        "probability on the yes and no words together where the answer is read, averaged over the "
+        "questions of a synthetic item: a sign of a wrong chat template (e.g. a thinking prefix), answer "
+        "prefix or answer words, under which p_yes looks normal but means nothing. None = no check; "
+        "every row's answer_mass column and the job summary report the mass either way.",
+    )
     share_prefix: bool = Field(
         True,
         description="Encode each item's media and prompt prefix once and run only the question "

@@ -85,7 +85,7 @@ def read_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
 
 
 RESERVED_OUTPUT_COLUMNS = frozenset(
-    {"id", "uri", "media_type", "prompt", "group", "checklist", "status", "error", "p_yes", "answers",
+    {"id", "uri", "media_type", "prompt", "group", "checklist", "status", "error", "p_yes", "answer_mass", "answers",
      "score", "score_soft"}
 )
 
