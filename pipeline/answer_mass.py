@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.checklist import Checklist
+
 LOW_MASS = 0.5
 # the settings a user can change, named in the one-line warning
 CAUSES = ("the chat template (model.chat_template, model.chat_template_kwargs: a thinking prefix), "
@@ -21,6 +27,21 @@ def mass_by_question(question_ids: Sequence[str], means: Sequence[float]) -> dic
     if len(question_ids) != len(means):
         raise ValueError(f"{len(means)} answer-mass means for {len(question_ids)} questions")
     return dict(zip(question_ids, (float(m) for m in means)))
+
+
+def table_mass_means(table: pa.Table, checklists: dict[str, Checklist]) -> dict[str, dict[str, float]]:
+    """Checklist name -> question id -> mean answer_mass over the ok rows of `table` (columns
+    status, checklist, answer_mass) that have one; {} for a table without the column."""
+    if "answer_mass" not in table.column_names:
+        return {}
+    out = {}
+    for name, checklist in checklists.items():
+        rows = table.filter(pc.and_(pc.equal(table["status"], "ok"), pc.equal(table["checklist"], name)))
+        masses = pc.drop_null(rows["answer_mass"]).combine_chunks()
+        if len(masses):
+            values = pc.list_flatten(masses).to_numpy(zero_copy_only=False).astype(np.float64)
+            out[name] = mass_by_question(checklist.question_ids, values.reshape(len(masses), -1).mean(axis=0))
+    return out
 
 
 def mass_lines(means: dict[str, dict[str, float]], width: int = 100) -> list[str]:
