@@ -24,6 +24,7 @@ from pipeline.parquet_reader import row_count
 from pipeline.progress import JobProgress
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import format_entry, record_run
+from pipeline.scores_input import committed_files
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
@@ -158,6 +159,20 @@ def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float, checklists: d
                       seconds=seconds, out=cfg.out, files=sorted(scanner.seen), answer_mass=mass)
 
 
+def as_written(fs, out: str, schema: pa.Schema) -> pa.Schema:
+    """The schema a resumed output goes on with: one begun by a version before the answer mass
+    continues without that column, so that all files of one output share one schema."""
+    files = committed_files(fs, join(out, SCORES_DIR)) if fs.isdir(join(out, SCORES_DIR)) else None
+    if not files:
+        return schema
+    with fs.open(files[0], "rb") as f:
+        names = pq.read_schema(f).names
+    if "answer_mass" in names or "answer_mass" not in schema.names:
+        return schema
+    log.warning("%s was begun by a vrscore version without the answer_mass column: it goes on without it", out)
+    return schema.remove(schema.get_field_index("answer_mass"))
+
+
 def _manifest_rows(cfg: JobConfig) -> int:
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     return row_count(pq.ParquetDataset(path, filesystem=fs))
@@ -182,6 +197,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     init_ray(ray_address, quiet=quiet, verbose=verbose)
     check_unique_ids(cfg)
     lease, resumed = open_output(out_fs, cfg.out, job_json, checklists_json)  # one run at a time
+    schema = as_written(out_fs, cfg.out, schema) if resumed else schema
     log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
 
     fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)

@@ -46,7 +46,8 @@ class ScoreAssembler:
             agg = aggregate(checklist, p, align)
             for j, i in enumerate(rows):
                 cols["p_yes"][i] = p[j].tolist()
-                cols["answer_mass"][i] = mass[j]
+                if "answer_mass" in cols:  # a resumed output begun without it goes on without it
+                    cols["answer_mass"][i] = mass[j]
                 cols["answers"][i] = agg.answers[j].tolist()
                 cols["score"][i] = float(agg.score[j])
                 cols["score_soft"][i] = float(agg.score_soft[j])
