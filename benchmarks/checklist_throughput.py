@@ -63,16 +63,19 @@ def make_items(kind: str, n: int, frames: int, side: int, seed: int) -> list[Med
             for _ in range(n)]
 
 
-def measure(fn, items: list[MediaInput], questions: list[list[str]], cuda: bool) -> tuple[float, list[np.ndarray], int]:
-    """Seconds, result and peak GPU memory (bytes; 0 on CPU) of one call."""
+def measure(fn, items: list[MediaInput], questions: list[list[str]],
+            cuda: bool) -> tuple[float, list[np.ndarray], int, float]:
+    """Seconds, result, peak GPU memory (bytes; 0 on CPU) and CPU seconds of this process (all
+    its threads) of one call. On a shared CPU the CPU seconds leave out the time spent waiting
+    for a core, which the wall-clock seconds count."""
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn(items, questions)
     if cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - start, out, torch.cuda.max_memory_allocated() if cuda else 0
+    return time.perf_counter() - start, out, torch.cuda.max_memory_allocated() if cuda else 0, time.process_time() - cpu
 
 
 def vision_params(model) -> int:
@@ -180,6 +183,10 @@ def run_case(label: str, adapter, items: list[MediaInput], questions: list[str],
     print(f"{label}: answer mass: ratio score / score_no_mass = {rate['score'] / rate['score_no_mass']:.3f} "
           f"(time {rate['score_no_mass'] / rate['score'] - 1:+.1%}; the whole head once per question is "
           f"{head / fast:.1%} of the other FLOPs of the fast path)")
+    if not cuda:
+        cpu = {name: statistics.median(r[3] for r in runs[name]) for name in ("score", "score_no_mass")}
+        print(f"{label}: answer mass: CPU seconds per call {cpu['score']:.3f} vs {cpu['score_no_mass']:.3f} without, "
+              f"{cpu['score'] / cpu['score_no_mass'] - 1:+.1%} (median of {repeats})")
 
 
 def main() -> int:
