@@ -33,7 +33,8 @@ Human judgments (--judgments), any of:
   pair of one prompt's generations is judged, lower rank preferred, equal ranks a tie.
   The key of a generation is "<id>/<generation path>", e.g.
   "005658-0040/part-005658/images/0040/45b0de4d-....webp";
-- a Parquet of pairs: group, a_id, b_id, preference (1 = humans prefer a, -1 = b, 0 = tie);
+- a Parquet of pairs: group, a_id, b_id, preference (integers: 1 = humans prefer a, -1 = b,
+  0 = tie);
 - a Parquet of rankings: group, id, rank (lower is better, equal ranks tie); every pair
   within a group is judged.
 Join: a judged key matches the scored row whose --key-column (default id) equals it. Give
@@ -119,10 +120,18 @@ def _from_json(items: list[dict]) -> HumanPairs:
     return _from_runs(keys, ranks, pa.array([str(it["id"]) for it in items], type=pa.string()), sizes)
 
 
+PREFERENCE_CODES = "1 (humans prefer a), -1 (b), 0 (tie)"
+
+
 def _from_pairs(table: pa.Table, uri: str) -> HumanPairs:
+    kind = table.schema.field("preference").type
+    # By type, not by value: a boolean column passes a value check (True == 1, False == 0)
+    # and would turn every False into a human tie.
+    if not pa.types.is_integer(kind):
+        raise UserError(f"{uri}: column 'preference' has type {kind}; it must hold integers: {PREFERENCE_CODES}")
     h = table["preference"].to_numpy(zero_copy_only=False)
     if not np.isin(h, [-1, 0, 1]).all():
-        raise UserError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
+        raise UserError(f"{uri}: preference must be {PREFERENCE_CODES}, every pair one of them")
     a, b = (pc.cast(table[c], pa.string()).combine_chunks() for c in ("a_id", "b_id"))
     codes, keys = first_seen_codes(pa.concat_arrays([a, b]))
     group, group_names = first_seen_codes(pc.cast(table["group"], pa.string()).combine_chunks())

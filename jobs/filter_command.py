@@ -16,11 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.output_lease import check_free, output_lease
 from pipeline.filter_expr import RowFilter, parse_filter
 from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
                                    open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,
                                    write_text)
-from pipeline.storage import arrow_filesystem, join
+from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist_set import checklists_to_json
 from schemas.status import OK
 
@@ -104,10 +105,14 @@ def run(args: argparse.Namespace) -> int:
     scores = open_scores(args.scores, storage)
     if args.where:  # a bad condition fails here, before Ray starts
         parse_filter(args.where, scores.schema, scores.checklists_by_name)
-    refuse_existing_output(args.out, storage, [SCORES_DIR])
+    out_fs = fsspec_filesystem(args.out, storage)
+    fresh = functools.partial(refuse_existing_output, args.out, storage, [SCORES_DIR])
+    check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
+    fresh()
     init_ray(args.ray_address, quiet=args.quiet)
-    summary = run_filter(scores, args.where, args.errors == "keep", args.out)
-    write_text(join(args.out, "filter.json"), json.dumps(asdict(summary), indent=2), storage)
+    with output_lease(out_fs, args.out, fresh):  # one run at a time
+        summary = run_filter(scores, args.where, args.errors == "keep", args.out)
+        write_text(join(args.out, "filter.json"), json.dumps(asdict(summary), indent=2), storage)
     print(summary.format())
     print(f"kept rows: {join(args.out, SCORES_DIR)}/   summary: {join(args.out, 'filter.json')}")
     return 0

@@ -24,7 +24,9 @@ def _set_path(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
     for k in keys[:-1]:
-        node = node.setdefault(k, {})
+        if node.get(k) is None:  # a mapping option left null in the YAML file (chat_template_kwargs: null)
+            node[k] = {}
+        node = node[k]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {k!r} is not a section")
     node[keys[-1]] = value

@@ -14,6 +14,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.output_lease import check_free, output_lease
 from pipeline.pair_mining import MAX_PAIRS_PER_GROUP, STRATEGIES, mine_pairs
 from pipeline.scores_input import (
     ScoresInput,
@@ -25,7 +26,7 @@ from pipeline.scores_input import (
     write_empty_if_missing,
     write_text,
 )
-from pipeline.storage import arrow_filesystem, join
+from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import dimension_column
 from schemas.pairs import DPO_FORMATS, gap_column, pairs_schema
 from schemas.status import OK
@@ -154,10 +155,15 @@ def run(args: argparse.Namespace) -> int:
     options = {"strategy": args.strategy, "margin": args.margin, "score_column": args.score_column,
                "dimensions": resolve_dimensions(scores, args.dimensions), "pairs_per_group": args.pairs_per_group,
                "seed": args.seed, "group_by": args.group_by}
-    refuse_existing_output(args.out, storage, [PAIRS_DIR, *(f for f in formats if f != "parquet")])
+    out_fs = fsspec_filesystem(args.out, storage)
+    fresh = functools.partial(refuse_existing_output, args.out, storage,
+                              [PAIRS_DIR, *(f for f in formats if f != "parquet")])
+    check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
+    fresh()
     init_ray(args.ray_address, quiet=args.quiet)
-    summary = run_pairs(scores, args.out, options, formats, args.partitions)
-    write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
+    with output_lease(out_fs, args.out, fresh):  # one run at a time
+        summary = run_pairs(scores, args.out, options, formats, args.partitions)
+        write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
     gap = summary["mean_score_gap"]
     print(f"{summary['pairs']} pairs ({args.strategy}, margin {args.margin} on {args.score_column})"
           + (f", mean gap {gap:+.4f}" if gap is not None else ""))

@@ -18,7 +18,7 @@ from actors.model_store import pin_model
 from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, job_record,
                              normalised_config, open_output)
 from pipeline.answer_mass import low_mass_warning, mass_by_question, mass_lines
-from pipeline.model_family import resolve_decode
+from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.output_stats import OutputScanner
 from pipeline.parquet_reader import row_count
 from pipeline.progress import JobProgress
@@ -182,11 +182,18 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
                   progress_interval: float = 10.0, verbose: bool | None = None) -> JobSummary:
     t0 = time.perf_counter()
     cfg = normalised_config(cfg)  # a relative and an absolute path to one manifest are one job
-    cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})  # job.json records a URI model's fingerprint
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
     # the model's resize rule and factor, recorded in job.json; an unsupported model stops here, in one line
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
+    # the chat template's options and the answer prefix every actor renders with, recorded in job.json
+    given, cfg = cfg.model, cfg.model_copy(update={"model": resolve_readout_config(cfg.model, cfg.storage)})
+    if (cfg.model.chat_template_kwargs, cfg.model.answer_prefix) != (given.chat_template_kwargs, given.answer_prefix):
+        log.info("the answer is read after the prompt rendered with chat_template_kwargs=%s and answer_prefix=%r "
+                 "(the checkpoint's defaults; set model.* to change them)",
+                 cfg.model.chat_template_kwargs, cfg.model.answer_prefix)
+    # job.json records the fingerprints of the model's files and chat template: a resume refuses changed ones
+    cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})
     dims = all_dimensions(checklists)
     checklists_json = checklists_to_json(checklists)
     job_json = job_record(cfg)  # the config plus the manifest's fingerprint

@@ -8,13 +8,18 @@ frames as final only when the rule is the family's own (`actors/checklist_scorer
 type that no family module and no generic path scores, a rule other than the model's, or a
 factor the model cannot take is refused here in one line, before Ray starts.
 
-Torch-free on the family path: two JSON files are read, no model code is imported.
+It also fills in how the answer is read (`actors/answer_readout.py`): the chat template's options
+(`model.chat_template_kwargs`) and the answer prefix, from the checkpoint's template and added tokens,
+so that job.json holds what every actor renders.
+
+Torch-free on the family path: a few JSON and template files are read, no model code is imported.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from actors.answer_readout import THINKING_ANSWER_PREFIXES, resolve_readout
 from actors.model_store import is_remote
 from pipeline.resize_policy import MODEL_SIZE_RULES
 from pipeline.storage import fsspec_filesystem
@@ -93,20 +98,68 @@ def decode_for(rule: str, grid: int | None, decode: DecodeConfig, where: str) ->
     return decode.model_copy(update={"resize_rule": rule, "resize_factor": factor})
 
 
-def read_checkpoint_json(model: str, storage: StorageConfig, name: str) -> dict | None:
-    """The JSON file `name` of the checkpoint at `model` (local folder, hub id or fsspec URI);
+def read_checkpoint_text(model: str, storage: StorageConfig, name: str) -> str | None:
+    """The file `name` of the checkpoint at `model` (local folder, hub id or fsspec URI) as text;
     None when it has no such file."""
     try:
         if is_remote(model):
             fs = fsspec_filesystem(model, storage)
             path = f"{fs._strip_protocol(model).rstrip('/')}/{name}"
-            return json.loads(fs.cat_file(path)) if fs.exists(path) else None
+            return fs.cat_file(path).decode("utf-8") if fs.exists(path) else None
         from transformers.utils import cached_file  # torch-free
 
         local = cached_file(model, name, _raise_exceptions_for_missing_entries=False)
-        return None if local is None else json.loads(Path(local).read_text(encoding="utf-8"))
+        return None if local is None else Path(local).read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
         raise ModelFamilyError(f"cannot read {name} of the model {model}: {exc}") from None
+
+
+def read_checkpoint_json(model: str, storage: StorageConfig, name: str) -> dict | None:
+    """The JSON file `name` of the checkpoint at `model`; None when it has no such file."""
+    text = read_checkpoint_text(model, storage, name)
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError as exc:
+        raise ModelFamilyError(f"cannot read {name} of the model {model}: {exc}") from None
+
+
+def checkpoint_template(model: ModelConfig, storage: StorageConfig) -> str:
+    """The chat template's source where the scorer finds it (`load_chat_template`): the file
+    `model.chat_template` names, else the checkpoint's; '' when there is none (the scorer refuses that)."""
+    if model.chat_template is not None:
+        try:
+            fs = fsspec_filesystem(model.chat_template, storage)
+            with fs.open(fs._strip_protocol(model.chat_template), "r", encoding="utf-8") as f:
+                return f.read()
+        except OSError as exc:
+            raise ModelFamilyError(f"cannot read model.chat_template {model.chat_template}: {exc}") from None
+    jinja = read_checkpoint_text(model.model, storage, "chat_template.jinja")
+    if jinja:
+        return jinja
+    template = (read_checkpoint_json(model.model, storage, "tokenizer_config.json") or {}).get("chat_template")
+    if isinstance(template, list):  # named templates: the default one
+        template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    if isinstance(template, str) and template:
+        return template
+    return str((read_checkpoint_json(model.model, storage, "chat_template.json") or {}).get("chat_template") or "")
+
+
+def checkpoint_added_tokens(model: str, storage: StorageConfig) -> set[str]:
+    """The text of the tokenizer's added tokens (tokenizer.json, and tokenizer_config.json's older form)."""
+    tokens = {t.get("content") for t in (read_checkpoint_json(model, storage, "tokenizer.json") or {}).get("added_tokens", [])}
+    legacy = (read_checkpoint_json(model, storage, "tokenizer_config.json") or {}).get("added_tokens_decoder") or {}
+    tokens |= {t.get("content") for t in legacy.values()}
+    return {t for t in tokens if isinstance(t, str)}
+
+
+def resolve_readout_config(model: ModelConfig, storage: StorageConfig) -> ModelConfig:
+    """`model` with its chat template options and answer prefix filled in (see the module docstring)."""
+    model_type = (read_checkpoint_json(model.model, storage, "config.json") or {}).get("model_type")
+    template = checkpoint_template(model, storage)
+    # tokenizer.json is large: read only where a default prefix depends on it
+    needs_tokens = model.answer_prefix is None and model_type in THINKING_ANSWER_PREFIXES
+    added = checkpoint_added_tokens(model.model, storage) if needs_tokens else set()
+    return resolve_readout(model, model_type, template, added)
 
 
 def resolve_decode(model: ModelConfig, decode: DecodeConfig, storage: StorageConfig) -> DecodeConfig:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.weighting import aggregate
-from schemas.checklist import Checklist
+from schemas.checklist import DIMENSION_PREFIX, Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json
 from schemas.scores import BASE_FIELDS, META_JOB, META_MODEL, dimension_columns, scores_schema
 from schemas.status import OK
@@ -58,7 +58,7 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
 def rescored_schema(source: pa.Schema, checklists: dict[str, Checklist], record_json: str) -> pa.Schema:
     """The scores schema for `checklists`, keeping every non-score column of `source`."""
     base = {f.name for f in BASE_FIELDS}
-    keep = [f for f in source if f.name not in base and not f.name.startswith("dim_")]
+    keep = [f for f in source if f.name not in base and not f.name.startswith(DIMENSION_PREFIX)]
     meta = source.metadata or {}
     schema = scores_schema(all_dimensions(checklists), keep, checklists_json=checklists_to_json(checklists),
                            model_id=meta[META_MODEL].decode() if META_MODEL in meta else None,

@@ -2,7 +2,8 @@
 
 Required: `id` (unique string), `uri` (path or URI). Optional: `media_type` ('image' or
 'video', inferred from the extension when absent or null), `prompt`, `group` (defaults to
-the prompt). Anything else is carried through only when asked for (`keep_columns`).
+the prompt). Anything else is carried through only when asked for (`keep_columns`; a name
+vrscore writes itself is refused with the job config: schemas/scores.py, check_carried_columns).
 
 Column types are checked from every file's Parquet footer before any work. `id`, `uri`,
 `media_type`, `prompt` and `group` are read as Arrow `string` (any string, large-string,
@@ -44,9 +45,6 @@ def columns_to_read(
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ManifestError(f"columns asked for are not in the manifest: {missing}")
-    reserved = [c for c in keep_columns if c in RESERVED_OUTPUT_COLUMNS]
-    if reserved:
-        raise ManifestError(f"--keep-columns names output columns of vrscore itself: {reserved}")
     cols = [*REQUIRED, *(c for c in OPTIONAL if c in names), *wanted]
     return list(dict.fromkeys(cols))
 
@@ -82,12 +80,6 @@ def read_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
     """The schema a job reads `columns` with: the string columns as `string` (integer ids cast
     to their decimal string), every other column as the manifest has it."""
     return pa.schema([pa.field(c, STRING_READ_TYPE) if c in STRING_COLUMNS else schema.field(c) for c in columns])
-
-
-RESERVED_OUTPUT_COLUMNS = frozenset(
-    {"id", "uri", "media_type", "prompt", "group", "checklist", "status", "error", "p_yes", "answer_mass", "answers",
-     "score", "score_soft"}
-)
 
 
 def uri_extension(uri: str) -> str:

@@ -15,7 +15,7 @@ import json
 
 import pyarrow as pa
 
-from schemas.checklist import Checklist, dimension_column
+from schemas.checklist import DIMENSION_PREFIX, Checklist, dimension_column
 from schemas.user_error import UserError
 
 META_CHECKLISTS = b"vrscore.checklists"
@@ -39,6 +39,37 @@ BASE_FIELDS = [
     pa.field("score", pa.float64()),
     pa.field("score_soft", pa.float64()),
 ]
+
+
+# Columns the stages add to a batch between the read and the write (the decode stage's frames,
+# their shape and the video's fps, actors/media_decoder.py): a manifest column of one of these
+# names would be replaced by them on the way.
+STAGE_COLUMNS = ("frames", "frames_shape", "fps")
+
+
+def reserved_column(name: str) -> str | None:
+    """Why vrscore itself writes a column of this name, into the output or between its stages;
+    None when it never does. Every `dim_` name is reserved, not only the dimensions of the
+    checklists in use: readers take any `dim_` column for a dimension, and `rescore` may add one."""
+    if name in {f.name for f in BASE_FIELDS}:
+        return "is a column vrscore writes"
+    if name.startswith(DIMENSION_PREFIX):
+        return f"starts with {DIMENSION_PREFIX!r}, which vrscore keeps for its dimension columns"
+    if name in STAGE_COLUMNS:
+        return "is a column the decode stage adds to each row"
+    return None
+
+
+def check_carried_columns(keep_columns: list[str], alignment_column: str | None) -> None:
+    """Refuse manifest columns a job carries beside its own (kept into the output, or read for
+    the alignment term) that vrscore writes itself: a kept one would reach the writer twice and
+    fail the job at its end; a read one would be replaced before it is used."""
+    problems = [f"keep_columns names {c!r} twice" for c in dict.fromkeys(keep_columns) if keep_columns.count(c) > 1]
+    named = [("keep_columns", c) for c in dict.fromkeys(keep_columns)]
+    named += [("alignment_column", alignment_column)] if alignment_column is not None else []
+    problems += [f"{field} {c!r} {why}" for field, c in named if (why := reserved_column(c)) is not None]
+    if problems:
+        raise ValueError("; ".join(problems) + " (rename the manifest column)")
 
 
 def dimension_columns(dimensions: list[str]) -> dict[str, str]:

@@ -40,14 +40,26 @@ def load(model_dir: str):
 SYSTEM_AS_STRING = frozenset({"glm4v"})
 
 
-def render(tokenizer, media: str, question: str, system: str | None = None, family: str | None = None) -> str:
+# Where each released checkpoint writes its answer, as its authors document it (not vrscore's code):
+# Qwen3.5 answers at once when rendered with enable_thinking=False; GLM-4.1V-9B-Thinking writes
+# `<think>...</think><answer>...` (its report, arXiv 2507.01006), so its answer follows that opening.
+TEMPLATE_KWARGS = {"qwen3_5": {"enable_thinking": False}}
+ANSWER_PREFIX = {"glm4v": "<think></think><answer>"}
+
+
+def render(tokenizer, media: str, question: str, system: str | None = None, family: str | None = None,
+           template_kwargs: dict | None = None, answer_prefix: str | None = None) -> str:
     """The checkpoint's chat template on one user turn: the media item, then the question; after a
-    system message `system` when given (`family`: the model type, which says how to write it)."""
+    system message `system` when given (`family`: the model type, which says how to write it).
+    `template_kwargs` go to the rendering and `answer_prefix` follows it (None: the family's own,
+    TEMPLATE_KWARGS and ANSWER_PREFIX)."""
     messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
     if system is not None:
         content = system if family in SYSTEM_AS_STRING else [{"type": "text", "text": system}]
         messages.insert(0, {"role": "system", "content": content})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    kwargs = TEMPLATE_KWARGS.get(family, {}) if template_kwargs is None else template_kwargs
+    prefix = ANSWER_PREFIX.get(family, "") if answer_prefix is None else answer_prefix
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs) + prefix
 
 
 def answer_ids(tokenizer, prompt: str, words: tuple[str, ...]) -> list[int]:
@@ -89,11 +101,13 @@ def _image_inputs(model_dir: Path, prompt: str, image: Image.Image) -> dict:
 
 def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
                  seconds: list[float] | None = None, duration: float | None = None,
-                 system: str | None = None) -> tuple[dict, str]:
-    """(model inputs, rendered prompt) for one item and one question (after system prompt `system`)."""
+                 system: str | None = None, template_kwargs: dict | None = None,
+                 answer_prefix: str | None = None) -> tuple[dict, str]:
+    """(model inputs, rendered prompt) for one item and one question (after system prompt `system`;
+    template options and answer prefix as `render` takes them)."""
     model, tokenizer = load(str(model_dir))
     family = model.config.model_type
-    prompt = render(tokenizer, media, question, system, family)
+    prompt = render(tokenizer, media, question, system, family, template_kwargs, answer_prefix)
     if media == "image":
         if len(frames) != 1:
             raise ValueError("an image is one frame")
@@ -105,15 +119,17 @@ def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
 
 def stock_answer(model_dir: Path, frames: np.ndarray, media: str, question: str,
                  seconds: list[float] | None = None, duration: float | None = None,
-                 system: str | None = None) -> tuple[float, float]:
+                 system: str | None = None, template_kwargs: dict | None = None,
+                 answer_prefix: str | None = None) -> tuple[float, float]:
     """(p_yes, answer mass) for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image).
 
     `seconds`: each frame's time in the video (default: 2 frames a second from 0); `duration`: the
     video's length, which SmolVLM writes into its prompt (default: the last frame's time);
-    `system`: a system prompt (default: none).
+    `system`: a system prompt (default: none); `template_kwargs`, `answer_prefix`: see `render`.
     """
     model, tokenizer = load(str(model_dir))
-    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration, system)
+    inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration, system,
+                                  template_kwargs, answer_prefix)
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].float()
     yes_ids, no_ids = answer_ids(tokenizer, prompt, YES_WORDS), answer_ids(tokenizer, prompt, NO_WORDS)
@@ -124,6 +140,8 @@ def stock_answer(model_dir: Path, frames: np.ndarray, media: str, question: str,
 
 def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
                 seconds: list[float] | None = None, duration: float | None = None,
-                system: str | None = None) -> float:
+                system: str | None = None, template_kwargs: dict | None = None,
+                answer_prefix: str | None = None) -> float:
     """p_yes of `stock_answer`."""
-    return stock_answer(model_dir, frames, media, question, seconds, duration, system)[0]
+    return stock_answer(model_dir, frames, media, question, seconds, duration, system, template_kwargs,
+                        answer_prefix)[0]

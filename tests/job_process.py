@@ -26,7 +26,6 @@ QUIET_ENV = {
     "RAY_DATA_LOG_LEVEL": "ERROR",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "HF_HUB_OFFLINE": "1",
-    "RAY_AUTH_MODE": "disabled",
     # The manifest's unique-id check is a groupby whose hash shuffle defaults to 200
     # partitions: 15-25 s of a 2-core machine for a few rows. Results do not depend on it.
     "RAY_DATA_DEFAULT_MIN_PARALLELISM": str(SHUFFLE_PARTITIONS),
@@ -38,8 +37,10 @@ def cli(*args: str) -> list[str]:
 
 
 def job_env(ray_tmp: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without Ray addresses or AWS settings, quiet, marked with `ray_tmp`."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("AWS_")}
+    """This environment without Ray addresses, Ray authentication or AWS settings, quiet, marked
+    with `ray_tmp`."""
+    env = {k: v for k, v in os.environ.items()
+           if k != "RAY_ADDRESS" and not k.startswith(("AWS_", "RAY_AUTH_"))}
     env.update(QUIET_ENV, RAY_TMPDIR=str(ray_tmp), PYTHONPATH=str(REPO))
     env.update(extra or {})
     return env

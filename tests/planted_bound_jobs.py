@@ -17,14 +17,13 @@ import pyarrow.parquet as pq
 
 
 def main(tmp: Path, video: str) -> None:
-    import ray
-
     from actors.demo_model import build_demo_model
     from actors.synthetic_media import write_image
     from jobs.score_job import run_score_job
+    from pipeline.ray_runtime import init_ray
     from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 
-    ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=8, quiet=True)
     one_row_blocks = ResourcesConfig(batch_size=1, decode_batch_size=1, rows_per_file=1)
     jobs = {
         "decode": ([{"id": f"v{k}", "uri": video, "prompt": "a fox"} for k in range(6)],

@@ -13,7 +13,6 @@ QUIET_ENV = {
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
     "RAY_DATA_LOG_LEVEL": "ERROR",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "RAY_AUTH_MODE": "disabled",
 }
 
 
@@ -23,9 +22,10 @@ def ray_session():
     import ray
     from ray.data import DataContext
 
+    from pipeline.ray_runtime import init_ray
+
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    init_ray(num_cpus=4, quiet=True)  # as the commands start it: loopback, private token
     DataContext.get_current().enable_progress_bars = False
     yield ray
     if started:

@@ -181,3 +181,14 @@ def test_groups_and_ids_that_are_not_text_are_a_user_error(tmp_path: Path, colum
 def _written(tmp_path: Path, table: pa.Table) -> str:
     pq.write_table(table, tmp_path / "j.parquet")
     return str(tmp_path / "j.parquet")
+
+
+@pytest.mark.parametrize("values, kind", [([True, False], "bool"), ([1.0, -1.0], "double"), (["1", "-1"], "string")],
+                         ids=["bool", "float", "string"])
+def test_a_preference_column_that_is_not_integer_is_refused(tmp_path: Path, values, kind):
+    # A boolean column passed the value check (True == 1, False == 0): every False became a tie.
+    table = pa.table({"group": ["g", "g"], "a_id": ["a", "b"], "b_id": ["b", "c"], "preference": [1, -1]})
+    assert load_judgments(_written(tmp_path, table), StorageConfig()).h.tolist() == [1, -1]  # negative control
+    table = table.set_column(3, "preference", pa.array(values))
+    with pytest.raises(UserError, match=rf"'preference' has type {kind}.*1 \(humans prefer a\), -1 \(b\), 0 \(tie\)"):
+        load_judgments(_written(tmp_path, table), StorageConfig())

@@ -21,6 +21,7 @@ from actors.synthetic_media import make_picture, make_video_frames, write_image,
 from pipeline.resize_policy import smart_resize
 from schemas import status as st
 from schemas.job_config import DecodeConfig
+from schemas.scores import STAGE_COLUMNS, reserved_column
 from tests.paths import MEDIA
 from tests.test_media_io import s3_options  # noqa: F401 - fixture
 from tests.fifo_helpers import unblock_fifo_later
@@ -94,6 +95,13 @@ def test_images_decode_at_the_model_size(decoder, media):
     expected = np.asarray(Image.fromarray(make_picture((300, 200), 1)).resize(target[::-1], Image.Resampling.BICUBIC))
     assert np.array_equal(frames(out, 0)[0], expected)
     assert close_to(frames(out, 1)[0], expected, 3) and close_to(frames(out, 2)[0], expected, 3)
+
+
+def test_the_columns_the_decoder_adds_are_reserved_from_manifests(decoder, media):
+    # A kept manifest column of one of these names would be replaced on its way to the output.
+    batch = batch_of([media / "a.png", media / "clip.mp4"], ["image", "video"])
+    added = set(decoder(batch)) - set(batch)
+    assert added and added <= set(STAGE_COLUMNS) and all(reserved_column(c) for c in added)
 
 
 def test_image_on_the_grid_is_not_resized(decoder, media):

@@ -7,15 +7,22 @@ than scored with a guessed layout.
 
 The answer words are pooled at the position after the generation prompt. Where that prompt
 ends in text (SmolVLM's `Assistant:`), a model writes the answer after a space, as `" Yes"`;
-after a newline or a special token (`<|im_start|>assistant\\n`), as `"Yes"`.
+after a newline or a special token (`<|im_start|>assistant\\n`), as `"Yes"`. The generation prompt
+is rendered with `model.chat_template_kwargs` and followed by `model.answer_prefix`, both resolved from
+the checkpoint by `actors/answer_readout.py`.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
 
 import fsspec
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import cached_file
+
+from actors.answer_readout import resolve_readout
+from schemas.job_config import ModelConfig
 
 
 def load_chat_template(tokenizer, checkpoint: str, template_path: str | None) -> str:
@@ -56,3 +63,21 @@ def answer_token_ids(tokenizer, words: Sequence[str], leading_space: bool, check
                              f"for {checkpoint}'s tokenizer; every yes/no word must be exactly one token")
         ids.append(encoded[0])
     return ids
+
+
+def added_token_contents(tokenizer) -> set[str]:
+    """The text of every added token (special or not) of `tokenizer`."""
+    return {t.content for t in tokenizer.added_tokens_decoder.values()}
+
+
+def template_readout(tokenizer, model: ModelConfig, model_type: str | None) -> tuple[str, ModelConfig]:
+    """(template source, `model` with its template options and answer prefix resolved); ValueError for
+    an option that would replace an argument of the rendering itself rather than reach the template."""
+    template = load_chat_template(tokenizer, model.model, model.chat_template)
+    model = resolve_readout(model, model_type, template, added_token_contents(tokenizer))
+    reserved = set(inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters) | {"messages"}
+    clash = sorted(reserved.intersection(model.chat_template_kwargs or {}) - {"kwargs"})
+    if clash:
+        raise ValueError(f"model.chat_template_kwargs {clash} name arguments of the rendering itself, not "
+                         "template options; leave them out")
+    return template, model

@@ -43,7 +43,7 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
 from actors.adapters.base import MediaInput, Readout
-from actors.adapters.chat_template import answer_token_ids, ends_in_text, load_chat_template
+from actors.adapters.chat_template import answer_token_ids, ends_in_text, template_readout
 from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.family import Family
 from actors.adapters.packing import (
@@ -106,8 +106,11 @@ class ChecklistEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model.model, trust_remote_code=remote)
         # checked before the weights load, so a wrong setting fails in seconds
         self.family: Family = family_class(model.model, config, self.tokenizer, decode)
-        self.prompts = PromptEncoder(self.tokenizer, load_chat_template(self.tokenizer, model.model, model.chat_template),
-                                     system_prompt)
+        # the template's options and the answer prefix, as the driver recorded them in job.json
+        template, model = template_readout(self.tokenizer, model, config.model_type)
+        self.template_kwargs, self.answer_prefix = model.chat_template_kwargs, model.answer_prefix
+        self.prompts = PromptEncoder(self.tokenizer, template, system_prompt, model.chat_template_kwargs,
+                                     model.answer_prefix or "")
         for media_type in self.family.media_types:  # a template that loses the system prompt fails here, not per item
             self.prompts.segments(self.family.media_content(media_type), "?")
         leading = model.answer_leading_space

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from actors.adapters.base import MediaInput, Readout
-from actors.adapters.chat_template import answer_token_ids, ends_in_text, load_chat_template
+from actors.adapters.chat_template import answer_token_ids, ends_in_text, template_readout
 from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.packing import read_answers
 from schemas.job_config import ModelConfig
@@ -41,7 +41,9 @@ class GenericAdapter:
             raise ValueError(f"{model.model} (model_type {model_type!r}) has no family module, and "
                              "AutoProcessor gives no image processor for it (no processor config in the checkpoint)")
         self.tokenizer = self.processor.tokenizer
-        self.template = load_chat_template(self.tokenizer, model.model, model.chat_template)
+        # rendered with the same template options and answer prefix as a family module's prompts
+        self.template, model = template_readout(self.tokenizer, model, model_type)
+        self.template_kwargs, self.answer_prefix = model.chat_template_kwargs, model.answer_prefix
         leading = model.answer_leading_space
         if leading is None:
             leading = ends_in_text(self._render("image", "?"), self.tokenizer)
@@ -57,7 +59,8 @@ class GenericAdapter:
         messages = [] if self.system_prompt is None else [{"role": "system", "content": self.system_prompt}]
         messages.append({"role": "user", "content": [{"type": media_type}, {"type": "text", "text": question}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  chat_template=self.template)
+                                                  chat_template=self.template, **(self.template_kwargs or {})) \
+            + (self.answer_prefix or "")
 
     def _check_text(self, text: str) -> None:
         found = sorted(t for t in self.reserved if t in text)

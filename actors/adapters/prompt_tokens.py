@@ -118,12 +118,19 @@ class PromptEncoder:
     The system message goes in the first of `SYSTEM_FORMS` that the template renders as text:
     some templates render only a list of text parts (LLaVA-OneVision's, Idefics3's: a string
     gives nothing), others only a string (a list comes out as its Python repr).
+
+    `template_kwargs` go to the template's rendering (`enable_thinking` ...); `answer_prefix` is
+    appended after the generation prompt as template text, so its markers (`<think>`) become the
+    tokenizer's added tokens, as they would in the model's own output.
     """
 
-    def __init__(self, tokenizer, template: str | None, system_prompt: str | None):
+    def __init__(self, tokenizer, template: str | None, system_prompt: str | None,
+                 template_kwargs: dict | None = None, answer_prefix: str = ""):
         self.tokenizer = tokenizer
         self.template = template
         self.system_prompt = system_prompt
+        self.template_kwargs = dict(template_kwargs or {})
+        self.answer_prefix = answer_prefix
         self.forbidden = added_token_ids(tokenizer)
         # added tokens that split text cleanly (no whitespace stripping around them), by content
         self._cuts = {t.content: i for i, t in tokenizer.added_tokens_decoder.items() if not (t.lstrip or t.rstrip)}
@@ -134,7 +141,7 @@ class PromptEncoder:
         messages = [] if form is None else [system_message(texts[1], form)]
         messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  chat_template=self.template)
+                                                  chat_template=self.template, **self.template_kwargs) + self.answer_prefix
 
     def render(self, content: dict, texts: Sequence[str]) -> str:
         """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""

@@ -3,7 +3,8 @@
 Qwen3-VL differs from Qwen2.5-VL where it matters for scoring: 16-pixel patches, interleaved
 M-RoPE, deepstack features added to the first language layers, and videos laid out as one
 `<t seconds>` timestamp plus one vision block per temporal patch. Qwen3.5 adds layers of linear
-attention (Gated DeltaNet) between the full-attention ones.
+attention (Gated DeltaNet) between the full-attention ones, and its template has the real one's
+thinking switch.
 """
 from __future__ import annotations
 
@@ -46,6 +47,31 @@ QWEN3_VL_CHAT_TEMPLATE = (
     "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
 )
+# Modelled on Qwen/Qwen3.5-*'s template (tool calls and earlier turns' reasoning left out): the same
+# ChatML turns and vision markers, each text `| trim`med, and the thinking switch: the generation
+# prompt ends `<|im_start|>assistant\n<think>\n` (the model reasons first) unless the rendering gets
+# enable_thinking=False, which closes an empty think block, `<think>\n\n</think>\n\n`.
+QWEN3_5_CHAT_TEMPLATE = (
+    "{%- if messages[0].role == 'system' -%}{{- '<|im_start|>system\\n' -}}"
+    "{%- if messages[0].content is string -%}{{- messages[0].content | trim -}}{%- else -%}"
+    "{%- for content in messages[0].content -%}{%- if 'text' in content -%}{{- content.text | trim -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endif -%}"
+    "{%- for message in messages -%}{%- if message.role == 'user' or message.role == 'assistant' -%}"
+    "{{- '<|im_start|>' + message.role + '\\n' -}}"
+    "{%- if message.content is string -%}{{- message.content | trim -}}{%- else -%}"
+    "{%- for content in message.content -%}"
+    "{%- if content.type == 'image' or 'image' in content or 'image_url' in content -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif content.type == 'video' or 'video' in content -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif 'text' in content -%}{{- content.text | trim -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endif -%}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<think>\\n\\n</think>\\n\\n' -}}"
+    "{%- else -%}{{- '<think>\\n' -}}{%- endif -%}{%- endif -%}"
+)
+# added tokens of Qwen3.5's tokenizer that are not special (they may appear in decoded output)
+QWEN3_5_THINK_TOKENS = ("<think>", "</think>")
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
     "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
@@ -115,7 +141,10 @@ def video_preprocessor_config(family: str) -> dict:
 
 
 def build(out: Path, family: str, seed: int, preset: str = "tiny") -> Path:
-    tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, QWEN3_VL_CHAT_TEMPLATE, eos="<|im_end|>", pad="<|endoftext|>")
+    template = QWEN3_5_CHAT_TEMPLATE if family == "qwen3_5" else QWEN3_VL_CHAT_TEMPLATE
+    tokenizer = build_bpe_tokenizer(SPECIAL_TOKENS, template, eos="<|im_end|>", pad="<|endoftext|>")
+    if family == "qwen3_5":
+        tokenizer.add_tokens(list(QWEN3_5_THINK_TOKENS))
     save_checkpoint(out, _config(family, tokenizer, SIZES[preset], preset), tokenizer, seed,
                     preprocessor_config(family))
     (out / "video_preprocessor_config.json").write_text(json.dumps(video_preprocessor_config(family), indent=2))

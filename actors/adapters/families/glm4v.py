@@ -4,6 +4,8 @@ the checkpoint) and M-RoPE from the model's own `get_rope_index`, with GLM's tok
 becomes, per temporal patch, `<|begin_of_image|>` + `<|image|>` x N + `<|end_of_image|>` and the
 integer second of the patch's first frame (`Glm4vProcessor.replace_video_token`). Video frames use
 the same `<|image|>` token: token type 2 between `<|begin_of_video|>` and `<|end_of_video|>`, 1 elsewhere.
+GLM-4.1V Thinking checkpoints are read after their answer opening `<think></think><answer>`
+(`actors/answer_readout.py`, applied by the engine to every family's prompts).
 """
 from __future__ import annotations
 
