@@ -2,6 +2,8 @@
 
 Columns: id, uri, media_type, prompt, group, checklist (name of the checklist that scored
 the row), status, error, p_yes (list<float32>, in that checklist's question order),
+answer_mass (list<float32>, same order: P(yes words) + P(no words) under the softmax over the
+whole vocabulary, where p_yes was read; absent from outputs of versions before it),
 answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
 (null where the row's checklist lacks that dimension or the row failed), then any
 carried-through manifest columns. The checklists, model id and job config travel in the
@@ -32,6 +34,7 @@ BASE_FIELDS = [
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("p_yes", pa.list_(pa.float32())),
+    pa.field("answer_mass", pa.list_(pa.float32())),
     pa.field("answers", pa.list_(pa.int8())),
     pa.field("score", pa.float64()),
     pa.field("score_soft", pa.float64()),

@@ -48,15 +48,38 @@ class MediaInput:
             raise ValueError(f"duration must be positive, got {self.duration}")
 
 
+@dataclass(frozen=True, eq=False)
+class Readout:
+    """What the model said at the answer position of each question of one item, in question order.
+
+    p_yes: float32, softmax over [logsumexp(yes-word logits), logsumexp(no-word logits)].
+    answer_mass: float32, P(any yes word) + P(any no word) under the softmax over the whole
+        vocabulary: how much of its answer the model put on the words p_yes is read from. Low
+        mass means p_yes is read where the model is not answering yes or no (a wrong template,
+        answer word, leading space or thinking prefix). NaN where it was not computed.
+    """
+
+    p_yes: np.ndarray
+    answer_mass: np.ndarray
+
+
 class ChecklistAdapter(Protocol):
     """Answers yes/no checklist questions about media with a vision-language model."""
 
     model_id: str
 
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+        """Fast path. Per item i, p_yes and answer mass of shape (len(questions[i]),)."""
+        ...
+
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+        """One complete forward per (item, question), nothing shared: the ground truth for `readout`."""
+        ...
+
     def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Fast path. Per item i, float32 p_yes of shape (len(questions[i]),)."""
+        """`readout`'s p_yes alone. Per item i, float32 p_yes of shape (len(questions[i]),)."""
         ...
 
     def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """One complete forward per (item, question), nothing shared: the ground truth for `score`."""
+        """`readout_reference`'s p_yes alone."""
         ...
