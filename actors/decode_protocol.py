@@ -7,7 +7,8 @@ exploited by a hostile file can at worst send a wrong answer, which the parent c
   setup    parent -> child  {"decode": DecodeConfig as JSON}
   ready    child -> parent  {"ready": true}
   request  parent -> child  {"media_type": "image"|"video", "nbytes": n}  + n file bytes
-  reply    child -> parent  {"ok": true, "shape": [T, H, W, 3], "fps": x|null, "times": [T seconds]|null}
+  reply    child -> parent  {"ok": true, "shape": [T, H, W, 3], "fps": x|null, "duration": s|null,
+                             "times": [T seconds]|null}
                             + T*H*W*3 bytes
            child -> parent  {"ok": false, "status": kind, "message": text}
 """
@@ -61,6 +62,16 @@ def recv_payload(conn: Connection, nbytes: int) -> bytes:
     return data
 
 
+def _seconds(header: dict[str, Any], key: str) -> float:
+    """A positive number of the header, NaN where it is null or absent."""
+    value = header.get(key)
+    if value is None:
+        return math.nan
+    if type(value) not in (int, float) or not 0 < value < math.inf:
+        raise ProtocolError(f"bad {key} {value!r}")
+    return float(value)
+
+
 def _frame_times(times: Any, n_frames: int) -> tuple[float, ...]:
     """The reply's frame times: null (images) or one finite, non-negative number per frame."""
     if times is None:
@@ -73,20 +84,18 @@ def _frame_times(times: Any, n_frames: int) -> tuple[float, ...]:
 
 def parse_reply(
     header: dict[str, Any],
-) -> tuple[tuple[int, int, int, int], float, tuple[float, ...]] | tuple[str, str]:
-    """A checked reply header: ((T, H, W, 3), fps, frame times) for frames, or (status, message)
-    for a row error."""
+) -> tuple[tuple[int, int, int, int], float, float, tuple[float, ...]] | tuple[str, str]:
+    """A checked reply header: ((T, H, W, 3), fps, duration, frame times) for frames (NaN, ()
+    where unknown), or (status, message) for a row error."""
     if header.get("ok") is True:
-        shape, fps = header.get("shape"), header.get("fps")
+        shape = header.get("shape")
         if (not isinstance(shape, list) or len(shape) != 4 or shape[3] != 3
                 or not all(type(v) is int and v > 0 for v in shape)):
             raise ProtocolError(f"bad frame shape {shape!r}")
-        if fps is not None and type(fps) not in (int, float):
-            raise ProtocolError(f"bad fps {fps!r}")
         if math.prod(shape) > MAX_PAYLOAD_BYTES:
             raise ProtocolError(f"frames of shape {shape} are over the payload cap")
         times = _frame_times(header.get("times"), shape[0])
-        return tuple(shape), math.nan if fps is None else float(fps), times  # type: ignore[return-value]
+        return tuple(shape), _seconds(header, "fps"), _seconds(header, "duration"), times  # type: ignore[return-value]
     if header.get("ok") is False:
         status, message = header.get("status"), header.get("message")
         if status not in st.ALL or status == st.OK or not isinstance(message, str):

@@ -41,6 +41,7 @@ _DECORD_PREFIX_RE = re.compile(r"\[\d\d:\d\d:\d\d\] \S+:\d+: ")
 class DecodedMedia(NamedTuple):
     frames: np.ndarray  # (T, H, W, 3) uint8, C order
     fps: float  # rate of the sampled frames; NaN for images
+    duration: float = math.nan  # the video's length in seconds (`video_duration`); NaN for images or unknown
     times: tuple[float, ...] = ()  # each frame's start time in seconds from the first frame's; () for images
 
 
@@ -121,6 +122,14 @@ def _probe_video(data: bytes, cfg: DecodeConfig) -> tuple[int, int]:
     return (first.width, first.height) if quarter_turns else (first.height, first.width)
 
 
+def video_duration(frame_count: int, average_fps: float) -> float:
+    """The video's length in seconds as transformers' video readers report it to a processor
+    (`VideoMetadata.duration` = total frames / average frame rate in `read_video_decord` and
+    `read_video_pyav`, transformers/video_utils.py), which SmolVLM writes into its prompt; NaN
+    when the container gives no frame rate."""
+    return frame_count / average_fps if average_fps > 0 and frame_count > 0 else math.nan
+
+
 def _read_frames(reader: decord.VideoReader, indices: np.ndarray) -> np.ndarray:
     """The frames at `indices` (any order, repeats allowed), by whichever of decoding in
     order or seeking decodes fewer frames (`decode_in_order`). In order, the frames
@@ -175,4 +184,4 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
     if frames.shape[1:] != (height, width, 3):
         raise MediaError(st.DECODE_ERROR, f"decord returned frames of {frames.shape[1:]}, expected {(height, width, 3)}")
     times = tuple(float(t) for t in starts[indices] - starts[0])
-    return DecodedMedia(np.ascontiguousarray(frames), fps, times)
+    return DecodedMedia(np.ascontiguousarray(frames), fps, video_duration(n_total, avg_fps), times)

@@ -18,6 +18,9 @@ Output columns, added to all input columns:
   fps           float64: the rate of the sampled frames (T * avg_fps / frame count for
                 'uniform', 1.0 for 'visionreward', the rate taken for 'fps:F'); NaN for images
                 and failures
+  video_duration float64: the video's length in seconds (frame count / avg_fps, as transformers'
+                video readers give it to a processor); NaN for images, failures and videos
+                without a frame rate
   frame_times   object array of float32 arrays: each video frame's time in seconds from the
                 first frame; an empty array for images and failures
 A batch with a `media_bytes` column (a manifest that holds the media, schemas/embedded_media.py)
@@ -75,6 +78,7 @@ class MediaDecoder:
         frames = np.empty(n, dtype=object)
         shapes = np.empty(n, dtype=object)
         fps = np.full(n, np.nan, dtype=np.float64)
+        duration = np.full(n, np.nan, dtype=np.float64)
         times = np.empty(n, dtype=object)
         todo = [i for i in range(n) if status[i] == st.OK]
         embedded = batch.get(BYTES_COLUMN)
@@ -99,10 +103,10 @@ class MediaDecoder:
             except MediaError as exc:
                 status[i], error[i] = exc.status, exc.message
                 continue
-            frames[i], shapes[i], fps[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps
+            frames[i], shapes[i], fps[i], duration[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps, out.duration
             times[i] = np.array(out.times, dtype=np.float32)
         return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps,
-                "frame_times": times}
+                "video_duration": duration, "frame_times": times}
 
     def close(self) -> None:
         """Stop the worker process now rather than when the stage is garbage-collected."""

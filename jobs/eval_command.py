@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.answer_mass import low_mass_warning, mass_lines, table_mass_means
 from pipeline.preference_metrics import PreferenceMetrics, preference_metrics, score_differences
 from pipeline.scores_input import (
     ScoresInput,
@@ -267,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
     measures = ["score", "score_soft", *scores.dimension_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     scores.require_columns([args.key_column], "--key-column")
-    table = collect_judged_rows(scores, args.key_column, pairs.keys, list(dict.fromkeys(["status", *measures])))
+    mass = ["checklist", "answer_mass"] if "answer_mass" in scores.schema.names else []  # older outputs have none
+    table = collect_judged_rows(scores, args.key_column, pairs.keys, list(dict.fromkeys(["status", *measures, *mass])))
     if not table.num_rows:
         raise UserError(f"none of the {len(pairs.keys)} judged items is in the scores' {args.key_column!r} column "
                          f"(judged keys look like {pc.min(pairs.keys).as_py()!r}); see `vrscore eval --help` for "
@@ -279,10 +281,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(pairs.h)} judged pairs over {len(pairs.keys)} items; {table.num_rows} items found in the scores "
           f"(by {args.key_column!r}), {ok} scored ok")
     print(format_table(results))
+    # the judged items' answer mass: figures from p_yes read where the model does not answer mean little
+    answer_mass = table_mass_means(table, scores.checklists_by_name)
+    for line in mass_lines(answer_mass) + [low_mass_warning(answer_mass) or ""]:
+        if line:
+            print(line)
     if args.json_out:
         report = {"scores": scores.data_uri, "judgments": args.judgments, "key_column": args.key_column,
                   "items_judged": len(pairs.keys), "items_found": table.num_rows, "items_scored": ok,
-                  "measures": {k: v.to_dict() for k, v in results.items()}}
+                  "measures": {k: v.to_dict() for k, v in results.items()}, "answer_mass": answer_mass}
         with fsspec_filesystem(args.json_out, storage).open(args.json_out, "w") as f:
             json.dump(report, f, indent=2)
     return 0

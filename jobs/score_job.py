@@ -17,15 +17,18 @@ from ray.data.checkpoint import CheckpointConfig
 from actors.model_store import pin_model
 from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DIR, check_output, job_record,
                              normalised_config, open_output)
+from pipeline.answer_mass import low_mass_warning, mass_by_question, mass_lines
 from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.output_stats import OutputScanner
 from pipeline.parquet_reader import read_parquet, row_count
 from pipeline.progress import JobProgress
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import format_entry, record_run
+from pipeline.scores_input import committed_files
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from pipeline.webdataset_shards import webdataset_shards
+from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import GENERATED_IDS, JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
@@ -46,6 +49,8 @@ class JobSummary:
     out: str
     files: list[str] = field(default_factory=list)
     run: dict | None = None  # this run's stats.json entry (pipeline/run_stats.py)
+    # media type -> question id -> mean answer_mass over its ok rows (pipeline/answer_mass.py)
+    answer_mass: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def errors(self) -> int:
@@ -66,6 +71,10 @@ class JobSummary:
                 values = [self.means[k].get(col) for k in kinds]
                 if any(v is not None for v in values):
                     lines.append(f"{col:<24}" + "".join(f"{_fmt(v):>10}" for v in values))
+        lines += mass_lines(self.answer_mass)
+        warning = low_mass_warning(self.answer_mass)
+        if warning:
+            lines.append(warning)
         if self.run is not None:
             lines.append(format_entry(self.run))
         lines.append(f"scores: {join(self.out, SCORES_DIR)}/  ({len(self.files)} files)")
@@ -153,13 +162,36 @@ def output_scanner(cfg: JobConfig, dim_cols: list[str]) -> OutputScanner:
     return OutputScanner(join(cfg.out, SCORES_DIR), cfg.storage, ["score", *dim_cols])
 
 
-def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float, scanner: OutputScanner | None = None) -> JobSummary:
+def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float, checklists: dict[str, Checklist],
+              scanner: OutputScanner | None = None) -> JobSummary:
     """Streamed file by file (the driver never holds a whole column); `scanner` may already
-    hold the files it read while the job ran."""
+    hold the files it read while the job ran. `checklists` by media type."""
     scanner = scanner or output_scanner(cfg, dim_cols)
     stats = scanner.refresh(strict=True)
+    mass = {kind: mass_by_question(checklists[kind].question_ids, means)
+            for kind, means in sorted(stats.mass_means().items())}
     return JobSummary(rows=stats.rows, ok=stats.ok, errors_by_status=stats.errors_by_status, means=stats.means(),
-                      seconds=seconds, out=cfg.out, files=sorted(scanner.seen))
+                      seconds=seconds, out=cfg.out, files=sorted(scanner.seen), answer_mass=mass)
+
+
+def as_written(fs, out: str, schema: pa.Schema) -> pa.Schema:
+    """The schema a resumed output goes on with: one begun by a version before the answer mass
+    (or the frame columns) continues without those columns, so that all files of one output
+    share one schema."""
+    files = committed_files(fs, join(out, SCORES_DIR)) if fs.isdir(join(out, SCORES_DIR)) else None
+    if not files:
+        return schema
+    with fs.open(files[0], "rb") as f:
+        names = pq.read_schema(f).names
+    for column in LATER_COLUMNS:
+        if column not in names and column in schema.names:
+            log.warning("%s was begun by a vrscore version without the %s column: it goes on without it", out, column)
+            schema = schema.remove(schema.get_field_index(column))
+    return schema
+
+
+# Output columns added after the first version, in the order they came.
+LATER_COLUMNS = ("answer_mass", "frame_count", "frame_times")
 
 
 def _manifest_rows(cfg: JobConfig) -> int:
@@ -197,6 +229,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     init_ray(ray_address, quiet=quiet, verbose=verbose)
     check_unique_ids(cfg)
     lease, resumed = open_output(out_fs, cfg.out, job_json, checklists_json)  # one run at a time
+    schema = as_written(out_fs, cfg.out, schema) if resumed else schema
     log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
 
     fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
@@ -221,7 +254,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     finally:
         ctx.checkpoint_config = None
         lease.release()
-    summary = summarize(cfg, dim_cols, time.perf_counter() - t0, scanner)
+    summary = summarize(cfg, dim_cols, time.perf_counter() - t0, checklists, scanner)
     summary.run = run
     return summary
 

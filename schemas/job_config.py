@@ -157,6 +157,17 @@ class ModelConfig(_Strict):
         "own: GLM-4.1V Thinking checkpoints (a glm4v template with no thinking switch and <think> tokens) "
         "get '<think></think><answer>', others none; '' = none. Filled in by `vrscore score` and kept in job.json.",
     )
+    min_answer_mass: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Refuse to start (before any row is scored) when the model puts less than this "
+        "probability on the yes and no words together where the answer is read, averaged over the "
+        "questions of a synthetic item: a sign of a wrong chat template (e.g. a thinking prefix), answer "
+        "prefix or answer words, under which p_yes looks normal but means nothing. None = no check; "
+        "every row's answer_mass column and the job summary report the mass either way. May change on resume.",
+        json_schema_extra=resume_may_change("a start-up check only; no score depends on it"),
+    )
     share_prefix: bool = Field(
         True,
         description="Encode each item's media and prompt prefix once and run only the question "

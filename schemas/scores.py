@@ -4,6 +4,8 @@ Columns: id, uri, media_type, frame_count and frame_times (the video frames the 
 their number and their times in seconds from the first frame, under any `--frames` rule;
 null for images and failed rows), prompt, group, checklist (name of the checklist that scored
 the row), status, error, p_yes (list<float32>, in that checklist's question order),
+answer_mass (list<float32>, same order: P(yes words) + P(no words) under the softmax over the
+whole vocabulary, where p_yes was read; absent from outputs of versions before it),
 answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
 (null where the row's checklist lacks that dimension or the row failed), then any
 carried-through manifest columns. The checklists, model id and job config travel in the
@@ -36,6 +38,7 @@ BASE_FIELDS = [
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("p_yes", pa.list_(pa.float32())),
+    pa.field("answer_mass", pa.list_(pa.float32())),
     pa.field("answers", pa.list_(pa.int8())),
     pa.field("score", pa.float64()),
     pa.field("score_soft", pa.float64()),
@@ -43,10 +46,10 @@ BASE_FIELDS = [
 
 
 # Columns the stages add to a batch between the read and the write (the decode stage's frames,
-# their shape and the video's fps, actors/media_decoder.py; an embedded item's bytes,
-# schemas/embedded_media.py): a manifest column of one of these
-# names would be replaced by them on the way.
-STAGE_COLUMNS = ("frames", "frames_shape", "fps", "frame_times", "media_bytes", "read_error")
+# their shape, the video's fps and duration, actors/media_decoder.py; an embedded item's bytes
+# and why a source could not read them, schemas/embedded_media.py): a manifest column of one
+# of these names would be replaced by them on the way.
+STAGE_COLUMNS = ("frames", "frames_shape", "fps", "video_duration", "frame_times", "media_bytes", "read_error")
 
 
 def reserved_column(name: str) -> str | None:

@@ -17,7 +17,7 @@ from schemas.scores import dimension_columns
 
 # Columns of the manifest below beside id, uri and prompt; each is a name vrscore writes.
 TAKEN = {"dim_alignment": "a dimension of the default checklist", "dim_later": "no checklist in use has it",
-         "fps": "the decode stage's", "score": "an output column"}
+         "fps": "the decode stage's", "video_duration": "the decode stage's", "score": "an output column"}
 
 
 def _manifest(tmp_path) -> str:
@@ -41,6 +41,7 @@ def test_the_default_checklists_dimension_is_among_the_names_tested():
      "keep_columns 'dim_alignment' starts with 'dim_', which vrscore keeps for its dimension columns"),
     (["--keep-columns", "dim_later"], "keep_columns 'dim_later' starts with 'dim_'"),
     (["--keep-columns", "fps"], "keep_columns 'fps' is a column the decode stage adds to each row"),
+    (["--keep-columns", "video_duration"], "keep_columns 'video_duration' is a column the decode stage adds"),
     (["--keep-columns", "source,source"], "keep_columns names 'source' twice"),
     (["--alignment-column", "score"], "alignment_column 'score' is a column vrscore writes"),
 ])

@@ -150,3 +150,28 @@ def test_scores_written_before_the_frame_columns_rescore_with_them_null():
     schema = rescored_schema(old, checklists, "{}")
     out = Rescorer(checklists, checklists, schema)(pa.Table.from_pylist(rows, schema=old))
     assert out.schema == schema and out["frame_count"].to_pylist() == [None] and out["score"][0].as_py() == 1.0
+
+
+def test_a_resumed_output_begun_without_the_frame_columns_goes_on_without_them(tmp_path):
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from jobs.score_job import as_written
+    from pipeline.assemble import ScoreAssembler
+    from tests.scores_fixtures import CHECKLISTS, random_rows, scores_table
+
+    table = scores_table(random_rows(np.random.default_rng(0), 2, (2, 2)))
+    (tmp_path / "old" / "scores").mkdir(parents=True)
+    (tmp_path / "old" / "_checkpoint").mkdir()
+    pq.write_table(table.drop_columns(["frame_count", "frame_times"]), tmp_path / "old" / "scores" / "w0_0-0.parquet")
+    pq.write_table(table.select(["id"]), tmp_path / "old" / "_checkpoint" / "w0_0.parquet")
+    old = as_written(fsspec.filesystem("file"), str(tmp_path / "old"), table.schema)
+    assert old.names == [n for n in table.schema.names if n not in ("frame_count", "frame_times")]
+    p = np.full(len(CHECKLISTS["image"].questions), 0.5, np.float32).tobytes()
+    batch = {"id": np.array(["a"], object), "uri": np.array(["/a.png"], object),
+             "media_type": np.array(["image"], object), "prompt": np.array(["p"], object),
+             "group": np.array([None], object), "status": np.array(["ok"], object), "error": np.array([None], object),
+             "p_yes": np.array([p], object), "answer_mass": np.array([p], object),
+             "frame_times": np.array([np.zeros(0, np.float32)], object)}
+    assert ScoreAssembler(CHECKLISTS, old)(batch).schema == old
+    assert ScoreAssembler(CHECKLISTS, table.schema)(batch)["frame_count"].to_pylist() == [None]

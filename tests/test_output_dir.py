@@ -55,7 +55,7 @@ MAY_CHANGE = {
     "checklist", "weights", "dimensions",  # compared by the checklists they load, in checklist.json
     "out", "max_error_fraction",
     "decode.worker_nice", "decode.timeout_s",
-    "model.token_budget", "model.systemic_failure_batches", "model.cache_dir",
+    "model.token_budget", "model.systemic_failure_batches", "model.cache_dir", "model.min_answer_mass",
     *(f"resources.{name}" for name in ResourcesConfig.model_fields),
 }
 
