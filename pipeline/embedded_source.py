@@ -41,9 +41,9 @@ class EmbeddedParquetSource(Datasource):
 
     def __init__(self, files: list[tuple[str, str]], fs: pafs.FileSystem | None, media: MediaColumn,
                  id_column: str | None, keep: list[str], block_bytes: int):
-        self._files, self._fs, self._media = files, fs, media
-        self._id_column = id_column or "id"
-        self._keep, self._block_bytes = keep, block_bytes
+        self._files, self._fs = files, fs
+        # What each read task carries: the reader, not the list of every file.
+        self._reader = RowGroupReader(fs, media, id_column or "id", keep, block_bytes)
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -57,14 +57,24 @@ class EmbeddedParquetSource(Datasource):
             for group in range(meta.num_row_groups):
                 rows = meta.row_group(group).num_rows
                 tasks.append(ReadTask(
-                    lambda p=path, n=name, g=group, f=first: self._read(p, n, g, f),
+                    lambda r=self._reader, p=path, n=name, g=group, f=first: r.read(p, n, g, f),
                     BlockMetadata(num_rows=rows, size_bytes=meta.row_group(group).total_byte_size,
                                   exec_stats=None, input_files=[path]),
                     per_task_row_limit=per_task_row_limit))
                 first += rows
         return tasks
 
-    def _read(self, path: str, name: str, group: int, first_row: int) -> Iterator[pa.Table]:
+
+class RowGroupReader:
+    """Reads one row group of a file into the embedded-media columns, in blocks of at most
+    `block_bytes` of media (a larger item alone)."""
+
+    def __init__(self, fs: pafs.FileSystem | None, media: MediaColumn, id_column: str, keep: list[str],
+                 block_bytes: int):
+        self._fs, self._media, self._id_column = fs, media, id_column
+        self._keep, self._block_bytes = keep, block_bytes
+
+    def read(self, path: str, name: str, group: int, first_row: int) -> Iterator[pa.Table]:
         pf = _open(self._fs, path)
         names = set(pf.schema_arrow.names)
         wanted = [self._media.name, *(c for c in _STRINGS if c in names), *self._keep]

@@ -41,19 +41,28 @@ class WebDatasetSource(Datasource):
 
     def __init__(self, fs: AbstractFileSystem, shards: list[str], root: str, prompt_field: str | None,
                  block_bytes: int):
-        self._fs, self._shards, self._root = fs, shards, root
-        self._prompt_field, self._block_bytes = prompt_field, block_bytes
+        self._shards = shards
+        # What each read task carries: the reader, not the list of every shard.
+        self._reader = ShardReader(fs, root, prompt_field, block_bytes)
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
 
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
-        return [ReadTask(lambda s=shard: self._read(s),
+        return [ReadTask(lambda r=self._reader, s=shard: r.read(s),
                          BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None, input_files=[shard]),
                          per_task_row_limit=per_task_row_limit) for shard in self._shards]
 
-    def _read(self, shard: str) -> Iterator[pa.Table]:
+
+class ShardReader:
+    """Streams one shard into the embedded-media columns, in blocks of at most `block_bytes` of media."""
+
+    def __init__(self, fs: AbstractFileSystem, root: str, prompt_field: str | None, block_bytes: int):
+        self._fs, self._root = fs, root
+        self._prompt_field, self._block_bytes = prompt_field, block_bytes
+
+    def read(self, shard: str) -> Iterator[pa.Table]:
         rows: list[dict] = []
         size = 0
         for row in self._samples(shard):
