@@ -19,7 +19,9 @@ from pipeline.webdataset_shards import expand_braces
 from schemas import status
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from schemas.manifest import ManifestError
+from tests.job_process import cli, job_env, ray_tmp, run_job  # noqa: F401  (fixture)
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
+from tests.s3_fixtures import s3_endpoint  # noqa: F401  (fixture)
 
 PROMPT = "a red fox in the snow"
 
@@ -82,3 +84,26 @@ def test_shards_score_like_files_and_bad_members_are_rows(tmp_path, demo_model_d
     with pytest.raises(ManifestError, match="1 of the 3 shards"):
         run_score_job(_config(str(shards / "{00000..00002}.tar"), tmp_path / "out_missing", demo_model_dir),
                       quiet=True)
+
+
+@pytest.mark.slow  # a job in a process of its own, with its own Ray
+def test_shards_on_s3(tmp_path, demo_model_dir, s3_endpoint, ray_tmp):  # noqa: F811
+    bucket = s3_endpoint.make_bucket()
+    for shard in range(2):
+        members = []
+        for k in range(2):
+            key = f"{shard:05d}{k:04d}"
+            members += [(f"{key}.jpg", write_image(tmp_path / f"{key}.jpg", size=(96, 64), seed=k).read_bytes()),
+                        (f"{key}.txt", b"a fox")]
+        _tar(tmp_path / f"{shard:05d}.tar", members)
+        s3_endpoint.upload(tmp_path / f"{shard:05d}.tar", f"s3://{bucket}/wds/{shard:05d}.tar")
+    out = f"s3://{bucket}/out/wds"
+    env = job_env(ray_tmp, s3_endpoint.profile_env(tmp_path, "vrscore-test"))
+    proc = run_job(cli("score", "--manifest", f"s3://{bucket}/wds/{{00000..00001}}.tar", "--model", str(demo_model_dir),
+                       "--out", out, "--endpoint-url", s3_endpoint.url, "--profile", "vrscore-test"), env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    fs = s3_endpoint.filesystem()
+    table = pa.concat_tables(pq.read_table(fs.open(f, "rb")) for f in fs.find(f"{bucket}/out/wds/scores")
+                             if f.endswith(".parquet"))
+    assert sorted(table["id"].to_pylist()) == ["000000000", "000000001", "000010000", "000010001"]
+    assert set(table["status"].to_pylist()) == {status.OK} and set(table["prompt"].to_pylist()) == {"a fox"}
