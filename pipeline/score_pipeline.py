@@ -103,7 +103,8 @@ def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None 
     if info is not None and info.webdataset:
         fs, shards = webdataset_shards(cfg.manifest, cfg.storage)  # type: ignore[misc]
         root = fs._strip_protocol(cfg.manifest) if not is_webdataset(cfg.manifest) else posixpath.dirname(shards[0])
-        return ray.data.read_datasource(WebDatasetSource(fs, shards, root, cfg.prompt_field, _block_bytes()))
+        return ray.data.read_datasource(WebDatasetSource(fs, shards, root, cfg.prompt_field, cfg.media_extensions,
+                                                         _block_bytes()))
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     if info is not None and info.media is not None:
         keep = [c for c in columns if c not in (*_EMBEDDED_OWN, info.media.name, info.id_column)]

@@ -3,7 +3,7 @@
 `--manifest` names the shards: one `.tar`, a folder of them, or a brace pattern
 (`shards/{00000..00009}.tar`), local or on any fsspec filesystem. A sample is the run of
 members sharing a key (the member's name up to the first dot of its base name); its `id` is
-the key, its media the first member whose extension is in `IMAGE_EXTS`/`VIDEO_EXTS` order,
+the key, its media the first member with one of `JobConfig.media_extensions`, in that order,
 its prompt the `txt` member, or with `JobConfig.prompt_field` that field of the `json`
 member (the json's `group` field, when there is one, is the group).
 
@@ -27,9 +27,6 @@ from ray.data.block import BlockMetadata
 from schemas.embedded_media import BYTES_COLUMN, READ_ERROR_COLUMN
 from schemas.manifest import infer_media_type
 
-MEDIA_EXTS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "mp4", "webm", "mkv", "mov", "avi")
-
-
 def _split_name(name: str) -> tuple[str, str]:
     folder, base = posixpath.split(name)
     stem, _, ext = base.partition(".")
@@ -40,10 +37,10 @@ class WebDatasetSource(Datasource):
     """One read task per shard of `shards` on `fs`; `root` is what shard names are shown relative to."""
 
     def __init__(self, fs: AbstractFileSystem, shards: list[str], root: str, prompt_field: str | None,
-                 block_bytes: int):
+                 media_extensions: list[str], block_bytes: int):
         self._shards = shards
         # What each read task carries: the reader, not the list of every shard.
-        self._reader = ShardReader(fs, root, prompt_field, block_bytes)
+        self._reader = ShardReader(fs, root, prompt_field, media_extensions, block_bytes)
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -58,9 +55,10 @@ class WebDatasetSource(Datasource):
 class ShardReader:
     """Streams one shard into the embedded-media columns, in blocks of at most `block_bytes` of media."""
 
-    def __init__(self, fs: AbstractFileSystem, root: str, prompt_field: str | None, block_bytes: int):
+    def __init__(self, fs: AbstractFileSystem, root: str, prompt_field: str | None, media_extensions: list[str],
+                 block_bytes: int):
         self._fs, self._root = fs, root
-        self._prompt_field, self._block_bytes = prompt_field, block_bytes
+        self._prompt_field, self._extensions, self._block_bytes = prompt_field, media_extensions, block_bytes
 
     def read(self, shard: str) -> Iterator[pa.Table]:
         rows: list[dict] = []
@@ -100,7 +98,7 @@ class ShardReader:
             yield self._row(name, key, members)
 
     def _row(self, shard: str, key: str, members: dict[str, bytes]) -> dict:
-        ext = next((e for e in MEDIA_EXTS if e in members), None)
+        ext = next((e for e in self._extensions if e in members), None)
         prompt = group = None
         try:
             meta = json.loads(members["json"]) if "json" in members else {}

@@ -15,6 +15,11 @@ from schemas.resume_rules import SPEED_ONLY, resume_may_change
 from schemas.scores import check_carried_columns
 
 from schemas.frames_spec import parse_frames_spec
+from schemas.manifest import IMAGE_EXTS, VIDEO_EXTS
+
+# WebDataset members taken as a sample's media, first match wins (JobConfig.media_extensions).
+WEBDATASET_MEDIA_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff",
+                               "mp4", "webm", "mkv", "mov", "avi")
 
 # `JobConfig.id_column` when ids are made from file and row number (no column holds them).
 GENERATED_IDS = "<file>#<row>"
@@ -331,6 +336,12 @@ class JobConfig(_Strict):
         description="WebDataset shards: the field of each sample's json member that holds the prompt. None = "
         "the sample's txt member.",
     )
+    media_extensions: list[str] = Field(
+        default_factory=lambda: list(WEBDATASET_MEDIA_EXTENSIONS),
+        description="WebDataset shards: which member of a sample is its media, the first of these extensions "
+        "that it has (images and videos by their usual extensions; e.g. ['mp4', 'jpg'] to prefer a sample's "
+        "video over its preview image).",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Extra manifest columns carried through to the output.")
     alignment_column: str | None = Field(
         None,
@@ -345,6 +356,14 @@ class JobConfig(_Strict):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @field_validator("media_extensions")
+    @classmethod
+    def _check_media_extensions(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if f".{e.lower()}" not in IMAGE_EXTS | VIDEO_EXTS]
+        if unknown or not v:
+            raise ValueError(f"media_extensions must name image or video extensions (without the dot), got {v!r}")
+        return [e.lower() for e in v]
 
     @model_validator(mode="after")
     def _check_carried_columns(self) -> JobConfig:

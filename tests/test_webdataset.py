@@ -107,3 +107,22 @@ def test_shards_on_s3(tmp_path, demo_model_dir, s3_endpoint, ray_tmp):  # noqa: 
                              if f.endswith(".parquet"))
     assert sorted(table["id"].to_pylist()) == ["000000000", "000000001", "000010000", "000010001"]
     assert set(table["status"].to_pylist()) == {status.OK} and set(table["prompt"].to_pylist()) == {"a fox"}
+
+
+def test_media_extensions_choose_the_member(tmp_path):
+    import fsspec
+
+    from pipeline.webdataset_source import ShardReader
+    from schemas.job_config import WEBDATASET_MEDIA_EXTENSIONS
+
+    _tar(tmp_path / "0.tar", [("k.jpg", b"\xff\xd8\xffjpeg"), ("k.png", b"\x89PNG\r\n\x1a\npng"), ("k.txt", b"p")])
+    fs = fsspec.filesystem("file")
+
+    def chosen(extensions):
+        reader = ShardReader(fs, str(tmp_path), None, list(extensions), 1 << 20)
+        return [r["uri"] for t in reader.read(str(tmp_path / "0.tar")) for r in t.to_pylist()]
+
+    assert chosen(WEBDATASET_MEDIA_EXTENSIONS) == ["0.tar/k.jpg"]
+    assert chosen(["png", "jpg"]) == ["0.tar/k.png"]
+    with pytest.raises(ValueError, match="media_extensions"):
+        JobConfig(manifest="x.tar", out="o", model=ModelConfig(model="m"), media_extensions=["txt"])
