@@ -1,4 +1,4 @@
-"""The scoring stage: decoded frames in, per-question p_yes out.
+"""The scoring stage: decoded frames in, per-question p_yes and answer mass out.
 
 A callable class for Ray Data's actor pool: the model is loaded once in `__init__`, each
 `__call__` answers every question of every decoded row of the batch. Knows nothing of Ray.
@@ -12,8 +12,15 @@ import time
 import numpy as np
 
 from actors.adapters import load_adapter
-from actors.adapters.base import MediaInput
-from actors.systemic_failure import CANARY_PROMPT, FailureStreak, canary_item, startup_failed, uniform_failure
+from actors.adapters.base import MediaInput, Readout
+from actors.systemic_failure import (
+    CANARY_PROMPT,
+    FailureStreak,
+    canary_item,
+    low_answer_mass,
+    startup_failed,
+    uniform_failure,
+)
 from actors.model_store import local_model
 from pipeline.model_family import GENERIC_RULE
 from pipeline.null_columns import nulls_as_none
@@ -36,7 +43,7 @@ def frames_of(row_frames: bytes, row_shape: np.ndarray) -> np.ndarray:
 
 
 class ChecklistScorer:
-    """Ray Data stage: adds `p_yes` as raw float32 bytes per row (b"" for rows not ok).
+    """Ray Data stage: adds `p_yes` and `answer_mass` as raw float32 bytes per row (b"" for rows not ok).
 
     Bytes, not arrays: question lists differ in length between checklists, and ragged
     numpy columns mixed with nulls do not convert reliably to Arrow blocks.
@@ -69,7 +76,8 @@ class ChecklistScorer:
     def _start_canaries(self, decode: DecodeConfig) -> None:
         """Score one synthetic item per media kind the model takes, as rows are scored; a failure
         here means the model cannot score anything: the actor fails to start, no row is marked.
-        The result is discarded, so rows are scored exactly as without it."""
+        So does an answer mass under `model.min_answer_mass` (the model is not answering yes or
+        no where p_yes is read). The result is discarded, so rows are scored exactly as without it."""
         for kind, checklist in self.checklists.items():
             taken = _media_types(self.adapters[kind])
             if taken is not None and kind not in taken:
@@ -80,20 +88,24 @@ class ChecklistScorer:
             item = canary_item(kind, decode)
             questions = checklist.render(CANARY_PROMPT if checklist.uses_prompt else None)
             try:
-                self._score(kind, [item], [questions])
+                readout = self._score(kind, [item], [questions])[0]
             except Exception as exc:  # whatever it is, the model cannot score anything
                 raise startup_failed(kind, self.model_cfg.model, exc) from exc
+            refusal = low_answer_mass(kind, self.model_cfg.model, readout.answer_mass, self.model_cfg.min_answer_mass)
+            if refusal is not None:
+                raise refusal
             self._canary[kind] = (item, questions)
 
-    def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[np.ndarray]:
+    def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[Readout]:
         adapter = self.adapters[kind]
-        return adapter.score(items, questions) if self.model_cfg.share_prefix else adapter.score_reference(items, questions)
+        return adapter.readout(items, questions) if self.model_cfg.share_prefix \
+            else adapter.readout_reference(items, questions)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_crash_for_test()
         batch = nulls_as_none(batch)
         n = len(batch["id"])
-        p_yes = np.full(n, b"", dtype=object)
+        p_yes, mass = np.full(n, b"", dtype=object), np.full(n, b"", dtype=object)
         statuses = np.array(batch["status"], dtype=object)
         errors = np.array(batch["error"], dtype=object)
         prompts = batch["prompt"] if "prompt" in batch else np.full(n, None, dtype=object)
@@ -106,7 +118,8 @@ class ChecklistScorer:
                 MediaInput(
                     frames=frames_of(batch["frames"][i], batch["frames_shape"][i]),
                     media_type=kind,
-                    fps=None if np.isnan(batch["fps"][i]) else float(batch["fps"][i]),
+                    fps=_known(batch["fps"][i]),
+                    duration=_known(batch["video_duration"][i]),
                     resized=self._final[kind],
                 )
                 for i in rows
@@ -132,9 +145,10 @@ class ChecklistScorer:
                 if isinstance(res, Exception):
                     statuses[i], errors[i] = status.SCORE_ERROR, f"{type(res).__name__}: {res}"
                 else:
-                    p_yes[i] = np.asarray(res, dtype=np.float32).tobytes()
+                    p_yes[i] = np.asarray(res.p_yes, dtype=np.float32).tobytes()
+                    mass[i] = np.asarray(res.answer_mass, dtype=np.float32).tobytes()
         out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
-        out.update(p_yes=p_yes, status=statuses, error=errors)
+        out.update(p_yes=p_yes, answer_mass=mass, status=statuses, error=errors)
         return out
 
     def _check_systemic(self, kind: str, results: list) -> None:
@@ -164,6 +178,11 @@ def frames_final(decode: DecodeConfig, adapter) -> bool:
         raise ValueError(f"the decode stage sizes frames by {decode.resize_rule!r}, but the model takes {own!r} "
                          "(pipeline/model_family.py resolves the model's rule on the driver)")
     return frames_are_final(decode.resize_rule, own)
+
+
+def _known(value: float) -> float | None:
+    """A decode column's number, None where it is NaN (unknown)."""
+    return None if np.isnan(value) else float(value)
 
 
 def _media_types(adapter) -> tuple[str, ...] | None:

@@ -14,13 +14,18 @@ an out-of-memory device or a corrupted model fails every item, and marking each 
   video is not known) takes its first scored item as canary; until then, `limit` consecutive
   suspect batches with the same exception type stop the job;
 - rows of a kind the family does not take (videos for Gemma 3) fail one by one, never a stop.
+With `model.min_answer_mass` set, the start-up canary also refuses a model that puts less than
+that on the yes and no words where p_yes is read (`low_answer_mass`): it scores, but is not
+answering there, so its p_yes would look normal and mean nothing.
 Stopping is `SystemicScoringError`, raised out of the stage: Ray Data fails the job with it.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from actors.adapters.base import MediaInput
 from actors.synthetic_media import make_picture, make_video_frames
-from pipeline.frame_sampling import parse_frames_spec
+from schemas.frames_spec import parse_frames_spec
 from schemas.job_config import DecodeConfig
 
 # A plain source size every family's resize rule and processor takes; the adapter resizes it
@@ -50,7 +55,7 @@ def canary_item(kind: str, decode: DecodeConfig) -> MediaInput:
     video (one frame if `decode.frames` takes one), at a source size the adapter resizes."""
     if kind == "image":
         return MediaInput(frames=make_picture(_CANARY_SIZE)[None], media_type="image")
-    n = min(parse_frames_spec(decode.frames).n, 2)  # a 2 s video gives 2 frames under any rule
+    n = min(parse_frames_spec(decode.frames).n or 2, 2)  # a short video gives 2 frames or fewer under any rule
     return MediaInput(frames=make_video_frames(n, _CANARY_SIZE), media_type="video", fps=1.0)
 
 
@@ -58,6 +63,26 @@ def startup_failed(kind: str, model: str, error: BaseException) -> SystemicScori
     return SystemicScoringError(
         f"the scorer cannot score a synthetic {kind} at start-up with {model} ({_describe(error)}): a broken "
         "model, device or setting, not bad items. The job stops before any row is scored."
+    )
+
+
+def low_answer_mass(kind: str, model: str, masses: np.ndarray, minimum: float | None) -> SystemicScoringError | None:
+    """The refusal when the mean answer mass of the canary's questions is under `minimum` (None = no check)."""
+    if minimum is None or not len(masses):
+        return None
+    mean = float(np.nanmean(masses)) if not np.isnan(masses).all() else float("nan")
+    if not mean < minimum:
+        return None
+    return SystemicScoringError(
+        f"{model} puts {mean:.3g} of its probability on the yes and no words where vrscore reads its answer "
+        f"to a synthetic {kind} (mean answer mass over {len(masses)} questions, lowest {float(np.nanmin(masses)):.3g}; "
+        f"model.min_answer_mass is {minimum}): p_yes would be read where the model is not answering yes or no. "
+        "Check, in this order: the chat template (a thinking model's prompt may end inside an open <think> block: "
+        "set template options such as model.chat_template_kwargs.enable_thinking=false, or give model.chat_template); "
+        "the text the answer starts after (model.answer_prefix, e.g. a closed think block for a thinking checkpoint); "
+        "the answer words (model.yes_words and model.no_words must be the words the model writes first, and "
+        "model.answer_leading_space whether they follow a space, as after 'Assistant:'). "
+        "The job stops before any row is scored."
     )
 
 

@@ -53,6 +53,7 @@ def synthesise(root: Path, n_pairs: int, seed: int = 0) -> None:
             "prompt": pa.array(group), "group": pa.array(group), "checklist": pa.array([checklist.name] * n),
             "status": pa.array(["ok"] * n), "error": pa.nulls(n, pa.string()),
             "p_yes": pa.ListArray.from_arrays(offsets, pa.array(p.ravel())),
+            "answer_mass": pa.ListArray.from_arrays(offsets, pa.array(np.ones(n * q, np.float32))),
             "answers": pa.ListArray.from_arrays(offsets, pa.array(agg.answers.ravel())),
             "score": pa.array(agg.score), "score_soft": pa.array(agg.score_soft),
             **{dimension_column(d): pa.array(v) for d, v in agg.dimensions.items()}}

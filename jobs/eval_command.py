@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.answer_mass import low_mass_warning, mass_lines, table_mass_means
 from pipeline.preference_metrics import PreferenceMetrics, preference_metrics, score_differences
 from pipeline.scores_input import (
     ScoresInput,
@@ -32,7 +33,8 @@ Human judgments (--judgments), any of:
   pair of one prompt's generations is judged, lower rank preferred, equal ranks a tie.
   The key of a generation is "<id>/<generation path>", e.g.
   "005658-0040/part-005658/images/0040/45b0de4d-....webp";
-- a Parquet of pairs: group, a_id, b_id, preference (1 = humans prefer a, -1 = b, 0 = tie);
+- a Parquet of pairs: group, a_id, b_id, preference (integers: 1 = humans prefer a, -1 = b,
+  0 = tie);
 - a Parquet of rankings: group, id, rank (lower is better, equal ranks tie); every pair
   within a group is judged.
 Join: a judged key matches the scored row whose --key-column (default id) equals it. Give
@@ -118,10 +120,18 @@ def _from_json(items: list[dict]) -> HumanPairs:
     return _from_runs(keys, ranks, pa.array([str(it["id"]) for it in items], type=pa.string()), sizes)
 
 
+PREFERENCE_CODES = "1 (humans prefer a), -1 (b), 0 (tie)"
+
+
 def _from_pairs(table: pa.Table, uri: str) -> HumanPairs:
+    kind = table.schema.field("preference").type
+    # By type, not by value: a boolean column passes a value check (True == 1, False == 0)
+    # and would turn every False into a human tie.
+    if not pa.types.is_integer(kind):
+        raise UserError(f"{uri}: column 'preference' has type {kind}; it must hold integers: {PREFERENCE_CODES}")
     h = table["preference"].to_numpy(zero_copy_only=False)
     if not np.isin(h, [-1, 0, 1]).all():
-        raise UserError(f"{uri}: preference must be 1 (a preferred), -1 (b preferred) or 0 (tie)")
+        raise UserError(f"{uri}: preference must be {PREFERENCE_CODES}, every pair one of them")
     a, b = (pc.cast(table[c], pa.string()).combine_chunks() for c in ("a_id", "b_id"))
     codes, keys = first_seen_codes(pa.concat_arrays([a, b]))
     group, group_names = first_seen_codes(pc.cast(table["group"], pa.string()).combine_chunks())
@@ -258,7 +268,8 @@ def run(args: argparse.Namespace) -> int:
     measures = ["score", "score_soft", *scores.dimension_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     scores.require_columns([args.key_column], "--key-column")
-    table = collect_judged_rows(scores, args.key_column, pairs.keys, list(dict.fromkeys(["status", *measures])))
+    mass = ["checklist", "answer_mass"] if "answer_mass" in scores.schema.names else []  # older outputs have none
+    table = collect_judged_rows(scores, args.key_column, pairs.keys, list(dict.fromkeys(["status", *measures, *mass])))
     if not table.num_rows:
         raise UserError(f"none of the {len(pairs.keys)} judged items is in the scores' {args.key_column!r} column "
                          f"(judged keys look like {pc.min(pairs.keys).as_py()!r}); see `vrscore eval --help` for "
@@ -270,10 +281,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(pairs.h)} judged pairs over {len(pairs.keys)} items; {table.num_rows} items found in the scores "
           f"(by {args.key_column!r}), {ok} scored ok")
     print(format_table(results))
+    # the judged items' answer mass: figures from p_yes read where the model does not answer mean little
+    answer_mass = table_mass_means(table, scores.checklists_by_name)
+    for line in mass_lines(answer_mass) + [low_mass_warning(answer_mass) or ""]:
+        if line:
+            print(line)
     if args.json_out:
         report = {"scores": scores.data_uri, "judgments": args.judgments, "key_column": args.key_column,
                   "items_judged": len(pairs.keys), "items_found": table.num_rows, "items_scored": ok,
-                  "measures": {k: v.to_dict() for k, v in results.items()}}
+                  "measures": {k: v.to_dict() for k, v in results.items()}, "answer_mass": answer_mass}
         with fsspec_filesystem(args.json_out, storage).open(args.json_out, "w") as f:
             json.dump(report, f, indent=2)
     return 0

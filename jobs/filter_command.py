@@ -30,8 +30,9 @@ KEPT = "kept"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scores", required=True, help="output of `vrscore score` (DIR or DIR/scores; local path or URI)")
-    p.add_argument("--where", help='condition on score, score_soft, dim_<name>, q.<question_id> (its p_yes) or any '
-                   'column, e.g. "dim_quality >= 0.2 and q.hands_correct >= 0.5"; default: keep every ok row')
+    p.add_argument("--where", help='condition on score, score_soft, dim_<name>, q.<question_id> (its p_yes), '
+                   'm.<question_id> (its answer mass) or any column, e.g. "dim_quality >= 0.2 and '
+                   'q.hands_correct >= 0.5 and m.hands_correct >= 0.5"; default: keep every ok row')
     p.add_argument("--errors", choices=("drop", "keep"), default="drop",
                    help="rows whose status is not ok have no scores for --where to judge: drop them (default) "
                    "or keep them all (to audit or rescore them)")

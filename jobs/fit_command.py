@@ -20,12 +20,12 @@ import yaml
 from jobs.eval_command import JUDGMENTS_HELP, load_judgments
 from jobs.fit_data import MediaPairs, assemble, collect_judged_rows, source_alignment_column
 from jobs.output_lease import check_free, output_lease
-from pipeline.fit_validation import cross_validate, evaluate, grouped_folds, learning_curve, summarise
+from pipeline.fit_validation import (cross_validate, evaluate, grouped_folds, learning_curve, summarise,
+                                     untrainable_folds)
 from pipeline.preference_metrics import preference_metrics, score_differences
 from pipeline.scores_input import add_ray_arguments, add_storage_arguments, open_scores, storage_from_args, write_text
 from pipeline.storage import fsspec_filesystem, join
-from pipeline.weight_fit import (ALIGNMENT, feature_names, fitted_checklist, has_alignment, item_features, solve,
-                                 zero_weights)
+from pipeline.weight_fit import FeatureLayout, Pairs, fitted_checklist, has_alignment, item_features, solve
 from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
@@ -59,6 +59,18 @@ def _stored_figures(data: MediaPairs, column: str) -> dict:
     return preference_metrics(data.pairs.y, score_differences(values[data.pairs.a], values[data.pairs.b])).to_dict()
 
 
+def not_enough_groups(pairs: Pairs, folds: np.ndarray | None) -> str | None:
+    """Why there can be no held-out figures, or None: folds hold out whole groups, and every
+    fold must still leave untied pairs to train on. `folds`: None for a single group."""
+    if folds is None:
+        return "not enough groups: 1 (cross-validation holds out whole groups, and needs two)"
+    empty = untrainable_folds(pairs, folds)
+    if empty:
+        return (f"not enough groups: fold {empty[0]} has no untied pair outside it to train on (the other groups' "
+                "pairs are all human ties)")
+    return None
+
+
 def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.Namespace) -> tuple[Checklist, dict]:
     """One media type's fit, its held-out figures and the fitted checklist."""
     report: dict = {"checklist": checklist.name, "l2": args.l2}
@@ -69,22 +81,22 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         report["sampled_from"] = n_scored
         print(f"{kind}: {n_scored:,} scored pairs, more than --max-pairs: fitting a seeded sample of "
               f"{args.max_pairs:,} (--seed {args.seed})")
-    x, names = item_features(checklist, data.p_yes, args.features, data.alignment), feature_names(checklist)
-    if ALIGNMENT in names and np.ptp(x[:, 0]) == 0:
+    x, layout = item_features(checklist, data.p_yes, args.features, data.alignment), FeatureLayout.of(checklist)
+    if layout.alignment and np.ptp(x[:, 0]) == 0:
         # A constant alignment cancels in x_a - x_b: its weight cannot be learnt from pairs.
         report["alignment"] = (f"the same value ({x[0, 0] if len(x) else '-'}) for every item: not fitted, "
                                f"weight kept at {checklist.aggregation.alignment_weight}")
-        x, names = x[:, 1:], names[1:]
+        x, layout = x[:, 1:], layout.without_alignment()
     t0 = time.perf_counter()
     fit = solve(x, data.pairs, l2=args.l2, nonnegative=not args.allow_negative)
     seconds = {"fit": time.perf_counter() - t0}
-    out = fitted_checklist(checklist, names, fit.weights)
+    out = fitted_checklist(checklist, layout, fit.weights)
     if out.media_type == "any":  # one fit per media type: each file is its own kind's checklist
         out = out.model_copy(update={"media_type": kind, "name": f"{out.name}:{kind}"})
     report.update(
-        weights={n: float(w) for n, w in zip(names, fit.weights) if n != ALIGNMENT},
+        weights=layout.question_weights(fit.weights),
         alignment_weight=out.aggregation.alignment_weight if has_alignment(checklist) else None,
-        zero_weight_questions=[n for n in zero_weights(names, fit.weights) if n != ALIGNMENT],
+        zero_weight_questions=layout.zero_questions(fit.weights),
         solver={"method": "L-BFGS-B", "converged": fit.converged, "message": fit.message,
                 "iterations": fit.iterations, "objective": fit.objective if np.isfinite(fit.objective) else None},
         pairs={"scored": len(data.pairs), "fitted": fit.pairs, "human_ties": int(np.sum(data.pairs.y == 0)),
@@ -92,8 +104,9 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         in_sample={"fitted": evaluate(x, data.pairs, fit.weights).to_dict(),
                    **{f"stored_{c}": _stored_figures(data, c) for c in data.stored}},
     )
-    if report["pairs"]["groups"] >= 2:
-        folds = grouped_folds(data.group, args.folds, args.seed)
+    folds = grouped_folds(data.group, args.folds, args.seed) if report["pairs"]["groups"] >= 2 else None
+    skipped = not_enough_groups(data.pairs, folds)
+    if skipped is None:
         t0 = time.perf_counter()
         cv = cross_validate(x, data.pairs, folds, l2=args.l2, nonnegative=not args.allow_negative)
         seconds["cross_validation"] = time.perf_counter() - t0
@@ -105,6 +118,7 @@ def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.
         seconds["learning_curve"] = time.perf_counter() - t0 - seconds["cross_validation"]
     else:
         report["cross_validation"] = report["learning_curve"] = None
+        report["cross_validation_skipped"] = skipped
     report["seconds"] = seconds
     return out, report
 
@@ -130,6 +144,8 @@ def format_report(kind: str, before: Checklist, r: dict, out_file: str) -> str:
     elif r["alignment_weight"] is not None:
         lines.append(f"alignment weight: {before.aggregation.alignment_weight:.4g} -> {r['alignment_weight']:.4g}")
     cv = r["cross_validation"]
+    if r.get("cross_validation_skipped"):
+        lines.append(f"held-out: {r['cross_validation_skipped']}; no held-out figure")
     if cv:
         acc, tau = cv["accuracy_ties_dropped"], cv["tau_star"]
         lines.append(f"held-out ({cv['folds']}-fold by group): acc(-ties) {_pct(acc)} +/- {_pct(acc, 'sd')}   "

@@ -2,18 +2,20 @@
 
 A rerun with the same inputs, checklists, model and decode settings resumes: Ray Data's
 checkpoint (ids of rows already written, kept in `_checkpoint/`) skips finished rows.
-Anything that changes the scores refuses to mix into existing output; resources (actors,
-batch sizes) may change between runs, since they change speed, not results. The same job
+Anything that changes the scores refuses to mix into existing output; the settings that
+change speed and memory, not results (resources, `model.token_budget`, ...), may change
+between runs: each such JobConfig field is marked (schemas/resume_rules.py). The same job
 written another way (a relative local path for an absolute one) is the same job: local
 paths are stored and compared absolute. A manifest edited in place is a different job: its
-fingerprint (file sizes and ETags, or mtimes where the store has no ETag) is in `job.json`.
+fingerprint (file sizes and ETags, or mtimes where the store has no ETag) is in `job.json`, and
+so are those of the model's files and chat template file (`actors/model_store.py`): a checkpoint
+re-exported or a template edited at the same path is a different job too.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
 One run at a time writes into an output (`jobs/output_lease.py`).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,19 +24,24 @@ import posixpath
 import fsspec
 import pyarrow.parquet as pq
 
+from actors.file_fingerprint import file_version, summary
 from jobs.output_lease import OutputLease, check_free
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
+from pipeline.webdataset_shards import webdataset_shards
 from schemas.job_config import JobConfig
+from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
 
 SCORES_DIR, CHECKLIST_FILE, JOB_FILE, CHECKPOINT_DIR = "scores", "checklist.json", "job.json", "_checkpoint"
 FINGERPRINT_KEY = "manifest_fingerprint"
-# JobConfig fields that change what a row's scores are.
-RESULT_FIELDS = ("manifest", "model", "decode", "keep_columns", "alignment_column", "storage")
-# Keys inside those fields that change speed only; also absent from job.json of older versions.
-SPEED_ONLY_KEYS = frozenset({"decode.worker_nice", "model.systemic_failure_batches", "model.cache_dir"})
+# Dotted JobConfig keys a resume may change -> whether a change to or from 0 is still refused.
+# The manifest's fingerprint, a key of job.json beside the config's, is compared on its own.
+RESUME_RULES = resume_rules(JobConfig)
+# Fingerprints of the files the model reads (actors/model_store.py) -> what they are, where.
+FILE_FINGERPRINTS = {"model.fingerprint": ("model files at", "model.model"),
+                     "model.chat_template_fingerprint": ("chat template file", "model.chat_template")}
 # Keys absent from job.json of older versions, with the value those versions used: they applied
 # the Qwen2-VL rule to every model (a job.json of theirs resumes where the model's rule is that one).
 LEGACY_VALUES = {"decode.resize_rule": "smart_resize",
@@ -66,26 +73,18 @@ def normalised_config(cfg: JobConfig) -> JobConfig:
                                   "out": normalise_local_path(cfg.out), "model": model})
 
 
-def _version_of(info: dict) -> str:
-    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified", "updated"):
-        if info.get(key) is not None:
-            return f"{key}={info[key]}"
-    return "unknown"
-
-
 def manifest_fingerprint(cfg: JobConfig) -> dict:
-    """Files, bytes and a digest of (name, size, ETag or mtime) of the manifest's data files:
+    """Files, bytes and the digest (actors/file_fingerprint.py) of the manifest's data files:
     the files Parquet reads, listed once (no data is read)."""
+    shards = webdataset_shards(cfg.manifest, cfg.storage)
+    if shards is not None:  # WebDataset: the tar shards
+        fs, files = shards
+        return summary([file_version(file, fs.info(file)) for file in files])
     fs = fsspec_filesystem(cfg.manifest, cfg.storage)
     arrow_fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     root = fs._strip_protocol(cfg.manifest)
-    lines, total = [], 0
-    for file in sorted(pq.ParquetDataset(path, filesystem=arrow_fs).files):
-        info = fs.info(file)
-        total += int(info.get("size") or 0)
-        lines.append(f"{os.path.relpath(file, root) if file != root else ''}\t{info.get('size')}\t{_version_of(info)}")
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    return {"files": len(lines), "bytes": total, "digest": digest}
+    return summary([file_version(os.path.relpath(file, root) if file != root else "", fs.info(file))
+                    for file in sorted(pq.ParquetDataset(path, filesystem=arrow_fs).files)])
 
 
 def job_record(cfg: JobConfig) -> str:
@@ -106,7 +105,7 @@ def _flatten(value, prefix: str = "") -> dict[str, object]:
 
 
 def _comparable(job: dict) -> dict:
-    fields = {k: job.get(k) for k in RESULT_FIELDS}
+    fields = {k: job.get(k) for k in JobConfig.model_fields}
     if isinstance(fields["manifest"], str):
         fields["manifest"] = normalise_local_path(fields["manifest"])
     if isinstance(fields["model"], dict) and isinstance(fields["model"].get("model"), str):
@@ -114,11 +113,27 @@ def _comparable(job: dict) -> dict:
     return {**LEGACY_VALUES, **_flatten(fields)}
 
 
+def _difference(key: str, old: dict, new: dict) -> str | None:
+    if key not in FILE_FINGERPRINTS:
+        return f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+    what, path_key = FILE_FINGERPRINTS[key]
+    if old.get(key) is None or old.get(path_key) != new.get(path_key):
+        return None  # a version that did not fingerprint this file, or another path (listed already)
+    return (f"the {what} {new.get(path_key)} changed since the first run ({key} {str(old[key])[:12]}... -> "
+            f"{str(new.get(key))[:12]}...): the same path now holds other files")
+
+
 def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_checklists: dict) -> list[str]:
     """Human-readable differences that would change scores; empty = safe to resume."""
     old, new = _comparable(old_job), _comparable(new_job)
-    keys = sorted((set(old) | set(new)) - SPEED_ONLY_KEYS)
-    diffs = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    diffs = []
+    for k in sorted(set(old) | set(new)):
+        a, b, zero_is_a_change = old.get(k), new.get(k), rule_for(RESUME_RULES, k)
+        if zero_is_a_change is None and a != b:
+            diffs.append(_difference(k, old, new))
+        elif zero_is_a_change and a is not None and b is not None and (a == 0) != (b == 0):
+            diffs.append(f"{k}: {a!r} -> {b!r} (a resume may change it, but not to or from 0)")
+    diffs = [d for d in diffs if d]
     old_fp, new_fp = old_job.get(FINGERPRINT_KEY), new_job.get(FINGERPRINT_KEY)
     # job.json of versions before the fingerprint has none: nothing to compare it with.
     if old_fp is not None and new_fp is not None and old_fp != new_fp:

@@ -65,7 +65,8 @@ def collect_report_data(scores: ScoresInput, k: int, bins: int) -> ReportData:
     measures = ["score", "score_soft", *scores.dimension_columns]
     ranges = scores.read(measures).aggregate(*(agg(c) for c in measures for agg in (Min, Max)))
     edges = {c: histogram_edges(ranges[f"min({c})"], ranges[f"max({c})"], bins) for c in measures}
-    columns = list(dict.fromkeys([*ITEM_FIELDS, "checklist", "status", "error", "p_yes", "answers", *measures]))
+    mass = ["answer_mass"] if "answer_mass" in scores.schema.names else []  # older outputs have none
+    columns = list(dict.fromkeys([*ITEM_FIELDS, "checklist", "status", "error", "p_yes", *mass, "answers", *measures]))
     fn = functools.partial(_partial_row, edges=edges, checklists=scores.checklists_by_name, k=k)
     rows = scores.read(columns).map_batches(fn, batch_format="pyarrow").iter_rows()
     partials = [json.loads(r["partial"]) for r in rows]

@@ -20,7 +20,7 @@ from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_
                                    write_text)
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
-from schemas.checklist_set import checklists_to_json, resolve_checklists
+from schemas.checklist_set import check_unique_names, checklists_to_json, resolve_checklist_sources
 from schemas.scores import META_JOB
 from schemas.user_error import UserError
 
@@ -41,8 +41,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_ray_arguments(p)
 
 
-def plan_checklists(scores: ScoresInput, new: dict[str, Checklist], alignment: str | None) -> dict[str, Checklist]:
-    """The checklist of every media type after rescoring; refuses what cannot be rescored."""
+def plan_checklists(scores: ScoresInput, new: dict[str, Checklist], alignment: str | None,
+                    sources: dict[str, str] | None = None) -> dict[str, Checklist]:
+    """The checklist of every media type after rescoring; refuses what cannot be rescored.
+    `sources`: where each new checklist came from, for the messages."""
+    sources = sources or {}
     unknown = [k for k in new if k not in scores.checklists]
     if len(unknown) == len(new):
         raise UserError(f"the scores hold no rows scored for {', '.join(unknown)} (their checklists: "
@@ -52,6 +55,8 @@ def plan_checklists(scores: ScoresInput, new: dict[str, Checklist], alignment: s
         if kind in after:
             match_questions(after[kind], checklist)  # refuses here, before Ray starts
             after[kind] = checklist
+    # score's check on the output's checklists, with a kept one beside a new one
+    check_unique_names(after, {k: sources.get(k, "the stored checklist") for k in after})
     job = json.loads((scores.schema.metadata or {}).get(META_JOB, b"{}"))
     used = job.get("alignment_column")
     needs = [c.name for c in after.values() if c.aggregation.rule == "linear" and c.aggregation.alignment_weight]
@@ -66,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
     storage = storage_from_args(args)
-    scores = open_scores(args.scores, storage)
-    new = resolve_checklists(args.checklist, args.weights, args.dimensions)
+    scores = open_scores(args.scores, storage, by_name=False)  # by media type: repairs colliding names too
+    new, sources = resolve_checklist_sources(args.checklist, args.weights, args.dimensions)
     alignment = args.alignment_column or source_alignment_column(scores)
     if alignment:
         scores.require_columns([alignment], "--alignment-column")
-    after = plan_checklists(scores, new, alignment)
+    after = plan_checklists(scores, new, alignment, sources)
     ignored = [k for k in new if k not in scores.checklists]
     if ignored:
         print(f"no {', '.join(ignored)} rows were scored in {scores.data_uri}: their checklist is not used")
@@ -80,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
     fresh()
     previous = (scores.schema.metadata or {}).get(META_RESCORE)
-    record = {"source": scores.data_uri, "source_checklists": json.loads(checklists_to_json(scores.checklists)),
+    # as stored, even two of one name (this rescore repairs them): not through checklists_to_json
+    stored = {k: json.loads(c.to_json()) for k, c in scores.checklists.items()}
+    record = {"source": scores.data_uri, "source_checklists": stored,
               "rescored": {k: after[k].name for k in new if k in scores.checklists},
               "alignment_column": alignment,
               "source_rescore": json.loads(previous) if previous else None}

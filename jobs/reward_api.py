@@ -39,7 +39,10 @@ class ItemScore:
     checklist: str | None = None
     dimensions: dict[str, float] = field(default_factory=dict)  # dimension name -> score
     p_yes: dict[str, float] = field(default_factory=dict)  # question id -> p_yes
+    # question id -> P(yes words) + P(no words) over the whole vocabulary (README: answer mass)
+    answer_mass: dict[str, float] = field(default_factory=dict)
     rank: int | None = None  # 1 = best; set by rank(), None for failed items
+    frame_times: list[float] | None = None  # seconds of the video frames the model saw; None for images
 
     @property
     def ok(self) -> bool:
@@ -118,10 +121,12 @@ class ChecklistReward:
 
 def _item(index: int, row: dict, checklists: dict[str, Checklist]) -> ItemScore:
     checklist = checklists.get(row["checklist"])
-    dims, p_yes = {}, {}
+    dims, p_yes, mass = {}, {}, {}
     if checklist is not None and row["status"] == OK:
         dims = {d: row[dimension_column(d)] for d in checklist.dimensions}
         p_yes = dict(zip(checklist.question_ids, row["p_yes"]))
+        mass = dict(zip(checklist.question_ids, row["answer_mass"]))
     return ItemScore(index=index, uri=row["uri"], media_type=row["media_type"], status=row["status"],
                      error=row["error"], score=row["score"], score_soft=row["score_soft"],
-                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes)
+                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes, answer_mass=mass,
+                     frame_times=row["frame_times"])

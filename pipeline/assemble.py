@@ -28,9 +28,11 @@ class ScoreAssembler:
         n = len(batch["id"])
         cols: dict[str, list] = {f.name: [None] * n for f in self.schema}
         for name in cols:
-            if name in batch and name not in ("p_yes",):
+            if name in batch and name not in ("p_yes", "answer_mass"):
                 cols[name] = [_py(v) for v in batch[name]]
         cols["group"] = [g if g is not None else p for g, p in zip(cols["group"], cols["prompt"])]
+        if "frame_count" in cols:  # a resumed output begun without them goes on without them
+            cols["frame_count"], cols["frame_times"] = _frames_seen(batch)
         for kind, checklist in self.checklists.items():
             rows = [i for i in range(n) if batch["media_type"][i] == kind]
             for i in rows:
@@ -39,18 +41,34 @@ class ScoreAssembler:
             if not rows:
                 continue
             p = np.stack([np.frombuffer(batch["p_yes"][i], dtype=np.float32) for i in rows])
+            mass = [np.frombuffer(batch["answer_mass"][i], dtype=np.float32).tolist() for i in rows]
             align = None
             if self.alignment_column:
                 align = np.array([_float_or_nan(batch[self.alignment_column][i]) for i in rows])
             agg = aggregate(checklist, p, align)
             for j, i in enumerate(rows):
                 cols["p_yes"][i] = p[j].tolist()
+                if "answer_mass" in cols:  # a resumed output begun without it goes on without it
+                    cols["answer_mass"][i] = mass[j]
                 cols["answers"][i] = agg.answers[j].tolist()
                 cols["score"][i] = float(agg.score[j])
                 cols["score_soft"][i] = float(agg.score_soft[j])
                 for dim, values in agg.dimensions.items():
                     cols[self.dim_cols[dim]][i] = float(values[j])
         return pa.Table.from_pydict(cols, schema=self.schema)
+
+
+def _frames_seen(batch: dict[str, np.ndarray]) -> tuple[list, list]:
+    """(frame_count, frame_times) per row: the decode stage's frame times of scored videos,
+    null for images and for rows that failed anywhere (the model answered on no frames)."""
+    n = len(batch["id"])
+    counts: list = [None] * n
+    times: list = [None] * n
+    for i, row_times in enumerate(batch.get("frame_times", [None] * n)):
+        if (batch["status"][i] == status.OK and batch["media_type"][i] == "video"
+                and row_times is not None and len(row_times)):
+            counts[i], times[i] = len(row_times), np.asarray(row_times, dtype=np.float32).tolist()
+    return counts, times
 
 
 def _py(value):

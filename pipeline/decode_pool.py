@@ -44,11 +44,11 @@ class DecodePool(NamedTuple):
     tasks_in_flight: int | None
 
 
-def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int, *,
+def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int | None, *,
                 resuming: bool = False) -> DecodePool:
-    """The decode pool for a job of `rows` rows on a cluster of `cluster_cpus` logical CPUs
-    on `nodes` nodes; `resuming`: the run continues an output (Ray Data filters the rows
-    already written in an actor of its own).
+    """The decode pool for a job of `rows` rows (None: unknown, or blocks not cut by rows) on
+    a cluster of `cluster_cpus` logical CPUs on `nodes` nodes; `resuming`: the run continues
+    an output (Ray Data filters the rows already written in an actor of its own).
 
     Size: by default every spare CPU (a `decode_cpus` each), but no more actors than blocks;
     `resources.decode_actors` overrides the range, and the pool then starts at the most the
@@ -60,8 +60,11 @@ def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int
     free = max(0.0, cluster_cpus - scorer_cpus - max(1, nodes) - (CHECKPOINT_FILTER_CPUS if resuming else 0))
     by_cpus = max(1, math.floor(free / res.decode_cpus + 1e-9))
     largest = res.decode_actors[1] if res.decode_actors is not None else by_cpus
-    block_rows = max(1, min(res.decode_batch_size, rows // (largest * BLOCKS_PER_DECODER)))
-    blocks = max(1, math.ceil(rows / block_rows))
+    if rows is None:
+        block_rows, blocks = res.decode_batch_size, largest
+    else:
+        block_rows = max(1, min(res.decode_batch_size, rows // (largest * BLOCKS_PER_DECODER)))
+        blocks = max(1, math.ceil(rows / block_rows))
     if res.decode_actors is None:
         min_size = max_size = initial = min(by_cpus, blocks)
     else:

@@ -2,11 +2,12 @@
 
     dim_quality >= 0.2 and q.hands_correct >= 0.5
     not (score < 0 or media_type == "video")
+    m.hands_correct >= 0.5
 
 Grammar: comparisons (<, <=, >, >=, ==, !=, chained), `and`, `or`, `not`, parentheses,
-numbers, strings, column names and `q.<question_id>`, the p_yes of that question in the
-row's own checklist (rows of one file can come from different checklists, e.g. images and
-videos). The text is parsed with Python's `ast` and only whitelisted nodes are compiled;
+numbers, strings, column names, `q.<question_id>`, the p_yes of that question in the row's own
+checklist (rows of one file can come from different checklists, e.g. images and videos), and
+`m.<question_id>`, that question's answer mass (the `answer_mass` column). The text is parsed with Python's `ast` and only whitelisted nodes are compiled;
 nothing is ever evaluated as Python.
 
 Nulls follow SQL: a comparison with a missing value (a failed row's score, a question the
@@ -28,6 +29,8 @@ from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
 Evaluator = Callable[[pa.Table], pa.Array]
+# per-question prefixes: `q.<id>` reads p_yes, `m.<id>` reads answer_mass
+QUESTION_COLUMNS = {"q": "p_yes", "m": "answer_mass"}
 _COMPARE = {ast.Lt: pc.less, ast.LtE: pc.less_equal, ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
             ast.Eq: pc.equal, ast.NotEq: pc.not_equal}
 
@@ -131,7 +134,8 @@ class _Compiler:
         operands = [self.value(node.left), *(self.value(c) for c in node.comparators)]
         nodes = [node.left, *node.comparators]
         if all(isinstance(n, (ast.Constant, ast.UnaryOp)) for n in nodes):
-            raise FilterError(f"{self.source(node)!r} compares constants only; name a column or q.<question_id>")
+            raise FilterError(f"{self.source(node)!r} compares constants only; name a column, q.<question_id> "
+                              "or m.<question_id>")
         for (kind_a, _), (kind_b, _) in zip(operands, operands[1:]):
             if kind_a != kind_b:
                 raise FilterError(f"{self.source(node)!r} compares a {kind_a} with a {kind_b}")
@@ -160,10 +164,10 @@ class _Compiler:
             return "number", lambda t: number
         if isinstance(node, ast.Name):
             return self.column(node.id)
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "q":
-            return "number", self.question(node.attr)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in QUESTION_COLUMNS:
+            return "number", self.question(node.value.id, node.attr)
         raise FilterError(f"{self.source(node)!r} is not allowed: "
-                          "use numbers, strings, column names or q.<question_id>")
+                          "use numbers, strings, column names, q.<question_id> or m.<question_id>")
 
     def column(self, name: str) -> tuple[str, Evaluator]:
         if name not in self.schema.names:
@@ -176,26 +180,31 @@ class _Compiler:
         elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
             kind = "text"
         else:
+            prefix = next((p for p, c in QUESTION_COLUMNS.items() if c == name), None)
             raise FilterError(f"column {name!r} is of type {typ} and cannot be compared"
-                              + ("; use q.<question_id> for one question's p_yes" if name == "p_yes" else ""))
+                              + (f"; use {prefix}.<question_id> for one question's {name}" if prefix else ""))
         self.columns.add(name)
         return kind, lambda t: t[name]
 
-    def question(self, qid: str) -> Evaluator:
+    def question(self, prefix: str, qid: str) -> Evaluator:
+        column = QUESTION_COLUMNS[prefix]
         index = {name: c.question_ids.index(qid) for name, c in self.checklists.items() if qid in c.question_ids}
         if not index:
             known = sorted({i for c in self.checklists.values() for i in c.question_ids})
             hint = difflib.get_close_matches(qid, known, n=1)
-            raise FilterError(f"unknown question q.{qid}" + (f" (did you mean q.{hint[0]}?)" if hint else "")
+            raise FilterError(f"unknown question {prefix}.{qid}" + (f" (did you mean {prefix}.{hint[0]}?)" if hint else "")
                               + f"; questions of {', '.join(sorted(self.checklists))}: {', '.join(known)}")
-        self.columns.update(("checklist", "p_yes"))
-        return lambda t: question_p_yes(t, index)
+        if column not in self.schema.names:
+            raise FilterError(f"{prefix}.{qid} reads the {column} column, which these scores do not have "
+                              "(written by a vrscore version before it); rescore cannot add it: score again")
+        self.columns.update(("checklist", column))
+        return lambda t: question_value(t, column, index)
 
 
-def question_p_yes(table: pa.Table, index: dict[str, int]) -> pa.Array:
-    """p_yes of one question per row: `index` maps checklist name -> position of the
-    question; null where the row's checklist lacks it or the row has no p_yes."""
-    lists = table["p_yes"].combine_chunks()
+def question_value(table: pa.Table, column: str, index: dict[str, int]) -> pa.Array:
+    """`column` (a per-question list) of one question per row: `index` maps checklist name ->
+    position of the question; null where the row's checklist lacks it or the row has no value."""
+    lists = table[column].combine_chunks()
     names = table["checklist"].to_pylist()
     offsets = lists.offsets.to_numpy()
     lengths = np.diff(offsets)
@@ -203,7 +212,7 @@ def question_p_yes(table: pa.Table, index: dict[str, int]) -> pa.Array:
     valid = (pos >= 0) & (pos < lengths) & ~np.asarray(lists.is_null(), dtype=bool)
     picked = lists.values.to_numpy(zero_copy_only=False)[offsets[:-1][valid] + pos[valid]]
     out = np.zeros(len(pos))
-    # p_yes is stored as float32: widen through its shortest decimal form, so that a
+    # values are stored as float32: widen through their shortest decimal form, so that a
     # stored 0.3 compares equal to the 0.3 a user types (not as 0.30000001192...).
     out[valid] = picked.astype(np.float32).astype(str).astype(np.float64)
     return pa.array(out, mask=~valid, type=pa.float64())

@@ -7,6 +7,7 @@ pair of its held-out groups, human ties included, with `eval`'s definitions
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,19 +19,33 @@ CURVE_STEPS = (1, 2, 5)  # 100, 200, 500, 1k, 2k, 5k, ...
 
 
 def grouped_folds(group: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Fold number of every pair: groups shuffled, then cut into k runs of about equal pair
-    counts. Fewer groups than k gives one fold per group."""
+    """Fold number of every pair: groups, largest first (equal sizes in a seeded order), each
+    to the fold with the fewest pairs so far. The first k groups open the k folds, so no fold
+    is empty, however one group dominates; fewer groups than k gives one fold per group."""
     codes = np.unique(group, return_inverse=True)[1]
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     k = min(k, n_groups)
     if k < 2:
         raise ValueError(f"cross-validation needs at least 2 groups, the pairs have {n_groups}")
-    order = np.random.default_rng(seed).permutation(n_groups)
-    sizes = np.bincount(codes, minlength=n_groups)[order]
-    start = np.cumsum(sizes) - sizes  # pairs before each group, in shuffled order
+    sizes = np.bincount(codes, minlength=n_groups)
+    shuffled = np.random.default_rng(seed).permutation(n_groups)
+    order = shuffled[np.argsort(-sizes[shuffled], kind="stable")]
+    loads = [(0, f) for f in range(k)]  # (pairs so far, fold): a heap, ties to the lower fold
+    fold_in_order = []
+    for size in sizes[order].tolist():
+        load, f = loads[0]
+        heapq.heapreplace(loads, (load + size, f))
+        fold_in_order.append(f)
     fold_of_group = np.empty(n_groups, dtype=np.int64)
-    fold_of_group[order] = np.minimum(start * k // max(len(group), 1), k - 1)
+    fold_of_group[order] = fold_in_order
     return fold_of_group[codes]
+
+
+def untrainable_folds(pairs: Pairs, fold: np.ndarray) -> list[int]:
+    """Folds with no untied pair outside them to train on (every other group's pairs are
+    human ties): their held-out figures would be those of zero weights."""
+    untied = pairs.y != 0
+    return [int(f) for f in np.unique(fold) if not np.any(untied & (fold != f))]
 
 
 def evaluate(x: np.ndarray, pairs: Pairs, w: np.ndarray) -> PreferenceMetrics:
@@ -71,6 +86,8 @@ def cross_validate(x: np.ndarray, pairs: Pairs, fold: np.ndarray, *, l2: float =
     rng = np.random.default_rng(seed)
     for f in np.unique(fold):
         train = np.flatnonzero((fold != f) & (pairs.y != 0))
+        if not len(train):
+            raise ValueError(f"not enough groups: fold {f} has no untied pair outside it to train on")
         if train_size is not None and train_size < len(train):
             train = np.sort(rng.choice(train, train_size, replace=False))
         test = pairs.take(np.flatnonzero(fold == f))

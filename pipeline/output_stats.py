@@ -11,6 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -20,16 +21,21 @@ from schemas import status
 from schemas.job_config import StorageConfig
 
 READ_THREADS = 8  # files are small; reading a few at once hides S3 latency
+MASS = "answer_mass"  # the per-question list column whose mean per question the summary shows
 
 
 @dataclass
 class OutputStats:
-    """Counts by status, and per media type the sum and count of each score column over ok rows."""
+    """Counts by status, and per media type the sum and count of each score column over ok rows,
+    and the per-question sum of answer_mass over the ok rows that have it (files of a version
+    before the column have none)."""
 
     rows: int = 0
     statuses: Counter = field(default_factory=Counter)
     sums: dict[str, dict[str, float]] = field(default_factory=dict)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    mass_sums: dict[str, np.ndarray] = field(default_factory=dict)  # media type -> (questions,) float64
+    mass_counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> int:
@@ -51,6 +57,16 @@ class OutputStats:
                 total = pc.sum(rows[c]).as_py()
                 sums[c] = sums.get(c, 0.0) + (total or 0.0)
                 counts[c] = counts.get(c, 0) + pc.count(rows[c]).as_py()
+            if MASS in rows.column_names:
+                self._add_mass(kind, pc.drop_null(rows[MASS]).combine_chunks())
+
+    def _add_mass(self, kind: str, lists: pa.Array) -> None:
+        if not len(lists):
+            return
+        # one checklist per media type: every row of a kind has its question count
+        values = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.float64).reshape(len(lists), -1)
+        self.mass_sums[kind] = self.mass_sums.get(kind, 0.0) + values.sum(axis=0)
+        self.mass_counts[kind] = self.mass_counts.get(kind, 0) + len(lists)
 
     def merge(self, other: "OutputStats") -> None:
         self.rows += other.rows
@@ -60,11 +76,18 @@ class OutputStats:
             for c, s in sums.items():
                 mine_s[c] = mine_s.get(c, 0.0) + s
                 mine_c[c] = mine_c.get(c, 0) + other.counts[kind][c]
+        for kind, total in other.mass_sums.items():
+            self.mass_sums[kind] = self.mass_sums.get(kind, 0.0) + total
+            self.mass_counts[kind] = self.mass_counts.get(kind, 0) + other.mass_counts[kind]
 
     def means(self) -> dict[str, dict[str, float | None]]:
         """media type -> column -> mean over its ok rows (None when no row has a value)."""
         return {kind: {c: (s / self.counts[kind][c] if self.counts[kind][c] else None) for c, s in sums.items()}
                 for kind, sums in self.sums.items()}
+
+    def mass_means(self) -> dict[str, list[float]]:
+        """media type -> mean answer mass of each question (checklist order) over its ok rows."""
+        return {kind: (total / self.mass_counts[kind]).tolist() for kind, total in self.mass_sums.items()}
 
 
 class OutputScanner:
@@ -100,7 +123,9 @@ class OutputScanner:
     def _read(self, path: str, strict: bool) -> OutputStats | None:
         try:
             with self.fs.open(path, "rb") as f:
-                table = pq.read_table(f, columns=["status", "media_type", *self.columns])
+                parquet = pq.ParquetFile(f)
+                extra = [MASS] if MASS in parquet.schema_arrow.names else []  # older outputs have none
+                table = parquet.read(columns=["status", "media_type", *self.columns, *extra])
         except (OSError, pa.ArrowInvalid):  # still being written
             if strict:
                 raise

@@ -9,7 +9,8 @@ import io
 
 import numpy as np
 
-from pipeline.report_stats import Histogram, ReportData
+from pipeline.answer_mass import LOW_MASS, low_mass_warning
+from pipeline.report_stats import Histogram, ReportData, mass_means
 from schemas.checklist import Checklist
 from schemas.status import OK
 
@@ -46,6 +47,8 @@ code{font-size:12.5px}.qtext{color:#5b6475;font-size:12px}
 .legend{margin:-4px 0 10px;color:#5b6475;font-size:12px}.key{margin-right:14px;white-space:nowrap}
 .key i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 h3 .meta{font-weight:400;color:#5b6475;font-size:13px}
+.warn{background:#fff4e6;color:#8a3c00;border-left:4px solid #f08c00;padding:8px 12px;border-radius:4px;margin:12px 0}
+td.low{color:#c92a2a;font-weight:600}
 """
 
 
@@ -104,21 +107,27 @@ def _distributions(data: ReportData, colors: dict[str, str]) -> str:
 
 def _yes_rates(data: ReportData, checklists: dict[str, Checklist]) -> str:
     parts = ["<h2>Yes-rate per question</h2>"]
+    masses = mass_means(data, checklists)
     for name, yes in data.yes.items():
         n, checklist = data.answered[name], checklists[name]
+        mass = masses.get(name)
         rows = []
         for q, y, p_sum in zip(checklist.questions, yes, data.p_yes_sum[name]):
             rate, mean_p = y / n, p_sum / n
+            mass_cell = "" if mass is None else (f'<td class="num{" low" if mass[q.id] < LOW_MASS else ""}">'
+                                                 f'{mass[q.id]:.3f}</td>')
             rows.append(f'<tr><td><code>{_e(q.id)}</code><div class="qtext">{_e(q.text)}</div></td>'
                         f'<td><span class="tag">{_e(q.dimension or "gate")}</span></td>'
                         f'<td><div class="bar" title="bar: yes-rate; mark: mean p_yes">'
                         f'<i style="width:{100 * rate:.1f}%"></i>'
                         f'<s style="left:{100 * mean_p:.1f}%"></s></div></td>'
-                        f'<td class="num">{100 * rate:.1f}%</td><td class="num">{mean_p:.3f}</td></tr>')
+                        f'<td class="num">{100 * rate:.1f}%</td><td class="num">{mean_p:.3f}</td>{mass_cell}</tr>')
         parts.append(f"<h3>{_e(name)} <span class='meta'>&middot; {n} scored items</span></h3>"
                      "<table><tr><th>question</th>"
-                     "<th>dimension</th><th>yes-rate (mark: mean p_yes)</th><th>yes</th><th>mean p_yes</th></tr>"
-                     + "".join(rows) + "</table>")
+                     "<th>dimension</th><th>yes-rate (mark: mean p_yes)</th><th>yes</th><th>mean p_yes</th>"
+                     + ("" if mass is None else "<th title='P(yes words) + P(no words) under the softmax over the "
+                        "whole vocabulary'>mean answer mass</th>")
+                     + "</tr>" + "".join(rows) + "</table>")
     return "".join(parts)
 
 
@@ -166,6 +175,9 @@ def render_report(data: ReportData, checklists: dict[str, Checklist], thumbs: di
     head = (f"<h1>vrscore report</h1><p class='sub'>{_e(source)} &middot; model {_e(model or 'unknown')} &middot; "
             f"checklists {_e(', '.join(checklists))}</p><div class='tiles'>"
             + "".join(f"<div class='tile'><b>{_e(v)}</b><span>{_e(k)}</span></div>" for k, v in tiles) + "</div>")
+    warning = low_mass_warning(mass_means(data, checklists))
+    if warning:
+        head += f"<p class='warn'>{_e(warning)}</p>"
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(checklists)}
     body = head + _distributions(data, colors) + _yes_rates(data, checklists) + _errors(data) + _extremes(data, thumbs)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>vrscore report</title>"

@@ -35,6 +35,10 @@ class ReportData:
     histograms: dict[str, Histogram] = field(default_factory=dict)  # measure column -> histogram
     yes: dict[str, list[int]] = field(default_factory=dict)  # checklist name -> yes count per question
     p_yes_sum: dict[str, list[float]] = field(default_factory=dict)
+    # checklist name -> per-question sum of answer_mass, and the rows it sums (outputs of versions
+    # before the column have none)
+    mass_sum: dict[str, list[float]] = field(default_factory=dict)
+    mass_rows: dict[str, int] = field(default_factory=dict)
     answered: dict[str, int] = field(default_factory=dict)  # checklist name -> ok rows
     # checklist name -> measure -> items, best (top) or worst (bottom) first. Per checklist:
     # an image's and a video's scores are not on one scale.
@@ -54,7 +58,8 @@ def batch_partial(batch: pa.Table, edges: dict[str, list[float]], checklists: di
     """The partial report of one batch. `edges`: measure column -> global bin edges;
     `checklists` by name."""
     statuses = batch["status"].to_pylist()
-    out: dict = {"rows": batch.num_rows, "status": {}, "examples": {}, "hist": {}, "yes": {}, "top": {}, "bottom": {}}
+    out: dict = {"rows": batch.num_rows, "status": {}, "examples": {}, "hist": {}, "yes": {}, "mass": {}, "top": {},
+                 "bottom": {}}
     for s, e in zip(statuses, batch["error"].to_pylist()):
         out["status"][s] = out["status"].get(s, 0) + 1
         if s != OK and e and s not in out["examples"]:
@@ -82,6 +87,11 @@ def batch_partial(batch: pa.Table, edges: dict[str, list[float]], checklists: di
             p_yes = pc.list_flatten(batch["p_yes"].take(taken)).to_numpy(zero_copy_only=False).reshape(-1, n_q)
             out["yes"][name] = [(answers > 0).sum(axis=0).tolist(), p_yes.astype(np.float64).sum(axis=0).tolist(),
                                 len(taken)]
+        if "answer_mass" in batch.column_names:
+            masses = pc.drop_null(batch["answer_mass"].take(pa.array(rows, type=pa.int64())))
+            if len(masses):
+                mass = pc.list_flatten(masses).to_numpy(zero_copy_only=False).reshape(len(masses), -1)
+                out["mass"][name] = [mass.astype(np.float64).sum(axis=0).tolist(), len(masses)]
     return out
 
 
@@ -117,6 +127,9 @@ def merge(partials: list[dict], edges: dict[str, list[float]], k: int) -> Report
             data.yes[name] = _add(data.yes.get(name), yes)
             data.p_yes_sum[name] = _add(data.p_yes_sum.get(name), p_sum)
             data.answered[name] = data.answered.get(name, 0) + n
+        for name, (mass_sum, n) in p.get("mass", {}).items():
+            data.mass_sum[name] = _add(data.mass_sum.get(name), mass_sum)
+            data.mass_rows[name] = data.mass_rows.get(name, 0) + n
         for side, merged in (("top", data.top), ("bottom", data.bottom)):
             for name, by_col in p[side].items():
                 for col, items in by_col.items():
@@ -127,6 +140,12 @@ def merge(partials: list[dict], edges: dict[str, list[float]], k: int) -> Report
             data.bottom[name][col] = sorted(data.bottom[name][col], key=lambda it: (it["value"], it["id"]))[:k]
     data.histograms = {c: h for c, h in data.histograms.items() if h.n}
     return data
+
+
+def mass_means(data: ReportData, checklists: dict[str, Checklist]) -> dict[str, dict[str, float]]:
+    """Checklist name -> question id -> mean answer mass over its ok rows that have one."""
+    return {name: dict(zip(checklists[name].question_ids, (s / data.mass_rows[name] for s in sums)))
+            for name, sums in data.mass_sum.items()}
 
 
 def _add(acc: list | None, more: list) -> list:

@@ -28,7 +28,8 @@ from pipeline.parquet_reader import read_parquet, row_count
 from pipeline.storage import add_storage_args as add_storage_arguments  # noqa: F401  (re-exported)
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from pipeline.storage import storage_from_args  # noqa: F401  (re-exported)
-from schemas.checklist import Checklist
+from schemas.checklist import DIMENSION_PREFIX, Checklist
+from schemas.checklist_set import check_unique_names
 from schemas.job_config import StorageConfig
 from schemas.scores import META_MODEL, read_checklists_metadata
 from schemas.user_error import UserError
@@ -58,11 +59,21 @@ class ScoresInput:
     @property
     def checklists_by_name(self) -> dict[str, Checklist]:
         """Rows name their checklist (the `checklist` column), not their media kind."""
+        self.refuse_shared_names()
         return {c.name: c for c in self.checklists.values()}
+
+    def refuse_shared_names(self) -> None:
+        """Two different checklists of one name (written before rescore checked): a row's
+        name could be either, so no reader may look its checklist up by name."""
+        try:
+            check_unique_names(self.checklists)
+        except UserError as exc:
+            raise UserError(f"{self.data_uri}: {exc}. Rows name their checklist, so these scores cannot be read by "
+                            "name: `vrscore rescore` them, giving one of the two a checklist of its own name") from None
 
     @property
     def dimension_columns(self) -> list[str]:
-        return [n for n in self.schema.names if n.startswith("dim_")]
+        return [n for n in self.schema.names if n.startswith(DIMENSION_PREFIX)]
 
     @property
     def model_id(self) -> str | None:
@@ -98,8 +109,10 @@ def committed_files(fs: fsspec.AbstractFileSystem, data_uri: str) -> tuple[str, 
     return tuple(sorted(p for p in data if posixpath.basename(p).startswith(bases))) if bases else ()
 
 
-def open_scores(uri: str, storage: StorageConfig) -> ScoresInput:
-    """The scores at `uri`; raises UserError when it is not a vrscore scores output."""
+def open_scores(uri: str, storage: StorageConfig, *, by_name: bool = True) -> ScoresInput:
+    """The scores at `uri`; raises UserError when it is not a vrscore scores output, or (with
+    `by_name`, every reader that finds a row's checklist by its name) when two different
+    checklists share a name. `rescore` reads by media type and so can repair such scores."""
     fs = fsspec_filesystem(uri, storage)
     data_uri = join(uri, SCORES_DIR) if fs.isdir(join(uri, SCORES_DIR)) else uri
     if not fs.exists(data_uri):
@@ -113,7 +126,10 @@ def open_scores(uri: str, storage: StorageConfig) -> ScoresInput:
         schema = pq.ParquetDataset(list(files) if files is not None else path, filesystem=arrow_fs).schema
     except (OSError, pa.ArrowInvalid) as exc:
         raise UserError(f"cannot read scores Parquet at {data_uri}: {exc}") from exc
-    return ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage, files)
+    scores = ScoresInput(data_uri, schema, read_checklists_metadata(schema), storage, files)
+    if by_name:
+        scores.refuse_shared_names()
+    return scores
 
 
 def refuse_existing_output(out: str, storage: StorageConfig, subdirs: list[str]) -> None:

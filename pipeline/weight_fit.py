@@ -25,7 +25,6 @@ from pipeline.weighting import aggregate
 from schemas.checklist import Aggregation, Checklist, Question
 
 Features = Literal["hard", "soft"]
-ALIGNMENT = "alignment"  # name of the alignment feature, beside the question ids
 
 
 def fitted_question_ids(checklist: Checklist) -> list[str]:
@@ -39,8 +38,35 @@ def has_alignment(checklist: Checklist) -> bool:
     return agg.rule == "linear" and agg.alignment_weight != 0.0
 
 
-def feature_names(checklist: Checklist) -> list[str]:
-    return ([ALIGNMENT] if has_alignment(checklist) else []) + fitted_question_ids(checklist)
+@dataclass(frozen=True)
+class FeatureLayout:
+    """The columns of an item feature matrix: the alignment term first when `alignment`,
+    then one per question id. The term is a flag, not a name among the question ids, so a
+    question may be called anything (`alignment` included) and keep its own weight."""
+
+    alignment: bool
+    questions: tuple[str, ...]
+
+    @staticmethod
+    def of(checklist: Checklist) -> FeatureLayout:
+        return FeatureLayout(has_alignment(checklist), tuple(fitted_question_ids(checklist)))
+
+    def __len__(self) -> int:
+        return int(self.alignment) + len(self.questions)
+
+    def without_alignment(self) -> FeatureLayout:
+        """The layout once the alignment column is dropped (x[:, 1:])."""
+        return FeatureLayout(False, self.questions)
+
+    def alignment_weight(self, w: np.ndarray) -> float | None:
+        return float(w[0]) if self.alignment else None
+
+    def question_weights(self, w: np.ndarray) -> dict[str, float]:
+        return {q: float(v) for q, v in zip(self.questions, w[int(self.alignment):])}
+
+    def zero_questions(self, w: np.ndarray) -> list[str]:
+        """Questions whose weight is zero (the question selection), on the scale of every weight."""
+        return [q for q, zero in zip(self.questions, zero_weights(w)[int(self.alignment):]) if zero]
 
 
 def _one_question_dimensions(checklist: Checklist) -> Checklist:
@@ -53,7 +79,7 @@ def _one_question_dimensions(checklist: Checklist) -> Checklist:
 
 def item_features(checklist: Checklist, p_yes: np.ndarray, features: Features = "hard",
                   alignment: np.ndarray | None = None) -> np.ndarray:
-    """(N, F) float64 in `feature_names` order for N items answered on `checklist`."""
+    """(N, F) float64 in `FeatureLayout.of(checklist)` order for N items answered on `checklist`."""
     p = np.asarray(p_yes, dtype=np.float64)
     dims = aggregate(_one_question_dimensions(checklist), p).dimensions
     ids = fitted_question_ids(checklist)
@@ -121,24 +147,25 @@ def solve(x: np.ndarray, pairs: Pairs, *, l2: float = 0.0, nonnegative: bool = T
                         len(pairs))
 
 
-def zero_weights(names: list[str], w: np.ndarray, rel_tol: float = 1e-6) -> list[str]:
-    """Features whose weight is zero (the question selection): L-BFGS-B leaves a weight on
-    its bound at exactly 0; the tolerance absorbs what is left of a free weight near it."""
+def zero_weights(w: np.ndarray, rel_tol: float = 1e-6) -> np.ndarray:
+    """Per feature, whether its weight is zero: L-BFGS-B leaves a weight on its bound at
+    exactly 0; the tolerance absorbs what is left of a free weight near it."""
     scale = max(float(np.max(np.abs(w), initial=0.0)), 1e-12)
-    return [n for n, v in zip(names, w) if abs(v) <= rel_tol * scale]
+    return np.abs(np.asarray(w)) <= rel_tol * scale
 
 
-def fitted_checklist(checklist: Checklist, names: list[str], w: np.ndarray) -> Checklist:
+def fitted_checklist(checklist: Checklist, layout: FeatureLayout, w: np.ndarray) -> Checklist:
     """`checklist` with the fitted weights and the rule that ranks items as the fitted model
     does: linear, intercept 0, same masks, so score = w . x exactly (hard features give
     `score`, soft ones `score_soft`). Gate-only questions weigh 0; an alignment weight that
     was not fitted is kept."""
-    fitted = dict(zip(names, (float(v) for v in w)))
+    fitted = layout.question_weights(w)
     questions = [q.model_copy(update={"weight": fitted.get(q.id, 0.0)}) for q in checklist.questions]
     agg = checklist.aggregation
-    aggregation = Aggregation(rule="linear", intercept=0.0,
-                              alignment_weight=fitted.get(ALIGNMENT, agg.alignment_weight if agg.rule == "linear"
-                                                          else 0.0),
+    alignment = layout.alignment_weight(w)
+    if alignment is None:
+        alignment = agg.alignment_weight if agg.rule == "linear" else 0.0
+    aggregation = Aggregation(rule="linear", intercept=0.0, alignment_weight=alignment,
                               alignment_default=agg.alignment_default)
     return checklist.model_copy(update={"name": f"{checklist.name}+fit", "questions": questions,
                                         "aggregation": aggregation})

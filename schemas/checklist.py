@@ -125,10 +125,13 @@ class Checklist(_Strict):
         return self.model_dump_json(indent=2)
 
 
+DIMENSION_PREFIX = "dim_"
+
+
 def dimension_column(name: str) -> str:
     """Output column of a dimension: 'Safety&Emotion' -> 'dim_safety_emotion'."""
     snake = re.sub(r"[^0-9a-zA-Z]+", "_", name).strip("_").lower()
-    return f"dim_{snake}"
+    return f"{DIMENSION_PREFIX}{snake}"
 
 
 def load_checklist_file(path: str | Path) -> Checklist:

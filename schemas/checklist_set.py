@@ -18,6 +18,13 @@ def resolve_checklists(
 
     A later spec for the same media kind is an error rather than a silent override.
     """
+    return resolve_checklist_sources(specs, weights, dimensions)[0]
+
+
+def resolve_checklist_sources(
+    specs: list[str], weights: list[str] | None = None, dimensions: str | None = None
+) -> tuple[dict[str, Checklist], dict[str, str]]:
+    """`resolve_checklists` and, per media kind, the spec it came from (for messages)."""
     weights = list(weights or [])
     out: dict[str, Checklist] = {}
     sources: dict[str, str] = {}
@@ -50,7 +57,7 @@ def resolve_checklists(
     if not out:
         raise UserError("no checklist given")
     check_unique_names(out, sources)
-    return out
+    return out, sources
 
 
 def check_unique_names(checklists: dict[str, Checklist], sources: dict[str, str] | None = None) -> None:
@@ -70,7 +77,9 @@ def check_unique_names(checklists: dict[str, Checklist], sources: dict[str, str]
 
 
 def checklists_to_json(checklists: dict[str, Checklist]) -> str:
-    """The job's checklists as written to checklist.json and into the Parquet metadata."""
+    """The job's checklists as written to checklist.json and into the Parquet metadata;
+    refuses two different checklists of one name, whichever command writes them."""
+    check_unique_names(checklists)
     return json.dumps({k: json.loads(c.to_json()) for k, c in checklists.items()}, indent=2)
 
 

@@ -2,16 +2,28 @@
 
 A job is config -> build -> run. The CLI fills `JobConfig` from flags, an optional
 YAML file and `--set key=value` overrides; `job.json` beside the output is this model
-dumped, so a run can be reproduced from its own output directory.
+dumped, so a run can be reproduced from its own output directory. A field a resumed run may
+change says so with `resume_may_change` (schemas/resume_rules.py); every other one must match.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_FRAMES_RE = re.compile(r"^(uniform:[1-9][0-9]*|visionreward(:[1-9][0-9]*)?)$")
+from schemas.resume_rules import SPEED_ONLY, resume_may_change
+from schemas.scores import check_carried_columns
+
+from schemas.frames_spec import parse_frames_spec
+from schemas.manifest import IMAGE_EXTS, VIDEO_EXTS
+
+# WebDataset members taken as a sample's media, first match wins (JobConfig.media_extensions).
+WEBDATASET_MEDIA_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff",
+                               "mp4", "webm", "mkv", "mov", "avi")
+
+# `JobConfig.id_column` when ids are made from file and row number (no column holds them).
+GENERATED_IDS = "<file>#<row>"
+
 
 
 class _Strict(BaseModel):
@@ -25,7 +37,10 @@ class DecodeConfig(_Strict):
         "uniform:8",
         description="Video frame sampling. 'uniform:N' spreads N frames evenly over the whole "
         "video; 'visionreward' takes one frame per second from the start, at most 24, as the "
-        "VisionReward inference script does ('visionreward:M' caps at M instead).",
+        "VisionReward inference script does ('visionreward:M' caps at M instead); 'fps:F' takes a frame "
+        "every 1/F seconds from the start (the rate a video judge was trained at, e.g. 'fps:2'), never "
+        "faster than the video's own rate, and 'fps:F:MAX' at most MAX frames, spread evenly over a clip "
+        "longer than MAX/F seconds. Each output row records the frames taken (frame_count, frame_times).",
     )
     resize_rule: Literal["smart_resize", "smart_resize_small_up", "fit_within"] | None = Field(
         None,
@@ -73,11 +88,14 @@ class DecodeConfig(_Strict):
         "scorer share cores, decoding then takes the CPU only when the scorer leaves it (on 2 "
         "cores, a decoder at equal priority slowed the scorer by 50%, at 10 by 12%); on idle "
         "cores it runs at full speed. 0 = the same priority as the scorer.",
+        json_schema_extra=SPEED_ONLY,
     )
     timeout_s: float = Field(
         120.0,
         description="A single item's read + decode is abandoned after this many seconds and the row "
         "gets status 'timeout'.",
+        json_schema_extra=resume_may_change("when a slow item is given up on (which items time out depends "
+                                            "on the load anyway); no score depends on it"),
     )
     allowed_schemes: list[str] = Field(
         default_factory=lambda: ["file", "s3", "gs", "gcs", "az", "abfs", "http", "https"],
@@ -89,8 +107,7 @@ class DecodeConfig(_Strict):
     @field_validator("frames")
     @classmethod
     def _check_frames(cls, v: str) -> str:
-        if not _FRAMES_RE.match(v):
-            raise ValueError(f"frames must be 'uniform:N' or 'visionreward[:M]', got {v!r}")
+        parse_frames_spec(v)  # ValueError names the rules
         return v
 
 
@@ -127,9 +144,9 @@ class ModelConfig(_Strict):
     )
     chat_template: str | None = Field(
         None,
-        description="Path or URI of a Jinja chat template file to use instead of the checkpoint's own. "
-        "None = the checkpoint's (tokenizer_config.json, chat_template.jinja or chat_template.json); "
-        "a checkpoint without one is refused.",
+        description="Path or URI of a Jinja chat template file to use instead of the checkpoint's own (a URI is "
+        "read with the job's storage settings). None = the checkpoint's (tokenizer_config.json, "
+        "chat_template.jinja or chat_template.json); a checkpoint without one is refused.",
     )
     chat_template_kwargs: dict[str, Any] | None = Field(
         None,
@@ -145,6 +162,17 @@ class ModelConfig(_Strict):
         "own: GLM-4.1V Thinking checkpoints (a glm4v template with no thinking switch and <think> tokens) "
         "get '<think></think><answer>', others none; '' = none. Filled in by `vrscore score` and kept in job.json.",
     )
+    min_answer_mass: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Refuse to start (before any row is scored) when the model puts less than this "
+        "probability on the yes and no words together where the answer is read, averaged over the "
+        "questions of a synthetic item: a sign of a wrong chat template (e.g. a thinking prefix), answer "
+        "prefix or answer words, under which p_yes looks normal but means nothing. None = no check; "
+        "every row's answer_mass column and the job summary report the mass either way. May change on resume.",
+        json_schema_extra=resume_may_change("a start-up check only; no score depends on it"),
+    )
     share_prefix: bool = Field(
         True,
         description="Encode each item's media and prompt prefix once and run only the question "
@@ -155,7 +183,9 @@ class ModelConfig(_Strict):
         description="Upper bound on tokens in one suffix forward of the scorer: rows x (longest "
         "prefix + longest set of packed question suffixes). Bigger fills the GPU better; too big "
         "runs out of memory. Items are packed greedily up to it; an item over it alone has its "
-        "questions split into chunks against one prefix cache.",
+        "questions split into chunks against one prefix cache. Lower it after an out-of-memory error; "
+        "may change on resume.",
+        json_schema_extra=resume_may_change("speed and memory only: how items are packed into forwards"),
     )
     systemic_failure_batches: int = Field(
         3,
@@ -164,57 +194,79 @@ class ModelConfig(_Strict):
         "one too, with the same exception type (a broken model or device, not bad items), rather than "
         "mark every remaining row score_error. Where the actor has scored an item before, that item is "
         "re-scored as a check and the job stops at the first such batch. Smaller stops sooner; a "
-        "larger value tolerates runs of batches made only of bad items. Speed only: may change on resume.",
+        "larger value tolerates runs of batches made only of bad items. May change on resume.",
+        json_schema_extra=resume_may_change("when the job stops on a broken model; no score depends on it"),
     )
     cache_dir: str | None = Field(
         None,
         description="Local folder where each node keeps the models it downloaded from a URI, one copy per "
         "model version shared by the node's actors. None = $VRSCORE_MODEL_CACHE, else "
-        "<the node's temp dir>/vrscore-model-cache. Nothing is ever evicted from it.",
+        "$XDG_CACHE_HOME/vrscore/models (~/.cache/vrscore/models). Created 0700; a folder that is not the "
+        "job user's own, or that group or others may write, is refused. Nothing is ever evicted from it.",
+        json_schema_extra=resume_may_change("where each node keeps its copy; `fingerprint` says which model"),
     )
     fingerprint: str | None = Field(
         None,
-        description="For a model at a URI: sha256 over its files' names, sizes and ETags (or mtimes). Filled "
-        "in by `vrscore score` before any work and kept in job.json; actors refuse objects that no longer "
-        "match, and so does a resume. Set it to pin a version. None for hub ids and local folders.",
+        description="For a checkpoint folder (local or at a URI): sha256 over the names, sizes and versions "
+        "(ETags, else mtimes) of the files loading reads (its top level, and the shards an index names). "
+        "Filled in by `vrscore score` before any work and kept in job.json: a resume refuses a changed "
+        "checkpoint, and actors refuse objects at a URI that no longer match. Set it to pin a version. "
+        "None for hub ids.",
+    )
+    chat_template_fingerprint: str | None = Field(
+        None,
+        description="The same fingerprint for the chat_template file, filled in and checked alike. None when "
+        "the checkpoint's own template is used (the model's fingerprint covers it).",
     )
 
 
 class ResourcesConfig(_Strict):
     """Where each stage runs. Applied in one place: pipeline/."""
 
-    scorer_actors: int = Field(1, ge=1, description="Size of the scorer actor pool (one model copy each).")
-    scorer_max_actors: int | None = Field(None, description="Let the scorer pool autoscale up to this size (None = fixed).")
-    num_gpus_per_actor: float = Field(
-        0.0, ge=0, description="GPUs per scorer actor; 1 on a GPU cluster, 0.5 packs two actors per GPU."
+    scorer_actors: int = Field(1, ge=1, description="Size of the scorer actor pool (one model copy each).",
+                               json_schema_extra=SPEED_ONLY)
+    scorer_max_actors: int | None = Field(
+        None, description="Let the scorer pool autoscale up to this size (None = fixed).", json_schema_extra=SPEED_ONLY
     )
-    num_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each scorer actor.")
+    num_gpus_per_actor: float = Field(
+        0.0, ge=0, description="GPUs per scorer actor; 1 on a GPU cluster, 0.5 packs two actors per GPU. 0 = "
+        "the scorer runs on CPU, where model.dtype 'auto' is float32 (bfloat16 on GPU): a resume may change "
+        "it, but not to or from 0.",
+        json_schema_extra=resume_may_change("speed and memory only, while the scorer stays on GPU (or on CPU)",
+                                            except_to_or_from_zero=True),
+    )
+    num_cpus_per_actor: float = Field(1.0, gt=0, description="CPUs reserved by each scorer actor.",
+                                      json_schema_extra=SPEED_ONLY)
     cpu_threads_per_actor: int | None = Field(
         None,
         ge=1,
         description="torch intra-op threads of a scorer actor running on CPU. None = every core of "
         "the node (Ray would otherwise limit the actor to one thread per reserved CPU). Ignored on GPU.",
+        json_schema_extra=SPEED_ONLY,
     )
-    decode_cpus: float = Field(1.0, gt=0, description="CPUs each decode actor reserves.")
+    decode_cpus: float = Field(1.0, gt=0, description="CPUs each decode actor reserves.", json_schema_extra=SPEED_ONLY)
     decode_actors: tuple[int, int] | None = Field(
         None,
         description="(min, max) of the autoscaling decode pool. None = from 1 up to every CPU left "
         "after the scorers' reservations and one CPU per node for Ray Data's read and write tasks "
         "(divided by decode_cpus). A larger max feeds faster scorers; it never takes CPUs the "
         "scorers reserved. Each decode actor uses the node's spare cores as decoding threads.",
+        json_schema_extra=SPEED_ONLY,
     )
     batch_size: int = Field(
         16,
         ge=1,
         description="Rows per scorer call. The actor packs them into forwards under token_budget; "
         "larger batches amortise more but hold more frames in memory.",
+        json_schema_extra=SPEED_ONLY,
     )
-    decode_batch_size: int = Field(8, ge=1, description="Rows per decode task.")
+    decode_batch_size: int = Field(8, ge=1, description="Rows per decode task.", json_schema_extra=SPEED_ONLY)
     rows_per_file: int = Field(
         1000,
         ge=1,
         description="Rows per output Parquet file. Each file is also a resume checkpoint: smaller "
         "files mean less rework after a crash, larger ones fewer files.",
+        json_schema_extra=resume_may_change("how rows are split into files; each row is written once either way"),
     )
 
 
@@ -239,20 +291,57 @@ class StorageConfig(_Strict):
     anon: bool = Field(False, description="Read public buckets without credentials.")
 
 
+# The files a job's checklists come from: a resume compares the checklists they load (checklist.json).
+BY_CONTENT = resume_may_change("compared by the checklists it loads (checklist.json), not by path")
+
+
 class JobConfig(_Strict):
     """Everything `vrscore score` needs."""
 
-    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, prompt, group].")
+    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, "
+                          "prompt, group], or with the media bytes themselves (media_column).")
+    media_column: str | None = Field(
+        None,
+        description="Manifest column holding the media bytes: binary, or a struct with 'bytes' and an optional "
+        "'path' (the Hugging Face Image feature). None = a column called 'image' or 'video' when the manifest "
+        "has no 'uri' column. Scores carry the struct's path as uri (else null), never the bytes.",
+    )
+    id_column: str | None = Field(
+        None,
+        description="Manifest column with the row ids, for a dataset whose ids are not in a column called 'id'. "
+        "An embedded-media manifest with neither gets ids from file and row number ('<file>#<row>', the file "
+        f"relative to the manifest): `vrscore score` then records {GENERATED_IDS!r} here, and the manifest's "
+        "fingerprint in job.json holds a resume to the same files.",
+    )
     checklist: list[str] = Field(
         default_factory=lambda: ["default"],
         description="Checklists, one per media kind: 'default' (ours, for images and videos), a "
         "YAML/JSON file in our format (its media_type says which kind it scores), or a VisionReward "
         "*_qa.txt (paired in order with `weights`). Rows of a kind with no checklist become "
         "'unsupported_media' rows.",
+        json_schema_extra=BY_CONTENT,
     )
-    weights: list[str] = Field(default_factory=list, description="VisionReward weight files, in the order of the *_qa.txt checklists.")
-    dimensions: str | None = Field(None, description="VisionReward dimensions.json mapping question texts to dimensions.")
-    out: str = Field(..., description="Output directory (local path or URI): scores/, checklist.json, job.json.")
+    weights: list[str] = Field(
+        default_factory=list, description="VisionReward weight files, in the order of the *_qa.txt checklists.",
+        json_schema_extra=BY_CONTENT,
+    )
+    dimensions: str | None = Field(
+        None, description="VisionReward dimensions.json mapping question texts to dimensions.",
+        json_schema_extra=BY_CONTENT,
+    )
+    out: str = Field(..., description="Output directory (local path or URI): scores/, checklist.json, job.json.",
+                     json_schema_extra=resume_may_change("the output itself, which may be reached by another path"))
+    prompt_field: str | None = Field(
+        None,
+        description="WebDataset shards: the field of each sample's json member that holds the prompt. None = "
+        "the sample's txt member.",
+    )
+    media_extensions: list[str] = Field(
+        default_factory=lambda: list(WEBDATASET_MEDIA_EXTENSIONS),
+        description="WebDataset shards: which member of a sample is its media, the first of these extensions "
+        "that it has (images and videos by their usual extensions; e.g. ['mp4', 'jpg'] to prefer a sample's "
+        "video over its preview image).",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Extra manifest columns carried through to the output.")
     alignment_column: str | None = Field(
         None,
@@ -260,9 +349,23 @@ class JobConfig(_Strict):
         "VQAScore) for checklists with an alignment term; without it the checklist's default is used.",
     )
     max_error_fraction: float = Field(
-        1.0, ge=0, le=1, description="Exit non-zero when more than this fraction of rows failed."
+        1.0, ge=0, le=1, description="Exit non-zero when more than this fraction of rows failed.",
+        json_schema_extra=resume_may_change("the exit status only"),
     )
     model: ModelConfig
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @field_validator("media_extensions")
+    @classmethod
+    def _check_media_extensions(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if f".{e.lower()}" not in IMAGE_EXTS | VIDEO_EXTS]
+        if unknown or not v:
+            raise ValueError(f"media_extensions must name image or video extensions (without the dot), got {v!r}")
+        return [e.lower() for e in v]
+
+    @model_validator(mode="after")
+    def _check_carried_columns(self) -> JobConfig:
+        check_carried_columns(self.keep_columns, self.alignment_column)  # before any work, not at the write
+        return self

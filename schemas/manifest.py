@@ -2,7 +2,8 @@
 
 Required: `id` (unique string), `uri` (path or URI). Optional: `media_type` ('image' or
 'video', inferred from the extension when absent or null), `prompt`, `group` (defaults to
-the prompt). Anything else is carried through only when asked for (`keep_columns`).
+the prompt). Anything else is carried through only when asked for (`keep_columns`; a name
+vrscore writes itself is refused with the job config: schemas/scores.py, check_carried_columns).
 
 Column types are checked from every file's Parquet footer before any work. `id`, `uri`,
 `media_type`, `prompt` and `group` are read as Arrow `string` (any string, large-string,
@@ -31,23 +32,23 @@ class ManifestError(UserError):
 
 
 def columns_to_read(
-    schema: pa.Schema, *, needs_prompt: bool, keep_columns: list[str], alignment_column: str | None = None
+    schema: pa.Schema, *, needs_prompt: bool, keep_columns: list[str], alignment_column: str | None = None,
+    required: tuple[str, ...] = REQUIRED,
 ) -> list[str]:
-    """The manifest columns a job reads, after checking the required ones exist."""
+    """The manifest columns a job reads, after checking the `required` ones exist (id and uri for
+    a manifest of URIs; the id and media columns when it holds the bytes, schemas/embedded_media.py)."""
     names = set(schema.names)
-    for col in REQUIRED:
+    for col in required:
         if col not in names:
-            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)})")
+            hint = " (a manifest holding the media bytes names their column with --media-column)" if col == "uri" else ""
+            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)}){hint}")
     if needs_prompt and "prompt" not in names:
         raise ManifestError("the checklist uses [[prompt]] but the manifest has no 'prompt' column")
     wanted = [*keep_columns, *([alignment_column] if alignment_column else [])]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ManifestError(f"columns asked for are not in the manifest: {missing}")
-    reserved = [c for c in keep_columns if c in RESERVED_OUTPUT_COLUMNS]
-    if reserved:
-        raise ManifestError(f"--keep-columns names output columns of vrscore itself: {reserved}")
-    cols = [*REQUIRED, *(c for c in OPTIONAL if c in names), *wanted]
+    cols = [*required, *(c for c in OPTIONAL if c in names), *wanted]
     return list(dict.fromkeys(cols))
 
 
@@ -84,12 +85,6 @@ def read_schema(schema: pa.Schema, columns: list[str]) -> pa.Schema:
     return pa.schema([pa.field(c, STRING_READ_TYPE) if c in STRING_COLUMNS else schema.field(c) for c in columns])
 
 
-RESERVED_OUTPUT_COLUMNS = frozenset(
-    {"id", "uri", "media_type", "prompt", "group", "checklist", "status", "error", "p_yes", "answers",
-     "score", "score_soft"}
-)
-
-
 def uri_extension(uri: str) -> str:
     path = urlparse(uri).path if "://" in uri else uri
     return posixpath.splitext(path.lower())[1]
@@ -120,7 +115,28 @@ def check_row(
             return None, status.UNSUPPORTED_MEDIA, (
                 f"cannot tell image from video by the extension {ext!r}; set the media_type column"
             )
-    elif media_type not in ("image", "video"):
+    return _check_kind_and_prompt(media_type, prompt, prompt_needed_for)
+
+
+def check_embedded_row(
+    nbytes: int | None, media_type: str | None, prompt: str | None, prompt_needed_for: dict[str, bool]
+) -> tuple[str | None, str, str | None]:
+    """(media_type, status, error) of one row whose media bytes are in the manifest
+    (schemas/embedded_media.py): `nbytes` is their length (None: null), `media_type` the row's
+    own or the one the source told from the column, path or bytes (None: not told)."""
+    if not nbytes:
+        return media_type, status.EMPTY_FILE if nbytes == 0 else status.INVALID_ROW, (
+            "the media bytes are empty" if nbytes == 0 else "the media bytes are null")
+    if media_type is None or media_type == "":
+        return None, status.UNSUPPORTED_MEDIA, ("cannot tell image from video by the media column, its path or "
+                                                "the bytes' signature; set the media_type column")
+    return _check_kind_and_prompt(media_type, prompt, prompt_needed_for)
+
+
+def _check_kind_and_prompt(
+    media_type: str, prompt: str | None, prompt_needed_for: dict[str, bool]
+) -> tuple[str | None, str, str | None]:
+    if media_type not in ("image", "video"):
         return media_type, status.UNSUPPORTED_MEDIA, f"media_type must be 'image' or 'video', got {media_type!r}"
     if media_type not in prompt_needed_for:
         return media_type, status.UNSUPPORTED_MEDIA, f"the job has no checklist for {media_type}s"

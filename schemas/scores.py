@@ -1,7 +1,11 @@
 """The scores output: one row per manifest row, an explicit Arrow schema, self-describing.
 
-Columns: id, uri, media_type, prompt, group, checklist (name of the checklist that scored
+Columns: id, uri, media_type, frame_count and frame_times (the video frames the model saw:
+their number and their times in seconds from the first frame, under any `--frames` rule;
+null for images and failed rows), prompt, group, checklist (name of the checklist that scored
 the row), status, error, p_yes (list<float32>, in that checklist's question order),
+answer_mass (list<float32>, same order: P(yes words) + P(no words) under the softmax over the
+whole vocabulary, where p_yes was read; absent from outputs of versions before it),
 answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
 (null where the row's checklist lacks that dimension or the row failed), then any
 carried-through manifest columns. The checklists, model id and job config travel in the
@@ -13,7 +17,7 @@ import json
 
 import pyarrow as pa
 
-from schemas.checklist import Checklist, dimension_column
+from schemas.checklist import DIMENSION_PREFIX, Checklist, dimension_column
 from schemas.user_error import UserError
 
 META_CHECKLISTS = b"vrscore.checklists"
@@ -26,16 +30,51 @@ BASE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
     pa.field("uri", pa.string()),
     pa.field("media_type", pa.string()),
+    pa.field("frame_count", pa.int32()),
+    pa.field("frame_times", pa.list_(pa.float32())),
     pa.field("prompt", pa.string()),
     pa.field("group", pa.string()),
     pa.field("checklist", pa.string()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error", pa.string()),
     pa.field("p_yes", pa.list_(pa.float32())),
+    pa.field("answer_mass", pa.list_(pa.float32())),
     pa.field("answers", pa.list_(pa.int8())),
     pa.field("score", pa.float64()),
     pa.field("score_soft", pa.float64()),
 ]
+
+
+# Columns the stages add to a batch between the read and the write (the decode stage's frames,
+# their shape, the video's fps and duration, actors/media_decoder.py; an embedded item's bytes
+# and why a source could not read them, schemas/embedded_media.py): a manifest column of one
+# of these names would be replaced by them on the way.
+STAGE_COLUMNS = ("frames", "frames_shape", "fps", "video_duration", "frame_times", "media_bytes", "read_error")
+
+
+def reserved_column(name: str) -> str | None:
+    """Why vrscore itself writes a column of this name, into the output or between its stages;
+    None when it never does. Every `dim_` name is reserved, not only the dimensions of the
+    checklists in use: readers take any `dim_` column for a dimension, and `rescore` may add one."""
+    if name in {f.name for f in BASE_FIELDS}:
+        return "is a column vrscore writes"
+    if name.startswith(DIMENSION_PREFIX):
+        return f"starts with {DIMENSION_PREFIX!r}, which vrscore keeps for its dimension columns"
+    if name in STAGE_COLUMNS:
+        return "is a column the decode stage adds to each row"
+    return None
+
+
+def check_carried_columns(keep_columns: list[str], alignment_column: str | None) -> None:
+    """Refuse manifest columns a job carries beside its own (kept into the output, or read for
+    the alignment term) that vrscore writes itself: a kept one would reach the writer twice and
+    fail the job at its end; a read one would be replaced before it is used."""
+    problems = [f"keep_columns names {c!r} twice" for c in dict.fromkeys(keep_columns) if keep_columns.count(c) > 1]
+    named = [("keep_columns", c) for c in dict.fromkeys(keep_columns)]
+    named += [("alignment_column", alignment_column)] if alignment_column is not None else []
+    problems += [f"{field} {c!r} {why}" for field, c in named if (why := reserved_column(c)) is not None]
+    if problems:
+        raise ValueError("; ".join(problems) + " (rename the manifest column)")
 
 
 def dimension_columns(dimensions: list[str]) -> dict[str, str]:

@@ -65,3 +65,24 @@ def build_llava(out: Path) -> Path:
     LlavaForConditionalGeneration(config).eval().save_pretrained(out, safe_serialization=True)
     processor.save_pretrained(out)
     return out
+
+
+def build_answering_qwen2_vl(out: Path, words: tuple[str, ...] = ("Yes", "yes", "No", "no")) -> Path:
+    """The tiny Qwen2-VL made to answer: at every position nearly all of its next-token probability
+    goes to `words` written without a leading space, as a trained model's does after its generation
+    prompt. One embedding dimension carries a large constant for every token (so it dominates each
+    position's final hidden state) and a larger one for `words`: with the head tied to the
+    embeddings, their logits lead every other token's by about 17 nats. Their leading-space forms
+    (' Yes') are ordinary tokens and get almost nothing."""
+    dm.build_demo_model(out, preset="tiny", family="qwen2_vl")
+    model = Qwen2VLForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+    tok = dm.build_tokenizer()
+    assert model.config.tie_word_embeddings
+    ids = [tok.encode(w, add_special_tokens=False) for w in words]
+    assert all(len(i) == 1 for i in ids), ids
+    with torch.no_grad():
+        embed = model.get_input_embeddings().weight
+        embed[:, 0] = 30.0
+        embed[[i[0] for i in ids], 0] = 33.0
+    model.save_pretrained(out, safe_serialization=True)
+    return out

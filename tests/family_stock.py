@@ -6,7 +6,8 @@ through the family's stock processor (PIL image processor, placeholder expansion
 following the stock processor code (`family_stock_video.py`). The answer is read from
 `model(**inputs).logits[0, -1]` and pooled as sigmoid(logsumexp(yes logits) - logsumexp(no logits))
 over "Yes"/"yes" and "No"/"no", each resolved to a single token (with a leading space where the
-template leaves the answer after one).
+template leaves the answer after one); the answer mass is torch.softmax over those whole logits,
+summed over the same four tokens.
 """
 from __future__ import annotations
 
@@ -116,21 +117,36 @@ def stock_inputs(model_dir: Path, frames: np.ndarray, media: str, question: str,
     return VIDEO_BUILDERS[family](model_dir, tokenizer, prompt, frames, seconds, duration), prompt
 
 
-def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
-                seconds: list[float] | None = None, duration: float | None = None,
-                system: str | None = None, template_kwargs: dict | None = None,
-                answer_prefix: str | None = None) -> float:
-    """p_yes for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image).
+def stock_answer(model_dir: Path, frames: np.ndarray, media: str, question: str,
+                 seconds: list[float] | None = None, duration: float | None = None,
+                 system: str | None = None, template_kwargs: dict | None = None,
+                 answer_prefix: str | None = None) -> tuple[float, float]:
+    """(p_yes, answer mass) for `question` about `frames` (uint8 T,H,W,3; T == 1 for an image).
 
     `seconds`: each frame's time in the video (default: 2 frames a second from 0); `duration`: the
     video's length, which SmolVLM writes into its prompt (default: the last frame's time);
     `system`: a system prompt (default: none); `template_kwargs`, `answer_prefix`: see `render`.
     """
-    model, tokenizer = load(str(model_dir))
     inputs, prompt = stock_inputs(model_dir, frames, media, question, seconds, duration, system,
                                   template_kwargs, answer_prefix)
+    return p_yes_of(model_dir, inputs, prompt)
+
+
+def p_yes_of(model_dir: Path, inputs: dict, prompt: str) -> float:
+    """p_yes of the model's next token after `inputs` (built from the rendered `prompt`)."""
+    model, tokenizer = load(str(model_dir))
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1].float()
-    yes = torch.logsumexp(logits[answer_ids(tokenizer, prompt, YES_WORDS)], 0)
-    no = torch.logsumexp(logits[answer_ids(tokenizer, prompt, NO_WORDS)], 0)
-    return torch.sigmoid(yes - no).item()
+    yes_ids, no_ids = answer_ids(tokenizer, prompt, YES_WORDS), answer_ids(tokenizer, prompt, NO_WORDS)
+    yes, no = torch.logsumexp(logits[yes_ids], 0), torch.logsumexp(logits[no_ids], 0)
+    mass = torch.softmax(logits.double(), 0)[yes_ids + no_ids].sum()
+    return torch.sigmoid(yes - no).item(), mass.item()
+
+
+def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
+                seconds: list[float] | None = None, duration: float | None = None,
+                system: str | None = None, template_kwargs: dict | None = None,
+                answer_prefix: str | None = None) -> float:
+    """p_yes of `stock_answer`."""
+    return stock_answer(model_dir, frames, media, question, seconds, duration, system, template_kwargs,
+                        answer_prefix)[0]

@@ -77,17 +77,38 @@ def _qwen_patchify(x: np.ndarray, patch: int, merge: int, temporal: int):
     return p.reshape(gt * gh * gw, c * temporal * patch * patch), (gt, gh, gw)
 
 
+QWEN3_VL_LAYOUTS = ("published", "nested")
+
+
+def qwen3_vl_prompt(prompt: str, block: str, layout: str = "published") -> str:
+    """The prompt with the video's frame blocks in place, by one of two processors' rules.
+
+    "published": the processor Qwen3-VL was released with (transformers 4.57
+    `Qwen3VLProcessor.__call__`, copied by vLLM and SGLang, and again transformers 5.25):
+    `<|vision_start|><|video_pad|><|vision_end|>` is replaced as a whole when the prompt holds it,
+    else a bare `<|video_pad|>` ("vllm may input video token directly").
+    "nested": transformers 5.24 (`replace_video_token` on `<|video_pad|>` alone): the
+    template's own markers stay around the frame blocks.
+    """
+    if layout not in QWEN3_VL_LAYOUTS:
+        raise ValueError(f"layout must be one of {QWEN3_VL_LAYOUTS}, got {layout!r}")
+    wrapped = "<|vision_start|><|video_pad|><|vision_end|>"
+    if layout == "published" and wrapped in prompt:
+        return prompt.replace(wrapped, block, 1)
+    return prompt.replace("<|video_pad|>", block, 1)
+
+
 def qwen3_vl_video(model_dir: Path, tokenizer, prompt: str, frames: np.ndarray, seconds: list[float],
-                duration: float | None) -> dict:
+                   duration: float | None, layout: str = "published") -> dict:
+    """Stock Qwen3-VL video inputs, laid out by `layout` (`qwen3_vl_prompt`; default the published one)."""
     pixels, (gt, gh, gw), merge, temporal = _qwen_style_video(model_dir, frames)
     # processing_qwen3_vl._calculate_timestamps: pad with the last time, average each temporal patch
     times = list(seconds) + [seconds[-1]] * (-len(seconds) % temporal)
     stamps = [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, len(times), temporal)]
     per_frame = gh * gw // merge**2
-    # replace_video_token replaces <|video_pad|> alone, inside the template's own vision markers
     block = "".join(f"<{s:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_frame + "<|vision_end|>"
                     for s in stamps)
-    inputs = _tokenize(tokenizer, prompt.replace("<|video_pad|>", block, 1))
+    inputs = _tokenize(tokenizer, qwen3_vl_prompt(prompt, block, layout))
     video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
     inputs["mm_token_type_ids"] = (inputs["input_ids"] == video_id).long() * 2
     return {**inputs, "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([[gt, gh, gw]])}

@@ -20,8 +20,9 @@ CHECKLISTS = {"image": default_checklist("image"), "video": default_checklist("v
 
 def scores_table(rows: list[dict], keep_fields: list[pa.Field] = ()) -> pa.Table:
     """rows: id, uri, media_type, prompt, group, status (default ok), error, p_yes (None
-    for failed rows), plus any `keep_fields` columns. p_yes reaches the assembler as the
-    scorer stage hands it over: raw float32 bytes, b"" for rows not scored."""
+    for failed rows), answer_mass (default 1.0 per question of a row with p_yes), plus any
+    `keep_fields` columns. p_yes and answer_mass reach the assembler as the scorer stage hands
+    them over: raw float32 bytes, b"" for rows not scored."""
     schema = scores_schema(all_dimensions(CHECKLISTS), list(keep_fields),
                            checklists_json=checklists_to_json(CHECKLISTS), model_id="made-up")
     names = ["id", "uri", "media_type", "prompt", "group", "status", "error", "p_yes", *(f.name for f in keep_fields)]
@@ -30,7 +31,10 @@ def scores_table(rows: list[dict], keep_fields: list[pa.Field] = ()) -> pa.Table
         col = np.empty(len(rows), dtype=object)
         col[:] = [r.get(name, status.OK if name == "status" else None) for r in rows]
         batch[name] = col
-    batch["p_yes"][:] = [b"" if p is None else np.asarray(p, dtype=np.float32).tobytes() for p in batch["p_yes"]]
+    masses = [r.get("answer_mass", None if r.get("p_yes") is None else np.ones(len(r["p_yes"]))) for r in rows]
+    batch["answer_mass"] = np.empty(len(rows), dtype=object)
+    for name, values in (("p_yes", list(batch["p_yes"])), ("answer_mass", masses)):
+        batch[name][:] = [b"" if v is None else np.asarray(v, dtype=np.float32).tobytes() for v in values]
     return ScoreAssembler(CHECKLISTS, schema)(batch)
 
 

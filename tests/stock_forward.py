@@ -2,7 +2,8 @@
 
 The tokenizer's chat template, transformers' PIL image processor on the source image (it
 resizes it itself), `model(**inputs).logits[0, -1]`, and the same yes/no pooling the
-adapter documents: softmax over log-sum-exp("Yes", "yes") and log-sum-exp("No", "no").
+adapter documents: softmax over log-sum-exp("Yes", "yes") and log-sum-exp("No", "no"); the
+answer mass is `torch.softmax` over the whole logits, summed over those four tokens.
 """
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def stock_prompt_ids(tok, text: str, n_media: int, text_as_data: bool = False) -
 
 def stock_image_p_yes(model_dir: Path, image: Image.Image, texts: list[str],
                       min_pixels: int, max_pixels: int, text_as_data: bool = False) -> np.ndarray:
+    return stock_image_answers(model_dir, image, texts, min_pixels, max_pixels, text_as_data)[0]
+
+
+def stock_image_answers(model_dir: Path, image: Image.Image, texts: list[str], min_pixels: int, max_pixels: int,
+                        text_as_data: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(p_yes, answer mass) per text."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
     proc = Qwen2VLImageProcessorPil.from_pretrained(model_dir, min_pixels=min_pixels, max_pixels=max_pixels)
@@ -42,7 +49,7 @@ def stock_image_p_yes(model_dir: Path, image: Image.Image, texts: list[str],
     yes = [tok.convert_tokens_to_ids(w) for w in ("Yes", "yes")]
     no = [tok.convert_tokens_to_ids(w) for w in ("No", "no")]
     image_id = tok.convert_tokens_to_ids("<|image_pad|>")
-    out = []
+    out, mass = [], []
     for text in texts:
         ids = stock_prompt_ids(tok, text, n_media, text_as_data)
         with torch.no_grad():
@@ -50,4 +57,5 @@ def stock_image_p_yes(model_dir: Path, image: Image.Image, texts: list[str],
                            mm_token_type_ids=(ids == image_id).long(), **vision).logits[0, -1]
         pair = torch.stack([torch.logsumexp(logits[yes], 0), torch.logsumexp(logits[no], 0)])
         out.append(torch.softmax(pair, 0)[0].item())
-    return np.array(out)
+        mass.append(torch.softmax(logits.double(), 0)[yes + no].sum().item())
+    return np.array(out), np.array(mass)

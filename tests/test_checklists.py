@@ -135,8 +135,12 @@ def test_two_checklists_of_one_name_are_refused_naming_both(tmp_path):
         resolve_checklists([image, video])
     with pytest.raises(ValueError, match=r"two different checklists are named 'vrscore-image-default-v2'"):
         resolve_checklists([_named(tmp_path, "v.yaml", default_checklist("image").name, "video", ["sharp"]), "default"])
+    # no command writes them (rescore included: every writer goes through checklists_to_json)
+    pair = {"image": load_checklist_file(image), "video": load_checklist_file(video)}
+    with pytest.raises(ValueError, match="two different checklists are named 'mine'"):
+        checklists_to_json(pair)
     # scores written before the check: reading their checklists refuses too, instead of mixing
-    both = checklists_to_json({"image": load_checklist_file(image), "video": load_checklist_file(video)})
+    both = json.dumps({k: json.loads(c.to_json()) for k, c in pair.items()})
     with pytest.raises(ValueError, match="two different checklists are named 'mine'"):
         checklists_from_json(both)
 

@@ -64,12 +64,12 @@ def job_path_p_yes(model: ModelConfig, decode: DecodeConfig, uris: list[str], mo
         decoder.close()
     scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_to_json(CHECKLISTS))
     adapter, seen = scorer.adapters["image"], []
-    score = adapter.score
+    readout = adapter.readout
 
     def spy(items, questions):
         seen.extend(item.resized for item in items)
-        return score(items, questions)
-    monkeypatch.setattr(adapter, "score", spy)
+        return readout(items, questions)
+    monkeypatch.setattr(adapter, "readout", spy)
     out = scorer(decoded)
     assert list(out["status"]) == [status.OK] * len(uris), list(out["error"])
     return [np.frombuffer(raw, dtype=np.float32) for raw in out["p_yes"]], seen

@@ -97,6 +97,36 @@ def test_eval_joins_parquet_pairs_through_a_key_column(tmp_path: Path, ray_sessi
         assert got == pytest.approx(expected_figures(items, table, measure, "ir_key")), measure
 
 
+def test_eval_shows_the_judged_items_answer_mass_and_reads_outputs_without_it(tmp_path: Path, ray_session, capsys):
+    path = require(PREFERENCES / "imagereward_test.json")
+    items = json.loads(path.read_text())[:10]
+    rows = made_up_rows(items, np.random.default_rng(2))
+    masses = np.random.default_rng(3)
+    for r in rows:
+        if r["p_yes"] is not None:
+            r["answer_mass"] = masses.uniform(0.05, 0.6, N_Q)
+    write_scores(tmp_path / "s", rows)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--scores", str(tmp_path / "s"), "--judgments", str(path), "--json", str(out), "--quiet"]) == 0
+    got = json.loads(out.read_text())["answer_mass"][CHECKLISTS["image"].name]
+    judged = {f"{it['id']}/{g}" for it in items for g in it["generations"]}
+    want = np.mean([r["answer_mass"] for r in rows if r["p_yes"] is not None and r["id"] in judged], axis=0)
+    assert list(got) == CHECKLISTS["image"].question_ids
+    np.testing.assert_allclose(list(got.values()), want, rtol=1e-6)
+    printed = capsys.readouterr().out
+    assert "mean answer mass per question" in printed and sum(line.startswith("warning:")
+                                                               for line in printed.splitlines()) == 1
+    # an output of a version before the column: the same figures, no answer mass
+    table = pq.read_table(tmp_path / "s" / "scores")
+    old = tmp_path / "old"
+    (old / "scores").mkdir(parents=True)
+    pq.write_table(table.drop_columns(["answer_mass"]), old / "scores" / "part-0.parquet")
+    assert main(["eval", "--scores", str(old), "--judgments", str(path), "--json", str(tmp_path / "o.json"),
+                 "--quiet"]) == 0
+    old_report, report = json.loads((tmp_path / "o.json").read_text()), json.loads(out.read_text())
+    assert old_report["answer_mass"] == {} and old_report["measures"] == report["measures"]
+
+
 def test_judgment_formats_agree(tmp_path: Path):
     items = [{"id": "p1", "prompt": "x", "generations": ["a.png", "b.png", "c.png"], "ranking": [2, 1, 2]}]
     (tmp_path / "ir.json").write_text(json.dumps(items))
@@ -151,3 +181,14 @@ def test_groups_and_ids_that_are_not_text_are_a_user_error(tmp_path: Path, colum
 def _written(tmp_path: Path, table: pa.Table) -> str:
     pq.write_table(table, tmp_path / "j.parquet")
     return str(tmp_path / "j.parquet")
+
+
+@pytest.mark.parametrize("values, kind", [([True, False], "bool"), ([1.0, -1.0], "double"), (["1", "-1"], "string")],
+                         ids=["bool", "float", "string"])
+def test_a_preference_column_that_is_not_integer_is_refused(tmp_path: Path, values, kind):
+    # A boolean column passed the value check (True == 1, False == 0): every False became a tie.
+    table = pa.table({"group": ["g", "g"], "a_id": ["a", "b"], "b_id": ["b", "c"], "preference": [1, -1]})
+    assert load_judgments(_written(tmp_path, table), StorageConfig()).h.tolist() == [1, -1]  # negative control
+    table = table.set_column(3, "preference", pa.array(values))
+    with pytest.raises(UserError, match=rf"'preference' has type {kind}.*1 \(humans prefer a\), -1 \(b\), 0 \(tie\)"):
+        load_judgments(_written(tmp_path, table), StorageConfig())

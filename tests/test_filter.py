@@ -17,11 +17,15 @@ from tests.scores_fixtures import CHECKLISTS, random_rows, scores_table, write_s
 BY_NAME = {c.name: c for c in CHECKLISTS.values()}
 
 
-def q(row: dict, qid: str):
+def q(row: dict, qid: str, column: str = "p_yes"):
     ids = BY_NAME[row["checklist"]].question_ids
-    if row["p_yes"] is None or qid not in ids:
+    if row[column] is None or qid not in ids:
         return None
-    return float(np.format_float_positional(np.float32(row["p_yes"][ids.index(qid)]), unique=True))
+    return float(np.format_float_positional(np.float32(row[column][ids.index(qid)]), unique=True))
+
+
+def m(row: dict, qid: str):
+    return q(row, qid, "answer_mass")
 
 
 def cmp(a, op, b):
@@ -51,6 +55,11 @@ CASES = {
         lambda r: or_(cmp(q(r, "sharp"), ">", 0.5), cmp(q(r, "has_motion"), "<", 0.25)),
     "not (score < 0 or media_type == 'video')":
         lambda r: not_(or_(cmp(r["score"], "<", 0), cmp(r["media_type"], "==", "video"))),
+    # m.<id>: the answer mass of that question, independent of its p_yes here
+    "m.hands_correct >= 0.5 and q.hands_correct >= 0.5":
+        lambda r: and_(cmp(m(r, "hands_correct"), ">=", 0.5), cmp(q(r, "hands_correct"), ">=", 0.5)),
+    "m.sharp < 0.3 or m.has_motion >= 0.7":
+        lambda r: or_(cmp(m(r, "sharp"), "<", 0.3), cmp(m(r, "has_motion"), ">=", 0.7)),
     "-0.05 < score_soft <= 0.1": lambda r: and_(cmp(-0.05, "<", r["score_soft"]), cmp(r["score_soft"], "<=", 0.1)),
     "status == \"ok\" and dim_physics != 0 and dim_physics > dim_dynamic":
         lambda r: and_(cmp(r["status"], "==", "ok"), cmp(r["dim_physics"], "!=", 0),
@@ -63,6 +72,10 @@ def table():
     rng = np.random.default_rng(0)
     rows = random_rows(rng, 10, (3, 6), levels=3, error_rate=0.15)
     rows += random_rows(rng, 6, (2, 4), media_type="video", prefix="v")
+    masses = np.random.default_rng(1)
+    for row in rows:
+        if row.get("p_yes") is not None:
+            row["answer_mass"] = masses.random(len(row["p_yes"]))
     return scores_table(rows)
 
 
@@ -113,6 +126,8 @@ def test_stored_float32_p_yes_compares_as_typed():
     ("score > abs(-1)", "is not allowed"),
     ("media_type > 1", "compares a text with a number"),
     ("p_yes > 0.5", "use q.<question_id>"),
+    ("m.hand_correct > 0.5", "unknown question m.hand_correct (did you mean m.hands_correct?)"),
+    ("answer_mass > 0.5", "use m.<question_id> for one question's answer_mass"),
     ("score", "is not a condition"),
     ("score >", "cannot parse"),
     ("score > True", "only numbers and quoted strings"),
@@ -123,6 +138,15 @@ def test_refusals_name_the_problem(table, text, message):
     with pytest.raises(FilterError) as exc:
         parse_filter(text, table.schema, BY_NAME)
     assert message in str(exc.value)
+
+
+def test_scores_without_answer_mass_filter_on_p_yes_and_refuse_m(table):
+    old = table.drop_columns(["answer_mass"])  # an output of a version before the answer mass
+    f = parse_filter("q.hands_correct >= 0.5", old.schema, BY_NAME)
+    new = parse_filter("q.hands_correct >= 0.5", table.schema, BY_NAME)
+    assert f.keep_mask(old).tolist() == new.keep_mask(table).tolist()
+    with pytest.raises(FilterError, match="m.hands_correct reads the answer_mass column, which these scores do not have"):
+        parse_filter("m.hands_correct >= 0.5", old.schema, BY_NAME)
 
 
 def test_filter_command_writes_a_scores_output_and_accounts_for_every_row(tmp_path: Path, ray_session):

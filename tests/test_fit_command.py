@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from pipeline.weight_fit import feature_names, item_features
+from pipeline.weight_fit import FeatureLayout, item_features
 from pipeline.weighting import aggregate
 from schemas.checklist_set import resolve_checklists
 from tests.job_process import job_env, ray_tmp, run_job  # noqa: F401 - fixture
@@ -33,7 +33,7 @@ def planted_case(tmp: Path, seed: int = 0) -> dict:
     rows = random_rows(rng, 700, (4, 6), error_rate=0.02) + random_rows(rng, 20, (3, 3), media_type="video", prefix="v")
     write_scores(tmp / "s", rows)
     ok = {r["id"]: r for r in rows if r.get("p_yes") is not None}
-    names = feature_names(IMAGE)
+    names = FeatureLayout.of(IMAGE).questions
     w = rng.uniform(0.3, 1.5, len(names))
     w[[1, 4, 9, 12]] = 0.0
     utility = {k: float(item_features(IMAGE, r["p_yes"][None, :].astype(np.float64))[0] @ w)
@@ -198,3 +198,83 @@ def test_a_checklist_for_any_media_is_written_per_kind(tmp_path: Path):
         paths.append(tmp_path / f"{kind}.yaml")
         paths[-1].write_text(yaml.safe_dump(json.loads(fitted.to_json())))
     assert set(resolve_checklists([str(x) for x in paths])) == {"image", "video"}
+
+
+def _fit_args(**over):
+    import argparse
+    return argparse.Namespace(**{**dict(max_pairs=100_000, seed=0, features="hard", l2=0.01, allow_negative=False,
+                                        folds=2), **over})
+
+
+def test_a_question_named_alignment_is_fitted_as_a_question_beside_the_alignment_term():
+    """The alignment term is not a question: a question whose id is `alignment` keeps its own
+    weight in the report, fit.json and the fitted checklist, apart from alignment_weight."""
+    from jobs.fit_command import fit_media, format_report
+    from jobs.fit_data import MediaPairs
+    from pipeline.weight_fit import Pairs
+    from schemas.checklist import Aggregation, Checklist, Question
+
+    ids = ["alignment", "sharp", "bright"]
+    checklist = Checklist(name="named", media_type="image", aggregation=Aggregation(rule="linear", alignment_weight=1),
+                          questions=[Question(id=q, text=f"Is it {q}?", dimension=q) for q in ids])
+    rng = np.random.default_rng(1)
+    n = 400
+    p = rng.random((n, 3)).astype(np.float32)
+    align = rng.random(n)
+    answers = np.where(p >= 0.5, 1.0, -1.0)
+    utility = 4.0 * align + answers @ np.array([0.0, 1.0, 0.5])  # the term weighs 4, the question 0
+    a, b = np.arange(0, n, 2), np.arange(1, n, 2)
+    y = np.where(rng.random(len(a)) < 1 / (1 + np.exp(utility[b] - utility[a])), 1, -1)
+    data = MediaPairs(p, align, {"score": np.zeros(n)}, Pairs(a, b, y), a // 8)
+    fitted, r = fit_media("image", checklist, data, _fit_args())
+
+    assert list(r["weights"]) == ids  # the question is reported (it was left out)
+    assert [q.weight for q in fitted.questions] == [r["weights"][q] for q in ids]
+    assert fitted.aggregation.alignment_weight == r["alignment_weight"]
+    assert r["alignment_weight"] > 2.0 and r["weights"]["alignment"] < 0.5  # not one weight copied into the other
+    # The fitted checklist scores items as the fitted model: term and question each with its own weight.
+    expected = r["alignment_weight"] * align + answers @ np.array([r["weights"][q] for q in ids])
+    np.testing.assert_allclose(aggregate(fitted, p, align).score, expected, rtol=1e-9, atol=1e-9)
+    assert any(line.startswith("alignment ") for line in format_report("image", checklist, r, "x").splitlines())
+
+
+def _tiny_pairs(sizes: list[int], tied_groups: tuple[int, ...] = (), seed: int = 0):
+    """Image items in groups of pairs (sizes[g] pairs in group g), preferences from the
+    default checklist's uniform weights; the pairs of `tied_groups` are human ties."""
+    from jobs.fit_data import MediaPairs
+    from pipeline.weight_fit import Pairs
+
+    rng = np.random.default_rng(seed)
+    n = 2 * sum(sizes)
+    p = rng.random((n, len(IMAGE.questions))).astype(np.float32)
+    a, b = np.arange(0, n, 2), np.arange(1, n, 2)
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    s = item_features(IMAGE, p.astype(np.float64)).sum(axis=1)
+    y = np.where(s[a] >= s[b], 1, -1)
+    y[np.isin(group, tied_groups)] = 0
+    return MediaPairs(p, None, {"score": s}, Pairs(a, b, y), group)
+
+
+@pytest.mark.parametrize("seed", [3, 5])  # seeds whose shuffle put the large group last
+def test_cross_validation_with_one_dominant_group_trains_every_fold(seed):
+    from jobs.fit_command import fit_media, format_report
+
+    _, r = fit_media("image", IMAGE, _tiny_pairs([100, 1, 1, 1, 1]), _fit_args(folds=5, seed=seed))
+    cv = r["cross_validation"]
+    assert cv["folds"] == 5 and all(f["train_pairs"] > 0 for f in cv["per_fold"])
+    assert "+/- 0.00" not in format_report("image", IMAGE, r, "x")
+
+
+def test_held_out_figures_need_groups_with_untied_pairs_to_train_on():
+    from jobs.fit_command import fit_media, format_report
+
+    # Negative control: two groups with untied pairs give held-out figures.
+    _, r = fit_media("image", IMAGE, _tiny_pairs([20, 20]), _fit_args())
+    assert r["cross_validation"]["folds"] == 2 and "held-out (2-fold" in format_report("image", IMAGE, r, "x")
+    # Group 1 all human ties: the fold holding out group 0 has nothing to train on.
+    for data in (_tiny_pairs([20, 20], tied_groups=(1,)), _tiny_pairs([20])):
+        _, r = fit_media("image", IMAGE, data, _fit_args())
+        printed = format_report("image", IMAGE, r, "x")
+        assert r["cross_validation"] is None and r["learning_curve"] is None
+        assert r["cross_validation_skipped"].startswith("not enough groups")
+        assert "held-out: not enough groups" in printed and "acc(-ties) 0.00" not in printed

@@ -26,7 +26,8 @@ def llava_dir(tmp_path_factory):
     return build_llava(tmp_path_factory.mktemp("llava") / "m")
 
 
-def _stock(model_dir, image: np.ndarray, question: str) -> float:
+def _stock(model_dir, image: np.ndarray, question: str, mass: bool = False) -> float:
+    """p_yes of the stock forward, or with `mass` the whole-vocabulary softmax on the four words."""
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
@@ -35,6 +36,8 @@ def _stock(model_dir, image: np.ndarray, question: str) -> float:
     with torch.no_grad():
         logits = model(**inputs).logits[0, -1]
     ids = processor.tokenizer.convert_tokens_to_ids
+    if mass:
+        return torch.softmax(logits.double(), 0)[[ids("Yes"), ids("yes"), ids("No"), ids("no")]].sum().item()
     yes, no = logits[[ids("Yes"), ids("yes")]], logits[[ids("No"), ids("no")]]
     return torch.sigmoid(torch.logsumexp(yes, 0) - torch.logsumexp(no, 0)).item()
 
@@ -49,6 +52,13 @@ def test_generic_path_equals_the_stock_processor_and_forward(llava_dir):
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g, e, atol=1e-5, rtol=0)
     assert np.abs(expected[0] - expected[1]).max() > 1e-3  # swapped image: the answers move
+    # the answer mass, from the same forward (readout is the reference path here)
+    readouts = adapter.readout([MediaInput(i[None], "image") for i in images], [QUESTIONS] * 2)
+    masses = [np.array([_stock(llava_dir, i, q, mass=True) for q in QUESTIONS]) for i in images]
+    for r, m in zip(readouts, masses):
+        np.testing.assert_allclose(r.answer_mass, m, rtol=1e-5, atol=0)
+    fewer = load_adapter(ModelConfig(model=str(llava_dir), device="cpu", yes_words=["Yes"]), DecodeConfig())
+    assert np.all(fewer.readout([MediaInput(images[0][None], "image")], [QUESTIONS])[0].answer_mass < masses[0] * 0.999)
 
 
 def test_reserved_tokens_in_the_text_are_refused(llava_dir):

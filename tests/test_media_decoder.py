@@ -21,6 +21,7 @@ from actors.synthetic_media import make_picture, make_video_frames, write_image,
 from pipeline.resize_policy import smart_resize
 from schemas import status as st
 from schemas.job_config import DecodeConfig
+from schemas.scores import STAGE_COLUMNS, reserved_column
 from tests.paths import MEDIA
 from tests.test_media_io import s3_options  # noqa: F401 - fixture
 from tests.fifo_helpers import unblock_fifo_later
@@ -88,12 +89,20 @@ def test_images_decode_at_the_model_size(decoder, media):
         assert out["frames_shape"][i].dtype == np.int32
         assert out["frames_shape"][i].tolist() == [1, *smart_resize(h, w, 28, *IMAGE_BOUNDS), 3]
         assert len(out["frames"][i]) == int(np.prod(out["frames_shape"][i]))
-    assert np.isnan(out["fps"]).all() and out["fps"].dtype == np.float64
+    for column in ("fps", "video_duration"):
+        assert np.isnan(out[column]).all() and out[column].dtype == np.float64
     # PIL bicubic to the target size, nothing else.
     target = smart_resize(200, 300, 28, *IMAGE_BOUNDS)
     expected = np.asarray(Image.fromarray(make_picture((300, 200), 1)).resize(target[::-1], Image.Resampling.BICUBIC))
     assert np.array_equal(frames(out, 0)[0], expected)
     assert close_to(frames(out, 1)[0], expected, 3) and close_to(frames(out, 2)[0], expected, 3)
+
+
+def test_the_columns_the_decoder_adds_are_reserved_from_manifests(decoder, media):
+    # A kept manifest column of one of these names would be replaced on its way to the output.
+    batch = batch_of([media / "a.png", media / "clip.mp4"], ["image", "video"])
+    added = set(decoder(batch)) - set(batch)
+    assert added and added <= set(STAGE_COLUMNS) and all(reserved_column(c) for c in added)
 
 
 def test_image_on_the_grid_is_not_resized(decoder, media):
@@ -126,6 +135,7 @@ def test_video_uniform_frames(decoder, media):
     got = frames(out, 0)
     h, w = smart_resize(96, 128, 28, *VIDEO_BOUNDS)
     assert got.shape == (8, h, w, 3) and out["fps"][0] == pytest.approx(8 * 8 / 16)
+    assert out["video_duration"][0] == 2.0  # 16 frames at 8 fps; the last one sampled is at 1.75 s
     # Frames 0, 2, 4, 6, 9, 11, 13, 15 of the sweep, in order.
     source = make_video_frames(16, (128, 96), seed=4)[[0, 2, 4, 6, 9, 11, 13, 15]]
     for k in range(8):
@@ -133,17 +143,20 @@ def test_video_uniform_frames(decoder, media):
         assert close_to(got[k], resized, 6), k
 
 
-@pytest.mark.parametrize(("name", "t", "fps"), [("curator_test_video.mp4", 7, 2.0),
-                                                ("decord_flipping_a_pancake.mkv", 8, 8 * 30 / 310),
-                                                ("decord_unordered.mov", 4, 32.0),
-                                                ("video2dataset_test_video.mp4", 8, 8 * 30 / 3678)])
-def test_real_videos(decoder, name, t, fps):
+# duration: frame count / average rate, as transformers' video readers report it (PyAV's stream
+# frame counts and rates; the mkv's header has no frame count, its index 310 frames at 30 fps)
+@pytest.mark.parametrize(("name", "t", "fps", "duration"), [("curator_test_video.mp4", 7, 2.0, 3.5),
+                                                            ("decord_flipping_a_pancake.mkv", 8, 8 * 30 / 310, 310 / 30),
+                                                            ("decord_unordered.mov", 4, 32.0, 0.125),
+                                                            ("video2dataset_test_video.mp4", 8, 8 * 30 / 3678, 122.6)])
+def test_real_videos(decoder, name, t, fps, duration):
     out = decoder(batch_of([real(name)], ["video"]))
     assert out["status"][0] == st.OK, out["error"][0]
     with av.open(real(name)) as container:
         cc = container.streams.video[0].codec_context
         h, w = smart_resize(cc.height, cc.width, 28, *VIDEO_BOUNDS)
     assert out["frames_shape"][0].tolist() == [t, h, w, 3] and out["fps"][0] == pytest.approx(fps, rel=1e-3)
+    assert out["video_duration"][0] == pytest.approx(duration, rel=1e-9)
 
 
 def test_one_frame_video(decoder, media):
@@ -181,6 +194,7 @@ def test_visionreward_frames(media):
     # 16 frames at 8 fps: timestamps 0 .. 1.875 s, round(1.875) + 1 = 3 seconds -> frames 0, 8, 15.
     reader = decord.VideoReader(str(media / "clip.mp4"), width=got.shape[2], height=got.shape[1])
     assert np.array_equal(got, reader.get_batch([0, 8, 15]).asnumpy()) and out["fps"][0] == 1.0
+    assert out["video_duration"][0] == 2.0
 
 
 def test_every_bad_input_is_a_row_status(decoder, tmp_path, media):
@@ -205,6 +219,7 @@ def test_every_bad_input_is_a_row_status(decoder, tmp_path, media):
         if status != st.OK:
             assert words in out["error"][i], (uri, out["error"][i])
             assert out["frames"][i] == b"" and out["frames_shape"][i].size == 0 and np.isnan(out["fps"][i])
+            assert np.isnan(out["video_duration"][i])
 
 
 def test_video_frames_over_max_source_pixels(media):
@@ -241,7 +256,7 @@ def test_fixed_width_status_column_is_not_truncated(decoder, tmp_path):
 
 def test_empty_batch(decoder):
     out = decoder(batch_of([], []))
-    assert all(len(out[k]) == 0 for k in ("frames", "frames_shape", "fps", "status"))
+    assert all(len(out[k]) == 0 for k in ("frames", "frames_shape", "fps", "video_duration", "status"))
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from actors.model_store import (DOWNLOAD_LOG, MARKER, ModelChangedError, fetch_model, fingerprint, list_model,
-                                local_model, pin_model)
+from actors.checkpoint_files import checkpoint_files
+from actors.file_fingerprint import digest
+from actors.model_store import DOWNLOAD_LOG, MARKER, ModelChangedError, fetch_model, local_model, pin_model
 from jobs.output_dir import result_differences
 from schemas.job_config import ModelConfig, StorageConfig
 from tests.s3_fixtures import s3_endpoint  # noqa: F401  (fixture)
@@ -105,7 +106,7 @@ def test_partial_and_corrupted_entries_are_downloaded_again(s3_model, tmp_path):
 def test_changed_objects_are_refused(s3_model, s3_endpoint, tmp_path):  # noqa: F811
     uri, storage = s3_model
     pinned = pin_model(ModelConfig(model=uri), storage)
-    assert pinned.fingerprint == fingerprint(list_model(uri, storage))
+    assert pinned.fingerprint == digest(checkpoint_files(uri, storage))
     assert pin_model(pinned, storage) == pinned  # unchanged objects: same fingerprint
 
     (tmp_path / "config.json").write_text(json.dumps({**json.loads(
@@ -118,12 +119,15 @@ def test_changed_objects_are_refused(s3_model, s3_endpoint, tmp_path):  # noqa: 
     # A resume compares job.json's model section: a new fingerprint is a different job.
     repinned = pin_model(ModelConfig(model=uri), storage)
     diffs = result_differences({"model": pinned.model_dump()}, {"model": repinned.model_dump()}, {}, {})
-    assert [d for d in diffs if d.startswith("model.fingerprint")]
+    assert [d for d in diffs if d.startswith(f"the model files at {uri} changed since the first run")]
 
 
-def test_local_models_pass_through(demo_model_dir):
+def test_local_models_are_fingerprinted_and_loaded_in_place(demo_model_dir):
     cfg = ModelConfig(model=str(demo_model_dir))
-    assert pin_model(cfg, StorageConfig()) == cfg and local_model(cfg, StorageConfig()) == cfg
+    assert pin_model(cfg, StorageConfig()).fingerprint == digest(checkpoint_files(str(demo_model_dir), StorageConfig()))
+    assert local_model(cfg, StorageConfig()) == cfg
+    hub = ModelConfig(model="Org/not-a-local-folder")  # a hub id: nothing to fingerprint, nothing to fetch
+    assert pin_model(hub, StorageConfig()) == hub and local_model(hub, StorageConfig()) == hub
 
 
 def test_a_folder_without_safetensors_is_refused(s3_endpoint, monkeypatch, tmp_path):  # noqa: F811
@@ -135,6 +139,18 @@ def test_a_folder_without_safetensors_is_refused(s3_endpoint, monkeypatch, tmp_p
     for name in ("config.json", "pytorch_model.bin"):
         s3_endpoint.upload(tmp_path / name, f"s3://{bucket}/old/{name}")
     with pytest.raises(ValueError, match="safetensors"):
-        list_model(f"s3://{bucket}/old", StorageConfig(endpoint_url=s3_endpoint.url))
+        checkpoint_files(f"s3://{bucket}/old", StorageConfig(endpoint_url=s3_endpoint.url))
     with pytest.raises(FileNotFoundError, match="config.json"):
-        list_model(f"s3://{bucket}/nothing", StorageConfig(endpoint_url=s3_endpoint.url))
+        checkpoint_files(f"s3://{bucket}/nothing", StorageConfig(endpoint_url=s3_endpoint.url))
+
+
+def test_job_json_of_a_version_without_local_fingerprints_still_resumes(demo_model_dir):
+    template = str(Path(demo_model_dir) / "chat_template.jinja")
+    now = pin_model(ModelConfig(model=str(demo_model_dir), chat_template=template), StorageConfig()).model_dump()
+    older = {k: v for k, v in now.items() if k != "chat_template_fingerprint"} | {"fingerprint": None}
+    assert result_differences({"model": older}, {"model": now}, {}, {}) == []
+    # negative control: a recorded fingerprint that differs refuses, naming the file
+    recorded = now | {"chat_template_fingerprint": "0" * 64}
+    assert result_differences({"model": recorded}, {"model": now}, {}, {}) == [
+        f"the chat template file {template} changed since the first run (model.chat_template_fingerprint "
+        f"000000000000... -> {now['chat_template_fingerprint'][:12]}...): the same path now holds other files"]

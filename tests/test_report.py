@@ -91,6 +91,33 @@ def test_rendered_page_is_self_contained_and_escapes_text(table):
     assert "decode_error" in page and "vrscore-video-default-v2" in page
 
 
+def test_mean_answer_mass_per_question_a_warning_under_half_and_outputs_without_the_column():
+    rng = np.random.default_rng(4)
+    rows = random_rows(rng, 6, (2, 3), error_rate=0.2) + random_rows(rng, 3, (2, 2), media_type="video", prefix="v")
+    for r in rows:
+        if r.get("p_yes") is not None:  # image questions answered with mass 0.6-1, video ones 0.1-0.3
+            r["answer_mass"] = rng.uniform(0.6, 1.0, len(r["p_yes"])) if r["media_type"] == "image" \
+                else rng.uniform(0.1, 0.3, len(r["p_yes"]))
+    low = scores_table(rows)
+    data, _ = report_of(low, batches=3)
+    for name, checklist in BY_NAME.items():
+        mine = [r["answer_mass"] for r in low.to_pylist() if r["status"] == "ok" and r["checklist"] == name]
+        assert data.mass_rows[name] == len(mine)
+        np.testing.assert_allclose(data.mass_sum[name], np.sum(mine, axis=0), rtol=1e-9)
+    page = render_report(data, BY_NAME, {}, source="s", model="m")
+    assert page.count("mean answer mass</th>") == 2 and page.count("class='warn'") == 1
+    assert f"{len(BY_NAME['vrscore-video-default-v2'].questions)} of " in page  # every video question is low
+    # negative control: the same rows with every mass high show the column and no warning
+    for r in rows:
+        if r.get("answer_mass") is not None:
+            r["answer_mass"] = np.full(len(r["p_yes"]), 0.9)
+    page = render_report(report_of(scores_table(rows), batches=2)[0], BY_NAME, {}, source="s", model="m")
+    assert page.count("mean answer mass</th>") == 2 and "class='warn'" not in page
+    # an output of a version before the column: no mass shown, nothing refused
+    old = report_of(low.drop_columns(["answer_mass"]), batches=2)[0]
+    assert old.mass_sum == {} and "answer mass" not in render_report(old, BY_NAME, {}, source="s", model="m")
+
+
 def _thumbs(uris: list[str], roots: list[Path], decode: DecodeConfig | None = None) -> dict[str, str]:
     """The report's thumbnail stage called in process, as Ray Data calls it."""
     stage = ReportThumbnailer((decode or report_decode_config(30)).model_dump(),

@@ -127,6 +127,7 @@ def test_renamed_and_reordered_questions_match_by_text_and_a_missing_one_is_refu
     for old, row in zip(before.to_pylist(), after.to_pylist()):
         if row["media_type"] == "video":
             assert row["checklist"] == "video-reordered" and row["p_yes"] == old["p_yes"][::-1]
+            assert row["answer_mass"] == old["answer_mass"][::-1] != old["answer_mass"]
             weights = np.array([q["weight"] for q in new["questions"]])
             assert row["score"] == pytest.approx(np.mean(np.array(row["answers"]) * weights), rel=1e-12)
         else:  # image rows keep their checklist and every bit

@@ -47,6 +47,8 @@ def test_score_keeps_input_order_and_reports_failures(reward, media):
     assert a.ok and a.checklist == "vrscore-image-default-v2" and v.checklist == "vrscore-video-default-v2"
     assert set(a.dimensions) == {"alignment", "composition", "quality", "fidelity", "safety_emotion"}
     assert list(a.p_yes) == reward.checklists["image"].question_ids and all(0 <= p <= 1 for p in a.p_yes.values())
+    assert list(a.answer_mass) == list(a.p_yes) and all(0 < m < 1 for m in a.answer_mass.values())
+    assert missing.answer_mass == {}
     assert (missing.status, missing.score, missing.dimensions) == ("missing_file", None, {})
     assert "missing.png" in missing.error
 

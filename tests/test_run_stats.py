@@ -51,6 +51,7 @@ def test_decode_pool_is_not_tied_to_the_scorer_count():
     (3, 1, 3),  # fewer blocks than CPUs: no idle actors
     (100, 4, 6),  # several blocks per actor, so that they finish together
     (10_000, 8, 6),  # a large job: blocks of decode_batch_size, whatever rows_per_file says
+    (None, 8, 6),  # rows unknown (WebDataset shards, blocks cut by bytes): the CPUs alone
 ])
 def test_decode_blocks_come_from_the_work_not_the_output_files(rows, block_rows, size):
     pool = decode_pool(ResourcesConfig(rows_per_file=1000), 8, 1, rows=rows)

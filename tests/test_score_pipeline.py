@@ -85,14 +85,22 @@ def test_every_row_scored_once_with_explicit_schema(tmp_path, demo_model_dir):
     assert json.loads((tmp_path / "out" / "job.json").read_text())["manifest"] == str(manifest)
 
     rows = table.to_pylist()
+    # The frames the model saw: uniform:4 of 20 frames at 10 fps = frames 0, 6, 13, 19.
+    vid0 = next(r for r in rows if r["id"] == "vid0")
+    assert vid0["frame_count"] == 4 and vid0["frame_times"] == pytest.approx([0, 0.6, 1.3, 1.9], abs=1e-6)
     for r in rows:
+        if r["media_type"] == "video" and r["status"] == status.OK:
+            assert r["frame_count"] == len(r["frame_times"]) > 0
+        else:  # images and failed rows saw no video frames
+            assert r["frame_count"] is None and r["frame_times"] is None, r["id"]
         if r["status"] != status.OK:
-            assert r["error"] and r["p_yes"] is None and r["score"] is None
+            assert r["error"] and r["p_yes"] is None and r["answer_mass"] is None and r["score"] is None
             continue
         c = checklists[r["media_type"]]
         assert r["checklist"] == c.name and r["source"] == "synthetic" or r["id"].startswith("real")
-        p = np.array(r["p_yes"])
-        assert p.shape == (len(c.questions),) and np.all((p >= 0) & (p <= 1))
+        p, mass = np.array(r["p_yes"]), np.array(r["answer_mass"])
+        assert p.shape == mass.shape == (len(c.questions),) and np.all((p >= 0) & (p <= 1))
+        assert np.all((mass > 0) & (mass < 1))
         agg = aggregate(c, p[None, :])
         assert r["answers"] == agg.answers[0].tolist()
         assert r["score"] == pytest.approx(agg.score[0]) and r["score_soft"] == pytest.approx(agg.score_soft[0])
@@ -108,6 +116,16 @@ def test_every_row_scored_once_with_explicit_schema(tmp_path, demo_model_dir):
     assert re.search(r"^mean\s+image\s+video$", printed, re.M)
     assert re.search(rf"^score\s+{summary.means['image']['score']:+.4f}\s+{summary.means['video']['score']:+.4f}$",
                      printed, re.M)
+    # mean answer mass per question, and the random-weight model's low mass flagged in one line
+    for kind in ("image", "video"):
+        ok = [r["answer_mass"] for r in rows if r["status"] == status.OK and r["media_type"] == kind]
+        want = np.mean(ok, axis=0)
+        assert list(summary.answer_mass[kind]) == checklists[kind].question_ids
+        np.testing.assert_allclose(list(summary.answer_mass[kind].values()), want, rtol=1e-6)
+        first = checklists[kind].question_ids[0]
+        assert re.search(rf"^  {kind}:  {first} {want[0]:.3f}", printed, re.M)
+    assert len([line for line in printed.splitlines() if line.startswith("warning:")]) == 1
+    assert "have a mean answer mass under 0.5" in printed and "model.chat_template_kwargs" in printed
 
 
 def test_visionreward_video_checklist_and_refusal_to_overwrite(tmp_path, demo_model_dir):

@@ -83,16 +83,16 @@ def faults(scorer, monkeypatch):
     fail alone (a bad item), whatever else is in the forward."""
     state = {"broken": False}
     adapter = scorer.adapters["image"]
-    real = adapter.score
+    real = adapter.readout
 
-    def score(items, questions):
+    def readout(items, questions):
         if state["broken"]:
             raise CudaLikeError("CUDA error: an illegal memory access was encountered")
         if any(not it.frames.any() for it in items):
             raise ValueError("this item is bad")
         return real(items, questions)
 
-    monkeypatch.setattr(adapter, "score", score)
+    monkeypatch.setattr(adapter, "readout", readout)
     monkeypatch.setattr(scorer, "_streak", FailureStreak(K), raising=False)  # fresh per test
     return state
 
@@ -103,7 +103,7 @@ def test_a_model_broken_from_the_start_stops_before_any_row_is_marked(tmp_path, 
     def broken(self, items, questions):
         raise CudaLikeError("CUDA error: an illegal memory access was encountered")
 
-    monkeypatch.setattr(ChecklistEngine, "score", broken)
+    monkeypatch.setattr(ChecklistEngine, "readout", broken)
     with pytest.raises(SystemicScoringError, match="cannot score a synthetic image at start-up .*CudaLikeError") as info:
         out = _scorer(demo_model_dir)(batch)  # before the start-up canary: both rows marked score_error
         pytest.fail(f"scored, statuses {list(out['status'])}")

@@ -28,7 +28,7 @@ from actors.adapters import MediaInput, load_adapter
 from actors.synthetic_media import make_picture
 from schemas.checklist import default_checklist
 from schemas.job_config import DecodeConfig, ModelConfig
-from tests.stock_forward import stock_image_p_yes
+from tests.stock_forward import stock_image_answers
 
 pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
 
@@ -96,14 +96,16 @@ def test_fast_path_equals_stock_forward(model_dir):
     rng = np.random.default_rng(0)
     images = [make_picture((w, h), seed=k) if k % 2 == 0 else rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
               for k, (h, w) in enumerate(SIZES)]
-    expected = [stock_image_p_yes(model_dir, Image.fromarray(image), qs, DECODE.image_min_pixels, DECODE.image_max_pixels)
-                for image, qs in zip(images, QUESTIONS)]
+    stock = [stock_image_answers(model_dir, Image.fromarray(image), qs, DECODE.image_min_pixels,
+                                 DECODE.image_max_pixels) for image, qs in zip(images, QUESTIONS)]
+    expected = [p for p, _ in stock]
     items = [MediaInput(image[None], "image") for image in images]
     # 120: items over the budget alone, their questions in chunks; default: all items in one forward
     for budget in (120, 16384):
         adapter = load_adapter(ModelConfig(model=str(model_dir), device="cpu", dtype="float32",
                                            token_budget=budget), DECODE)
-        for got, want in zip(adapter.score(items, QUESTIONS), expected):
-            np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
+        for got, (p_yes, mass) in zip(adapter.readout(items, QUESTIONS), stock):
+            np.testing.assert_allclose(got.p_yes, p_yes, atol=TOL, rtol=0)
+            np.testing.assert_allclose(got.answer_mass, mass, atol=0, rtol=TOL)  # whole-vocabulary softmax
     # random weights still answer differently per image and question: agreement is not vacuous
     assert np.ptp(np.concatenate(expected)) > 20 * TOL

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.fit_validation import cross_validate, curve_sizes, evaluate, grouped_folds, learning_curve, summarise
-from pipeline.weight_fit import ALIGNMENT, Pairs, feature_names, fitted_checklist, item_features, solve, zero_weights
+from pipeline.fit_validation import (cross_validate, curve_sizes, evaluate, grouped_folds, learning_curve, summarise,
+                                     untrainable_folds)
+from pipeline.weight_fit import FeatureLayout, Pairs, fitted_checklist, item_features, solve
 from pipeline.weighting import aggregate
 from schemas.checklist import default_checklist
 from schemas.visionreward_format import load_visionreward
@@ -41,10 +42,10 @@ def test_planted_weights_are_recovered_with_their_zeros():
     fit = solve(x, pairs)
     assert fit.converged and fit.pairs == 40_000
     assert cosine(fit.weights, w) >= 0.95
-    names = feature_names(IMAGE)
-    planted_zero = [n for n, v in zip(names, w) if v == 0]
+    layout = FeatureLayout.of(IMAGE)
+    planted_zero = [n for n, v in zip(layout.questions, w) if v == 0]
     assert np.all(fit.weights[w == 0] <= 0.05 * fit.weights.max())  # zero or near it
-    assert set(zero_weights(names, fit.weights)) <= set(planted_zero)
+    assert set(layout.zero_questions(fit.weights)) <= set(planted_zero)
     assert np.all(fit.weights[w > 0] > 0.1 * fit.weights.max())
 
     # Negative control: the same items with preferences that ignore the weights.
@@ -75,6 +76,30 @@ def test_grouped_folds_never_split_a_group_and_balance_pairs():
     assert len(np.unique(grouped_folds(np.array([7, 7, 9]), 5))) == 2  # fewer groups than folds
     with pytest.raises(ValueError, match="at least 2 groups"):
         grouped_folds(np.zeros(4), 5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_one_dominant_group_leaves_no_fold_empty(seed):
+    # Cut by running pair counts, a large group after the small ones took every fold: one
+    # fold, trained on 0 pairs.
+    group = np.repeat(np.arange(5), [100, 1, 1, 1, 1])
+    folds = grouped_folds(group, 5, seed)
+    assert sorted(np.unique(folds)) == [0, 1, 2, 3, 4]
+    assert len(np.unique(grouped_folds(group, 3, seed))) == 3
+    for g in np.unique(group):
+        assert len(set(folds[group == g])) == 1
+    # Greedy by size: the dominant group alone in its fold, the small ones spread over the rest.
+    assert np.sum(folds == folds[0]) == 100
+
+
+def test_a_fold_without_untied_training_pairs_is_refused():
+    x, _, pairs, group = planted_problem(2, 4, seed=8)
+    folds = grouped_folds(group, 2)
+    tied = Pairs(pairs.a, pairs.b, np.where(group == 1, 0, pairs.y))  # group 1: every pair a human tie
+    assert untrainable_folds(pairs, folds) == []  # negative control
+    assert untrainable_folds(tied, folds) == [int(folds[group == 0][0])]
+    with pytest.raises(ValueError, match="not enough groups"):
+        cross_validate(x, tied, folds)
 
 
 def test_curve_sizes():
@@ -135,7 +160,7 @@ def test_features_apply_the_checklists_masks():
     p = rng.random((200, len(IMAGE.questions)))
     hard, soft = item_features(IMAGE, p, "hard"), item_features(IMAGE, p, "soft")
     col = {q: i for i, q in enumerate(IMAGE.question_ids)}
-    names = feature_names(IMAGE)
+    names = FeatureLayout.of(IMAGE).questions
     assert None not in [IMAGE.questions[col[n]].dimension for n in names]  # gates are not features
     keep = np.ones_like(p)
     for mask in IMAGE.masks:  # independent: a gate answered no, or itself masked, zeroes its targets
@@ -154,13 +179,14 @@ def test_fitted_checklist_scores_items_as_the_fitted_model():
     rng = np.random.default_rng(7)
     p = rng.random((300, len(vr.questions)))
     align = rng.random(300)
-    names = feature_names(vr)
-    assert names[0] == ALIGNMENT
-    w = rng.uniform(-1, 1, len(names))
-    out = fitted_checklist(vr, names, w)
+    layout = FeatureLayout.of(vr)
+    assert layout.alignment
+    w = rng.uniform(-1, 1, len(layout))
+    out = fitted_checklist(vr, layout, w)
     agg = aggregate(out, p, align)
     np.testing.assert_allclose(agg.score, item_features(vr, p, "hard", align) @ w, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(agg.score_soft, item_features(vr, p, "soft", align) @ w, rtol=1e-12, atol=1e-12)
     assert out.masks == vr.masks and out.aggregation.intercept == 0.0 and out.aggregation.rule == "linear"
     # An alignment weight that was not fitted is kept.
-    assert fitted_checklist(vr, names[1:], w[1:]).aggregation.alignment_weight == vr.aggregation.alignment_weight
+    assert fitted_checklist(vr, layout.without_alignment(), w[1:]).aggregation.alignment_weight == \
+        vr.aggregation.alignment_weight

@@ -18,6 +18,8 @@ class MediaInput:
     media_type: "image" or "video".
     fps: the sampling rate of the given frames (frames per second of the source timeline),
         used for Qwen2.5-VL's temporal positions; None = unknown.
+    duration: the whole video's length in seconds, as transformers' video readers report it
+        (frame count / average frame rate), which SmolVLM writes into its prompt; None = unknown.
     resized: True when the frames are already at the model's input size, resized from the
         source by the decode stage with the same rule and settings. The adapter then takes
         them as they are: resizing a resized frame is not always a no-op (rounding can push
@@ -29,6 +31,7 @@ class MediaInput:
     media_type: str
     fps: float | None = None
     resized: bool = False
+    duration: float | None = None
 
     def __post_init__(self) -> None:
         if self.media_type not in MEDIA_TYPES:
@@ -41,6 +44,23 @@ class MediaInput:
             raise ValueError(f"an image has exactly one frame, got {f.shape[0]}")
         if self.fps is not None and not self.fps > 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.duration is not None and not self.duration > 0:
+            raise ValueError(f"duration must be positive, got {self.duration}")
+
+
+@dataclass(frozen=True, eq=False)
+class Readout:
+    """What the model said at the answer position of each question of one item, in question order.
+
+    p_yes: float32, softmax over [logsumexp(yes-word logits), logsumexp(no-word logits)].
+    answer_mass: float32, P(any yes word) + P(any no word) under the softmax over the whole
+        vocabulary: how much of its answer the model put on the words p_yes is read from. Low
+        mass means p_yes is read where the model is not answering yes or no (a wrong template,
+        answer word, leading space or thinking prefix). NaN where it was not computed.
+    """
+
+    p_yes: np.ndarray
+    answer_mass: np.ndarray
 
 
 class ChecklistAdapter(Protocol):
@@ -48,10 +68,18 @@ class ChecklistAdapter(Protocol):
 
     model_id: str
 
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+        """Fast path. Per item i, p_yes and answer mass of shape (len(questions[i]),)."""
+        ...
+
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+        """One complete forward per (item, question), nothing shared: the ground truth for `readout`."""
+        ...
+
     def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """Fast path. Per item i, float32 p_yes of shape (len(questions[i]),)."""
+        """`readout`'s p_yes alone. Per item i, float32 p_yes of shape (len(questions[i]),)."""
         ...
 
     def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
-        """One complete forward per (item, question), nothing shared: the ground truth for `score`."""
+        """`readout_reference`'s p_yes alone."""
         ...

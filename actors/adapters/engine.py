@@ -5,9 +5,9 @@ the answer position, the next token after the assistant generation prompt. What 
 families (media tensors, prompt layout, token types, positions) comes from a family module
 (`actors/adapters/family.py`).
 
-Reference path (`score_reference`): one complete stock forward `model(**inputs)` per question.
+Reference path (`readout_reference`): one complete stock forward `model(**inputs)` per question.
 
-Fast path (`score`): all prompts of an item share the template start and the media tokens,
+Fast path (`readout`): all prompts of an item share the template start and the media tokens,
 often more. Per `Forward` of `pack_forwards`:
   1. prefix forward: the items' prefixes (longest common token prefix of each item's full
      prompts) right-padded into one batch with a 2D padding mask; the vision tower runs once
@@ -17,7 +17,10 @@ often more. Per `Forward` of `pack_forwards`:
      block-diagonal 4D mask lets each suffix see its prefix and itself (causally) but no other
      question; each suffix's positions restart where its prefix ended (plain 2D positions, also
      for M-RoPE models: a text-only suffix has equal components); the hidden state at the end of
-     each suffix goes through the yes/no rows of the LM head only.
+     each suffix goes through the LM head.
+
+Both paths read p_yes and the answer mass (`Readout`) from the same whole-vocabulary logits at
+the answer position: the mass costs one log-sum-exp over the LM head's output per question.
 
 Packed suffixes rather than expanding the cache to one row per question, measured on the
 `bench` preset (Qwen2-VL), 2 cores, median s/item over 7 alternating runs:
@@ -39,7 +42,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
-from actors.adapters.base import MediaInput
+from actors.adapters.base import MediaInput, Readout
 from actors.adapters.chat_template import answer_token_ids, ends_in_text, template_readout
 from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.family import Family
@@ -49,6 +52,7 @@ from actors.adapters.packing import (
     pack_forwards,
     pack_suffixes,
     pool_p_yes,
+    read_answers,
     within_window,
 )
 from actors.adapters.prompt_tokens import PromptEncoder
@@ -58,6 +62,9 @@ from schemas.job_config import DecodeConfig, ModelConfig
 MASKABLE_ATTENTION = ("sdpa", "eager")
 # Layer types whose whole state is keys and values; anything else is a state carried along the sequence.
 ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
+# Answer positions per LM-head call on the fast path: bounds the whole-vocabulary logits held
+# at once (64 x 152k float32 = 39 MB) whatever the batch.
+HEAD_ROWS = 64
 
 
 @dataclass(eq=False)
@@ -133,9 +140,12 @@ class ChecklistEngine:
             raise ValueError(f"{model.model} has chunked-attention layers, which the shared-prefix path does not "
                              "mask; use share_prefix=False")
         self.softcap = getattr(text_config, "final_logit_softcapping", None)
-        head = self.model.get_output_embeddings()
-        self.answer_weight = head.weight[self.answer_ids].detach()
-        self.answer_bias = None if head.bias is None else head.bias[self.answer_ids].detach()
+        self.head = self.model.get_output_embeddings()
+        self.answer_weight = self.head.weight[self.answer_ids].detach()
+        self.answer_bias = None if self.head.bias is None else self.head.bias[self.answer_ids].detach()
+        # False: the fast path runs the yes/no rows of the head only and the answer mass is NaN;
+        # benchmarks/checklist_throughput.py switches it off to measure what the mass costs
+        self.answer_mass = True
         # transformers 5.2x renamed past_key_values to cache (the old name warns, then goes in 5.40)
         self.cache_kw = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters \
             else "past_key_values"
@@ -152,41 +162,56 @@ class ChecklistEngine:
                                            self.family.media_layout(visual))
         return PreparedItem(item, visual, sequences)
 
-    def _answer_p_yes(self, hidden: torch.Tensor) -> np.ndarray:
-        logits = torch.nn.functional.linear(hidden, self.answer_weight, self.answer_bias)
-        if self.softcap:  # as the model's own head does (Gemma): cap * tanh(logits / cap)
+    def _capped(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.softcap:  # as the model's own forward does (Gemma): cap * tanh(logits / cap)
             logits = torch.tanh(logits / self.softcap) * self.softcap
-        return pool_p_yes(logits, self.num_yes)
+        return logits
+
+    def _read(self, hidden: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(p_yes, answer mass) of final hidden states (rows, width) at answer positions."""
+        if not self.answer_mass:
+            logits = self._capped(torch.nn.functional.linear(hidden, self.answer_weight, self.answer_bias))
+            return pool_p_yes(logits, self.num_yes), np.full(len(hidden), np.nan, np.float32)
+        parts = [read_answers(self._capped(self.head(rows)), self.answer_ids, self.num_yes)
+                 for rows in hidden.split(HEAD_ROWS)]
+        return np.concatenate([p for p, _ in parts]), np.concatenate([m for _, m in parts])
+
+    def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return [r.p_yes for r in self.readout(items, questions)]
+
+    def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return [r.p_yes for r in self.readout_reference(items, questions)]
 
     # ---- reference path -----------------------------------------------------------------
     @torch.inference_mode()
-    def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
         _check_lengths(items, questions)
         results = []
         for item, qs in zip(items, questions):
             prepared = self.prepare(item, qs)
             media = self.family.media_kwargs([prepared.visual], self.device, self.dtype)
-            p_yes = np.empty(len(qs), np.float32)
+            result = _empty(len(qs))
             for q, seq in enumerate(prepared.sequences):
                 ids = torch.from_numpy(seq)[None].to(self.device)
                 out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
                                  logits_to_keep=1, **self.family.token_types(ids), **media)
-                p_yes[q] = pool_p_yes(out.logits[:, -1, self.answer_ids], self.num_yes)[0]
-            results.append(p_yes)
+                p_yes, mass = read_answers(out.logits[:, -1], self.answer_ids, self.num_yes)
+                result.p_yes[q], result.answer_mass[q] = p_yes[0], mass[0]
+            results.append(result)
         return results
 
     # ---- fast path ----------------------------------------------------------------------
     @torch.inference_mode()
-    def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
         if not self.share_prefix:
-            return self.score_reference(items, questions)
+            return self.readout_reference(items, questions)
         _check_lengths(items, questions)
         prepared = [self.prepare(item, qs) if qs else None for item, qs in zip(items, questions)]
         prefix_lens = [common_prefix_length(p.sequences) if p else 0 for p in prepared]
-        results = [np.empty(len(qs), np.float32) for qs in questions]
+        results = [_empty(len(qs)) for qs in questions]
         for i, (p, n) in enumerate(zip(prepared, prefix_lens)):
             if p and self._media_after(p, n):  # a template that puts the question before the media
-                results[i] = self.score_reference([items[i]], [questions[i]])[0]
+                results[i] = self.readout_reference([items[i]], [questions[i]])[0]
                 prepared[i] = None
         suffix_lens = [[len(s) - n for s in p.sequences] if p else [] for p, n in zip(prepared, prefix_lens)]
         if self.stateful:
@@ -204,10 +229,10 @@ class ChecklistEngine:
                 for chunk in fwd.chunks:
                     rows = [fwd.items.index(i) for i in chunk]
                     suffixes = [[prepared[i].sequences[q][prefix_lens[i]:] for q in qs] for i, qs in chunk.items()]
-                    p_yes = iter(self._suffix_forward(prefix, rows, suffixes))
+                    answers = zip(*self._suffix_forward(prefix, rows, suffixes))
                     for i, qs in chunk.items():
                         for q in qs:
-                            results[i][q] = next(p_yes)
+                            results[i].p_yes[q], results[i].answer_mass[q] = next(answers)
         return results
 
     def _media_after(self, item: PreparedItem, prefix_len: int) -> bool:
@@ -246,8 +271,10 @@ class ChecklistEngine:
         next_pos = flat[torch.arange(len(group), device=self.device), last] + 1
         return _Prefix([(layer.keys, layer.values) for layer in cache.layers], mask.bool(), next_pos.tolist())
 
-    def _suffix_forward(self, prefix: _Prefix, rows: list[int], suffixes: list[list[np.ndarray]]) -> np.ndarray:
-        """p_yes of every suffix; row r packs suffixes[r] one after the other against prefix row rows[r]."""
+    def _suffix_forward(self, prefix: _Prefix, rows: list[int],
+                        suffixes: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """(p_yes, answer mass) of every suffix; row r packs suffixes[r] one after the other against
+        prefix row rows[r]."""
         layout = pack_suffixes(suffixes, prefix.mask[rows].cpu(), [prefix.next_pos[r] for r in rows], self.pad_id)
         mask: Any = additive_mask(layout.allowed, self.dtype, self.device)
         if self.sliding_window is not None:
@@ -258,9 +285,9 @@ class ChecklistEngine:
         out = self.language_model(input_ids=layout.ids.to(self.device), attention_mask=mask,
                                   position_ids=layout.positions.to(self.device), use_cache=True,
                                   **{self.cache_kw: cache})
-        return self._answer_p_yes(out.last_hidden_state[layout.answers])
+        return self._read(out.last_hidden_state[layout.answers])
 
-    def _score_stateful(self, item: PreparedItem, n: int) -> np.ndarray:
+    def _score_stateful(self, item: PreparedItem, n: int) -> Readout:
         """One item on a model with recurrent layers: its prefix alone (no padding may enter the
         state), then its questions in chunks under the token budget, each question in its own row
         on its own copy of the prefix state, right-padded (padding after a question's last token
@@ -274,7 +301,7 @@ class ChecklistEngine:
                          **{self.cache_kw: cache}, **inputs)
         next_pos = int((position_ids if position_ids.ndim == 2 else position_ids.amax(0))[0, -1]) + 1
         suffixes = [s[n:] for s in item.sequences]
-        p_yes = np.empty(len(suffixes), np.float32)
+        result = _empty(len(suffixes))
         start = 0
         while start < len(suffixes):
             end = start + 1  # at least one question per chunk
@@ -294,9 +321,14 @@ class ChecklistEngine:
                                       position_ids=(next_pos + torch.arange(width, device=self.device)).expand(len(chunk), -1),
                                       use_cache=True, **{self.cache_kw: copy})
             last = torch.tensor([len(s) - 1 for s in chunk], device=self.device)
-            p_yes[start:end] = self._answer_p_yes(out.last_hidden_state[torch.arange(len(chunk), device=self.device), last])
+            hidden = out.last_hidden_state[torch.arange(len(chunk), device=self.device), last]
+            result.p_yes[start:end], result.answer_mass[start:end] = self._read(hidden)
             start = end
-        return p_yes
+        return result
+
+
+def _empty(n: int) -> Readout:
+    return Readout(np.empty(n, np.float32), np.empty(n, np.float32))
 
 
 def _check_lengths(items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> None:

@@ -17,7 +17,10 @@ file in `actors/adapters/families/`, supplies only what differs between families
 - `media_layout(media)`: (placeholder, expansion): the text the chat template renders for the
   media (e.g. `<|image_pad|>`) and the text the stock processor puts in its place: N copies of
   the image token, timestamps, frame markers, tiles. The engine replaces the template's single
-  placeholder (never text inside the question or system prompt) with it.
+  placeholder (never text inside the question or system prompt) with it. The placeholder may be
+  a tuple of texts, in order of preference: the first the template renders is replaced (Qwen3-VL
+  replaces the template's whole `<|vision_start|><|video_pad|><|vision_end|>`, or a bare
+  `<|video_pad|>` where a template writes only that).
 - `token_types(ids)`: extra model inputs that depend on the token ids, such as
   `{"mm_token_type_ids": ...}` or Gemma 3's `{"token_type_ids": ...}`, for a (rows, length) batch.
 - `media_kwargs(media, device, dtype)`: several items' prepared media batched into the keyword
@@ -57,7 +60,7 @@ class Family(Protocol):
 
     def media_content(self, media_type: str) -> dict: ...
 
-    def media_layout(self, media: Any) -> tuple[str, str]: ...
+    def media_layout(self, media: Any) -> tuple[str | tuple[str, ...], str]: ...
 
     def token_types(self, ids: torch.Tensor) -> dict[str, torch.Tensor]: ...
 

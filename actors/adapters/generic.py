@@ -17,15 +17,15 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from actors.adapters.base import MediaInput
+from actors.adapters.base import MediaInput, Readout
 from actors.adapters.chat_template import answer_token_ids, ends_in_text, template_readout
 from actors.adapters.devices import resolve_device, resolve_dtype
-from actors.adapters.packing import pool_p_yes
+from actors.adapters.packing import read_answers
 from schemas.job_config import ModelConfig
 
 
 class GenericAdapter:
-    """ChecklistAdapter for checkpoints without a family module; `score` is `score_reference`."""
+    """ChecklistAdapter for checkpoints without a family module; `readout` is `readout_reference`."""
 
     def __init__(self, model: ModelConfig, model_type: str, system_prompt: str | None = None):
         self.model_id = model.model
@@ -80,17 +80,24 @@ class GenericAdapter:
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
     @torch.inference_mode()
-    def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
         if len(items) != len(questions):
             raise ValueError(f"got {len(items)} items but {len(questions)} question lists")
         results = []
         for item, qs in zip(items, questions):
-            p_yes = np.empty(len(qs), np.float32)
+            result = Readout(np.empty(len(qs), np.float32), np.empty(len(qs), np.float32))
             for q, question in enumerate(qs):
                 logits = self.model(**self._inputs(item, question), use_cache=False, logits_to_keep=1).logits
-                p_yes[q] = pool_p_yes(logits[:, -1, self.answer_ids], self.num_yes)[0]
-            results.append(p_yes)
+                p_yes, mass = read_answers(logits[:, -1], self.answer_ids, self.num_yes)
+                result.p_yes[q], result.answer_mass[q] = p_yes[0], mass[0]
+            results.append(result)
         return results
+
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+        return self.readout_reference(items, questions)
+
+    def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        return [r.p_yes for r in self.readout_reference(items, questions)]
 
     def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return self.score_reference(items, questions)

@@ -137,3 +137,13 @@ def pool_p_yes(answer_logits: torch.Tensor, num_yes: int) -> np.ndarray:
     yes = torch.logsumexp(logits[:, :num_yes], dim=-1)
     no = torch.logsumexp(logits[:, num_yes:], dim=-1)
     return torch.sigmoid(yes - no).cpu().numpy().astype(np.float32)
+
+
+def read_answers(logits: torch.Tensor, answer_ids: list[int], num_yes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(p_yes, answer mass) per row of whole-vocabulary logits (rows, vocab). The mass is
+    exp(logsumexp(answer-word logits) - logsumexp(all logits)): the probability the softmax over
+    the whole vocabulary puts on the yes and no words together, pooled over the same tokens as p_yes."""
+    logits = logits.float()
+    answer = logits[:, answer_ids]
+    mass = torch.exp(torch.logsumexp(answer, dim=-1) - torch.logsumexp(logits, dim=-1))
+    return pool_p_yes(answer, num_yes), mass.cpu().numpy().astype(np.float32)

@@ -108,12 +108,13 @@ class PromptEncoder:
     laid out as the family's stock processor lays it out.
 
     `layout` = (placeholder, expansion): the text the template renders for the media, and what the
-    processor puts in its place. The tokenizer splits a text at added tokens before anything else,
-    so where the expansion is cut off from its surroundings by added tokens (its own first and last
-    tokens, or the template's tokens right around the placeholder, as in
-    `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any prompt: they are
-    encoded once per item and spliced in, which equals encoding the expanded text at a fraction of
-    the cost. Otherwise the expanded text is encoded per question.
+    processor puts in its place. A tuple of placeholders is a processor's rule of the form "replace
+    the first of these that the prompt holds" (`rendered_placeholder`). The tokenizer splits a text
+    at added tokens before anything else, so where the expansion is cut off from its surroundings by
+    added tokens (its own first and last tokens, or the template's tokens right around the
+    placeholder, as in `<|vision_start|><|video_pad|><|vision_end|>`), its ids are the same in any
+    prompt: they are encoded once per item and spliced in, which equals encoding the expanded text
+    at a fraction of the cost. Otherwise the expanded text is encoded per question.
 
     The system message goes in the first of `SYSTEM_FORMS` that the template renders as text:
     some templates render only a list of text parts (LLaVA-OneVision's, Idefics3's: a string
@@ -183,23 +184,59 @@ class PromptEncoder:
         return bool(ids) and all(i in self._cuts.values() for i in (ids[0], ids[-1]))
 
     def _splice(self, content: dict, placeholder: str, expansion: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(placeholder ids, expansion ids) as they appear in any whole prompt, or None."""
-        if self._cut_edges(placeholder) and self._cut_edges(expansion):
-            return np.asarray(self._encode(placeholder)), np.asarray(self._encode(expansion))
+        """(placeholder ids, expansion ids) as they appear in any whole prompt, or None.
+
+        Each side is closed either by an added token that both texts end in on that side, or by
+        the template text next to the placeholder up to the nearest added token (Qwen3-VL's frame
+        blocks start with a timestamp, after the template's `user\n`): that context must be the
+        template's own text (no question or system prompt in it) and tokenize the same with
+        either text beside it, so the ids in between are the same in every prompt."""
+        ids = [self._encode(text) for text in (placeholder, expansion)]
         marked = self._marked_template(content)[0]
         at = marked.find(placeholder)
-        left = [c for c in self._cuts if marked[:at].endswith(c)]
-        right = [c for c in self._cuts if marked[at + len(placeholder):].startswith(c)]
-        if at < 0 or not left or not right:
+        if at < 0 or not all(ids):
             return None
-        left, right = max(left, key=len), max(right, key=len)
-        wrapped = [self._encode(left + text + right) for text in (placeholder, expansion)]
-        if any(w[0] != self._cuts[left] or w[-1] != self._cuts[right] for w in wrapped):
+        cuts = set(self._cuts.values())
+        left = "" if ids[0][0] in cuts and ids[1][0] in cuts else self._context(marked[:at], before=True)
+        right = "" if ids[0][-1] in cuts and ids[1][-1] in cuts else \
+            self._context(marked[at + len(placeholder):], before=False)
+        if left is None or right is None:
             return None
-        return np.asarray(wrapped[0][1:-1]), np.asarray(wrapped[1][1:-1])
+        edges = self._encode(left) if left else [], self._encode(right) if right else []
+        inner = []
+        for text in (placeholder, expansion):
+            whole = self._encode(left + text + right)
+            middle = whole[len(edges[0]):len(whole) - len(edges[1])]
+            if whole[:len(edges[0])] != edges[0] or whole[len(whole) - len(edges[1]):] != edges[1] or not middle:
+                return None
+            inner.append(np.asarray(middle))
+        return inner[0], inner[1]
 
-    def sequences(self, content: dict, questions: Sequence[str], layout: tuple[str, str]) -> list[np.ndarray]:
-        placeholder, expansion = layout
+    def _context(self, text: str, before: bool) -> str | None:
+        """The template text between the placeholder and the nearest added token on one side of
+        it (`text`: all the marked template on that side), that token included; None where there
+        is no such token or where a question or system prompt (a sentinel) lies in between."""
+        if before:
+            found = [(text.rfind(c) + len(c), len(c), text.rfind(c)) for c in self._cuts if c in text]
+            context = text[max(found)[2]:] if found else None
+        else:
+            found = [(text.find(c), -len(c), text.find(c) + len(c)) for c in self._cuts if c in text]
+            context = text[:min(found)[2]] if found else None
+        if context is None or any(mark in context for mark in sentinels(2)):
+            return None
+        return context
+
+    def rendered_placeholder(self, content: dict, placeholder: str | Sequence[str]) -> str:
+        """The placeholder text to replace: `placeholder` itself, or of several (in order of
+        preference) the first that the template renders, the last when it renders none."""
+        if isinstance(placeholder, str):
+            return placeholder
+        marked = self._marked_template(content)[0]
+        return next((p for p in placeholder if p in marked), placeholder[-1])
+
+    def sequences(self, content: dict, questions: Sequence[str],
+                  layout: tuple[str | Sequence[str], str]) -> list[np.ndarray]:
+        placeholder, expansion = self.rendered_placeholder(content, layout[0]), layout[1]
         splice = self._splice(content, placeholder, expansion)
         out = []
         for q in questions:

@@ -5,7 +5,12 @@ larger than one view, then a global view), laid out as the processors write it. 
 video too: frames resized to the square view (the stock video processor resizes twice with
 torchvision; once here), after an intro line that gives the frame count in words and the
 duration, each frame behind `Frame from MM:SS:`. Frame times are i / fps (fps unknown: 24, as
-transformers assumes); the duration is the last frame's whole second (no container metadata).
+transformers assumes). The duration is the video's, in whole seconds, where the decode stage
+read it from the container (`MediaInput.duration`: frame count / average frame rate, what
+transformers' video readers hand the stock processor as `VideoMetadata.duration`); the last
+frame's whole second where it is unknown, as the stock processor falls back
+(`processing_smolvlm.replace_video_token`: `int(metadata.duration) if metadata.duration is not
+None else int(metadata.timestamps[-1])`).
 Every view of a batch goes in `pixel_values`, padded with all-zero views the model drops.
 """
 from __future__ import annotations
@@ -93,8 +98,9 @@ class SmolVLMFamily:
         if media.item.media_type == "video":  # processing_smolvlm.replace_video_token
             n = len(media.pixel_values)
             seconds = [i / (media.item.fps or DEFAULT_VIDEO_FPS) for i in range(n)]
+            duration = int(media.item.duration if media.item.duration is not None else seconds[-1])
             text = (f"You are provided the following series of {num2words(n)} frames "
-                    f"from a {timedelta(seconds=int(seconds[-1]))} [H:MM:SS] video.\n")
+                    f"from a {timedelta(seconds=duration)} [H:MM:SS] video.\n")
             text += "".join(f"\nFrame from {int(s // 60):02d}:{int(s % 60):02d}:" + global_view for s in seconds)
             return self.video, text + "\n\n"
         if media.rows == 0 and media.cols == 0:  # get_image_prompt_string
