@@ -243,6 +243,9 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         id_column="id", checkpoint_path=ckpt_path if ckpt_fs is not None else os.path.abspath(ckpt_path),
         delete_checkpoint_on_success=False, override_filesystem=ckpt_fs,
     )
+    # Rows reach the scorer in manifest order, however many decoders finish out of order: a
+    # row's forward batch (and so its p_yes, to float rounding) does not depend on the timing.
+    ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
     dim_cols = list(dimension_columns(dims).values())
     scanner = output_scanner(cfg, dim_cols)
     try:
@@ -253,6 +256,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         run = record_run(ds, out_fs, cfg.out, run_start)  # stats.json is written under the lease too
     finally:
         ctx.checkpoint_config = None
+        ctx.execution_options.preserve_order = ordered
         lease.release()
     summary = summarize(cfg, dim_cols, time.perf_counter() - t0, checklists, scanner)
     summary.run = run

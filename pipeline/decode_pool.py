@@ -65,7 +65,10 @@ def decode_pool(res: ResourcesConfig, cluster_cpus: float, nodes: int, rows: int
     else:
         block_rows = max(1, min(res.decode_batch_size, rows // (largest * BLOCKS_PER_DECODER)))
         blocks = max(1, math.ceil(rows / block_rows))
-    if res.decode_actors is None:
+    if res.decode_actors is None and rows is None:
+        # blocks cut by bytes, their number unknown here: the pool autoscales from 1, as before
+        min_size, max_size, initial = 1, by_cpus, 1
+    elif res.decode_actors is None:
         min_size = max_size = initial = min(by_cpus, blocks)
     else:
         min_size, max_size = res.decode_actors

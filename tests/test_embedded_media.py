@@ -128,7 +128,11 @@ def test_embedded_media_scores_equal_files_and_bad_bytes_are_rows(media, tmp_pat
     assert kept.isdisjoint(lost_ids)
     run_score_job(cfg, quiet=True)
     again = _scores(tmp_path / "out_hf")
-    assert set(again) == set(hf) and {i: again[i]["p_yes"] for i in lost_ids} == {i: hf[i]["p_yes"] for i in lost_ids}
+    assert set(again) == set(hf)
+    # The lost rows are scored again in a forward batch of their own (a file holds rows_per_file
+    # rows, fewer than a scorer batch): equal to float rounding, not bit for bit.
+    for i in lost_ids:
+        assert again[i]["p_yes"] == pytest.approx(hf[i]["p_yes"], abs=1e-6), i
 
 
 def test_read_blocks_are_sized_by_bytes_and_ids_come_from_the_named_column(tmp_path):

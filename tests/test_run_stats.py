@@ -51,11 +51,16 @@ def test_decode_pool_is_not_tied_to_the_scorer_count():
     (3, 1, 3),  # fewer blocks than CPUs: no idle actors
     (100, 4, 6),  # several blocks per actor, so that they finish together
     (10_000, 8, 6),  # a large job: blocks of decode_batch_size, whatever rows_per_file says
-    (None, 8, 6),  # rows unknown (WebDataset shards, blocks cut by bytes): the CPUs alone
 ])
 def test_decode_blocks_come_from_the_work_not_the_output_files(rows, block_rows, size):
     pool = decode_pool(ResourcesConfig(rows_per_file=1000), 8, 1, rows=rows)
     assert (pool.block_rows, pool.min_size, pool.max_size, pool.initial_size) == (block_rows, size, size, size)
+
+
+def test_blocks_cut_by_bytes_keep_the_autoscaling_pool():
+    # WebDataset shards and manifests holding the media: no row count, blocks from their source
+    pool = decode_pool(ResourcesConfig(), 8, 1, rows=None)
+    assert (pool.block_rows, pool.min_size, pool.max_size, pool.initial_size, pool.tasks_in_flight) == (8, 1, 6, 1, None)
 
 
 def test_a_resumed_run_leaves_the_checkpoint_filter_its_cpu():
