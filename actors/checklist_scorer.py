@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from actors.adapters import load_adapter
-from actors.adapters.base import MediaInput, Readout
+from actors.adapters.base import AnswerKind, MediaInput, Readout
 from actors.systemic_failure import (
     CANARY_PROMPT,
     FailureStreak,
@@ -26,6 +26,7 @@ from pipeline.model_family import GENERIC_RULE
 from pipeline.null_columns import nulls_as_none
 from pipeline.resize_policy import frames_are_final
 from schemas import status
+from schemas.checklist import Checklist
 from schemas.checklist_set import checklists_from_json
 from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
 
@@ -68,6 +69,12 @@ class ChecklistScorer:
             self.adapters[kind] = shared or load_adapter(
                 self.model_cfg, DecodeConfig.model_validate(decode), system_prompt=key
             )
+        # How each question is read; a rating level that is not one token fails the actor here, as a
+        # yes/no word does when the adapter loads
+        self.kinds = {kind: answer_kinds(checklist) for kind, checklist in self.checklists.items()}
+        for kind, kinds in self.kinds.items():
+            for answer in dict.fromkeys(kinds):
+                self.adapters[kind].answer_groups(answer)
         # Frames are taken as the model's input only where the decode stage applied the family's own rule.
         self._final = {kind: frames_final(DecodeConfig.model_validate(decode), a) for kind, a in self.adapters.items()}
         self._start_canaries(DecodeConfig.model_validate(decode))
@@ -98,8 +105,8 @@ class ChecklistScorer:
 
     def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[Readout]:
         adapter = self.adapters[kind]
-        return adapter.readout(items, questions) if self.model_cfg.share_prefix \
-            else adapter.readout_reference(items, questions)
+        return adapter.readout(items, questions, self.kinds[kind]) if self.model_cfg.share_prefix \
+            else adapter.readout_reference(items, questions, self.kinds[kind])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_crash_for_test()
@@ -165,6 +172,11 @@ class ChecklistScorer:
             else:
                 error = None  # the model still scores a known-good item: these items are at fault
         self._streak.observe(error)
+
+
+def answer_kinds(checklist: Checklist) -> list[AnswerKind]:
+    """How each question of `checklist` is read, in question order."""
+    return [AnswerKind(absolute=q.readout == "absolute") for q in checklist.questions]
 
 
 def frames_final(decode: DecodeConfig, adapter) -> bool:

@@ -52,6 +52,11 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
         else:
             raise UserError(f"question {q.id!r} of {new.name!r} ({q.text!r}) is not in the stored scores "
                              f"({source.name!r}): its p_yes was never computed; score it with `vrscore score`")
+    for q, i in zip(new.questions, columns):
+        if source.questions[i].asked != q.asked:
+            raise UserError(f"question {q.id!r} of {new.name!r} is asked or read otherwise (answer, readout, "
+                             f"prompt_template {q.asked!r}) than the stored scores answered it "
+                             f"({source.questions[i].asked!r}); score it with `vrscore score`")
     return np.array(columns, dtype=np.int64)
 
 

@@ -32,6 +32,31 @@ class Question(_Strict):
         ..., description="Dimension this question scores (e.g. 'quality'); null for gating questions that only mask others."
     )
     weight: float = Field(1.0, description="Weight of this question's +1/-1 answer in the aggregation.")
+    answer: Literal["yes_no"] = Field(
+        "yes_no", description="How the question is answered: 'yes_no', read from the model's yes and no words."
+    )
+    readout: Literal["renormalised", "absolute"] = Field(
+        "renormalised",
+        description="yes_no only. 'renormalised': p_yes = P(yes words) / (P(yes words) + P(no words)). "
+        "'absolute': p_yes = P(yes words) under the softmax over the whole vocabulary (VQAScore's readout).",
+    )
+    prompt_template: str | None = Field(
+        None,
+        description="This question's own user text, containing [[question]]; null = the checklist's "
+        "prompt_template (e.g. a question that carries its own answer instruction).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Question":
+        if self.prompt_template is not None and QUESTION_PLACEHOLDER not in self.prompt_template:
+            raise ValueError(f"question {self.id!r}: prompt_template must contain {QUESTION_PLACEHOLDER}")
+        return self
+
+    @property
+    def asked(self) -> tuple:
+        """What decides the model's input and the reading of its answer besides the text: stored p_yes
+        answer a question only where these match."""
+        return (self.answer, self.readout, self.prompt_template)
 
 
 class Mask(_Strict):
@@ -109,7 +134,8 @@ class Checklist(_Strict):
 
     @property
     def uses_prompt(self) -> bool:
-        return any(PROMPT_PLACEHOLDER in t for t in [self.prompt_template, *(q.text for q in self.questions)])
+        texts = [self.prompt_template, *(q.text for q in self.questions), *(q.prompt_template or "" for q in self.questions)]
+        return any(PROMPT_PLACEHOLDER in t for t in texts)
 
     def render(self, prompt: str | None) -> list[str]:
         """The user texts sent to the model for one item, in question order."""
@@ -117,7 +143,7 @@ class Checklist(_Strict):
             raise ValueError(f"checklist {self.name!r} needs a prompt ([[prompt]]) and the row has none")
         out = []
         for q in self.questions:
-            text = self.prompt_template.replace(QUESTION_PLACEHOLDER, q.text.strip())
+            text = (q.prompt_template or self.prompt_template).replace(QUESTION_PLACEHOLDER, q.text.strip())
             out.append(text.replace(PROMPT_PLACEHOLDER, prompt) if prompt is not None else text)
         return out
 
