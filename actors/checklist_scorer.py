@@ -44,7 +44,8 @@ def frames_of(row_frames: bytes, row_shape: np.ndarray) -> np.ndarray:
 
 
 class ChecklistScorer:
-    """Ray Data stage: adds `p_yes` and `answer_mass` as raw float32 bytes per row (b"" for rows not ok).
+    """Ray Data stage: adds `p_yes` and `answer_mass` as raw float32 bytes per row (b"" for rows not ok),
+    and `level_probs` (`level_bytes`) where a checklist has rating questions.
 
     Bytes, not arrays: question lists differ in length between checklists, and ragged
     numpy columns mixed with nulls do not convert reliably to Arrow blocks.
@@ -113,6 +114,7 @@ class ChecklistScorer:
         batch = nulls_as_none(batch)
         n = len(batch["id"])
         p_yes, mass = np.full(n, b"", dtype=object), np.full(n, b"", dtype=object)
+        levels = np.full(n, b"", dtype=object)
         statuses = np.array(batch["status"], dtype=object)
         errors = np.array(batch["error"], dtype=object)
         prompts = batch["prompt"] if "prompt" in batch else np.full(n, None, dtype=object)
@@ -154,8 +156,11 @@ class ChecklistScorer:
                 else:
                     p_yes[i] = np.asarray(res.p_yes, dtype=np.float32).tobytes()
                     mass[i] = np.asarray(res.answer_mass, dtype=np.float32).tobytes()
+                    levels[i] = level_bytes(res)
         out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
         out.update(p_yes=p_yes, answer_mass=mass, status=statuses, error=errors)
+        if any(c.has_ratings for c in self.checklists.values()):
+            out["level_probs"] = levels
         return out
 
     def _check_systemic(self, kind: str, results: list) -> None:
@@ -174,9 +179,17 @@ class ChecklistScorer:
         self._streak.observe(error)
 
 
+def level_bytes(readout: Readout) -> bytes:
+    """The rating questions' level probabilities, one after the other in question order, as float32
+    bytes (the assembler splits them by the checklist's levels)."""
+    parts = [np.asarray(p, dtype=np.float32) for p in readout.level_probs or [] if p is not None]
+    return np.concatenate(parts).tobytes() if parts else b""
+
+
 def answer_kinds(checklist: Checklist) -> list[AnswerKind]:
     """How each question of `checklist` is read, in question order."""
-    return [AnswerKind(absolute=q.readout == "absolute") for q in checklist.questions]
+    return [AnswerKind(tuple(q.levels or ()), tuple(q.level_values or ()), q.readout == "absolute")
+            for q in checklist.questions]
 
 
 def frames_final(decode: DecodeConfig, adapter) -> bool:

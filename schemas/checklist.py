@@ -32,8 +32,18 @@ class Question(_Strict):
         ..., description="Dimension this question scores (e.g. 'quality'); null for gating questions that only mask others."
     )
     weight: float = Field(1.0, description="Weight of this question's +1/-1 answer in the aggregation.")
-    answer: Literal["yes_no"] = Field(
-        "yes_no", description="How the question is answered: 'yes_no', read from the model's yes and no words."
+    answer: Literal["yes_no", "rating"] = Field(
+        "yes_no",
+        description="How the question is answered: 'yes_no', read from the model's yes and no words; 'rating', "
+        "read from `levels`: p_yes is the expected value of `values` under the levels' distribution.",
+    )
+    levels: list[str] | None = Field(
+        None,
+        description="rating only: the answer words in order, worst to best (e.g. ['1','2','3','4','5']); each "
+        "must be one token of the model's tokenizer, as written, in lower case and capitalised.",
+    )
+    values: list[float] | None = Field(
+        None, description="rating only: each level's value in [0, 1]; null = evenly spaced from 0 to 1."
     )
     readout: Literal["renormalised", "absolute"] = Field(
         "renormalised",
@@ -50,13 +60,36 @@ class Question(_Strict):
     def _check(self) -> "Question":
         if self.prompt_template is not None and QUESTION_PLACEHOLDER not in self.prompt_template:
             raise ValueError(f"question {self.id!r}: prompt_template must contain {QUESTION_PLACEHOLDER}")
+        if self.answer == "yes_no":
+            if self.levels is not None or self.values is not None:
+                raise ValueError(f"question {self.id!r}: levels and values are for answer: rating")
+            return self
+        if self.readout != "renormalised":
+            raise ValueError(f"question {self.id!r}: readout {self.readout!r} is for yes_no questions; a rating "
+                             "is renormalised over its levels")
+        levels = self.levels or []
+        if len(levels) < 2 or any(not w.strip() for w in levels):
+            raise ValueError(f"question {self.id!r}: a rating needs at least two non-empty levels, got {levels}")
+        folded = [w.strip().lower() for w in levels]
+        if len(set(folded)) != len(folded):
+            raise ValueError(f"question {self.id!r}: levels {levels} repeat a word (case is pooled)")
+        if self.values is not None and (len(self.values) != len(levels) or any(not 0 <= v <= 1 for v in self.values)):
+            raise ValueError(f"question {self.id!r}: values must be one number in [0, 1] per level, got {self.values}")
         return self
+
+    @property
+    def level_values(self) -> list[float] | None:
+        """A rating's level values (given, or evenly spaced from 0 to 1); None for a yes/no question."""
+        if self.answer != "rating":
+            return None
+        n = len(self.levels or [])
+        return list(self.values) if self.values is not None else [i / (n - 1) for i in range(n)]
 
     @property
     def asked(self) -> tuple:
         """What decides the model's input and the reading of its answer besides the text: stored p_yes
         answer a question only where these match."""
-        return (self.answer, self.readout, self.prompt_template)
+        return (self.answer, self.readout, self.prompt_template, self.levels, self.level_values)
 
 
 class Mask(_Strict):
@@ -131,6 +164,10 @@ class Checklist(_Strict):
             if q.dimension is not None:
                 seen.setdefault(q.dimension, None)
         return list(seen)
+
+    @property
+    def has_ratings(self) -> bool:
+        return any(q.answer == "rating" for q in self.questions)
 
     @property
     def uses_prompt(self) -> bool:
