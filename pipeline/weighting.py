@@ -10,7 +10,9 @@ too, as upstream VisionReward does by mutating its list):
 - 'mean_all' (VisionReward video, bit for bit): score = mean over every question of w_q * a_q,
   masked and zero-weight questions counting as 0.
 - 'linear' (VisionReward image, bit for bit):
-  score = alignment_weight * alignment + sum_q(w_q * a_q) + intercept.
+  score = alignment_weight * alignment + sum_q(w_q * a_q) + intercept. With
+  `aggregation.alignment_from`, alignment is that question's p_yes (taking precedence over an
+  external alignment) and the question is left out of the sum and of every dimension.
 `score_soft` is the same formula with 2*p_yes - 1 in place of a_q (masks still gate on the
 hard answers, so a question is either counted or not). A rating question's p_yes is its expected
 value v in [0, 1]: it enters both `score` and `score_soft` as 2v - 1 (its hard answer, v >= 0.5,
@@ -68,6 +70,9 @@ def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | N
     hard = np.where(rating, 2.0 * p_yes - 1.0, answers.astype(np.float64)) * keep
     w = np.array([qq.weight for qq in checklist.questions], dtype=np.float64)
     agg = checklist.aggregation
+    if agg.alignment_from is not None:  # the alignment term, not also a feature
+        source = checklist.question_ids.index(agg.alignment_from)
+        alignment, w[source] = p_yes[:, source], 0.0
 
     def combine(values: np.ndarray, cols: np.ndarray, total: bool) -> np.ndarray:
         weighted = values[:, cols] * w[cols]

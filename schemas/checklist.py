@@ -117,6 +117,12 @@ class Aggregation(_Strict):
         description="Alignment value used when the manifest gives none. 0.7 is the constant the "
         "upstream VisionReward image inference script uses in place of VQAScore.",
     )
+    alignment_from: str | None = Field(
+        None,
+        description="linear rule only: id of the question whose p_yes is the alignment term (e.g. VQAScore's "
+        "question with readout: absolute), in place of alignment_default and of a manifest column; that "
+        "question is then not also a feature of the score or of any dimension.",
+    )
 
 
 class Checklist(_Strict):
@@ -148,6 +154,12 @@ class Checklist(_Strict):
             unknown = [i for i in [m.question, *m.zeroes] if i not in known]
             if unknown:
                 raise ValueError(f"mask on {m.question!r} names unknown question ids: {unknown}")
+        source = self.aggregation.alignment_from
+        if source is not None:
+            if self.aggregation.rule != "linear":
+                raise ValueError(f"aggregation.alignment_from is for the linear rule, not {self.aggregation.rule!r}")
+            if source not in known:
+                raise ValueError(f"aggregation.alignment_from names unknown question id {source!r}")
         if not self.dimensions:
             raise ValueError("no question has a dimension: nothing would be scored")
         return self
