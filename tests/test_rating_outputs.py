@@ -13,13 +13,14 @@ from actors.adapters.base import MediaInput
 from actors.checklist_scorer import ChecklistScorer, answer_kinds, frames_of
 from actors.media_decoder import MediaDecoder
 from pipeline.assemble import ScoreAssembler
+from pipeline.rescore import Rescorer, rescored_schema
 from pipeline.score_pipeline import validate_rows
 from pipeline.weighting import aggregate
 from schemas import status
 from schemas.checklist import Checklist
 from schemas.checklist_set import checklists_to_json, resolve_checklists
 from schemas.job_config import DecodeConfig, ModelConfig
-from schemas.scores import LEVEL_PROBS_FIELD, scores_schema
+from schemas.scores import LEVEL_PROBS_FIELD, reserved_column, scores_schema
 
 LEVELS = ["bad", "low", "good", "high", "beautiful"]
 RATED = Checklist.model_validate({
@@ -113,3 +114,17 @@ def test_aggregate_takes_a_rating_as_its_expected_value():
     # weights 2, 1, 0.5, 1; features 2*0.6-1, -1, +1, 2*0.3-1
     assert got.score[0] == pytest.approx((2 * 0.2 - 1 + 0.5 - 0.4) / 4.5)
     assert got.dimensions["quality"][0] == pytest.approx((2 * 0.2 - 0.4) / 3)
+
+
+def test_rescore_carries_level_probs_in_the_new_question_order(tmp_path, demo_model_dir):
+    _, _, table = _scored(tmp_path, demo_model_dir, {"image": RATED})
+    table = table.replace_schema_metadata({b"vrscore.checklists": checklists_to_json({"image": RATED}).encode()})
+    reordered = Checklist.model_validate(dict(RATED.model_dump(), name="reordered",
+                                              questions=RATED.model_dump()["questions"][::-1]))
+    schema = rescored_schema(table.schema, {"image": reordered}, "{}")
+    out = Rescorer({"image": RATED}, {"image": reordered}, schema)(table)
+    assert out.schema.field("level_probs") == LEVEL_PROBS_FIELD
+    for old, new in zip(table.to_pylist(), out.to_pylist()):
+        assert new["level_probs"] == old["level_probs"][::-1] and new["p_yes"] == old["p_yes"][::-1]
+        assert new["score"] == pytest.approx(old["score"], rel=1e-12)  # same questions, same weights
+    assert reserved_column("level_probs") is not None  # a manifest column of that name is refused
