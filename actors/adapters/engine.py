@@ -20,7 +20,9 @@ often more. Per `Forward` of `pack_forwards`:
      each suffix goes through the LM head.
 
 Both paths read p_yes and the answer mass (`Readout`) from the same whole-vocabulary logits at
-the answer position: the mass costs one log-sum-exp over the LM head's output per question.
+the answer position: the mass costs one log-sum-exp over the LM head's output per question. The
+same logits give the other question kinds (`AnswerKind`, `packing.read_kinds`): yes/no read
+absolutely (P(yes words) under the whole softmax) and ratings (the levels' distribution).
 
 Packed suffixes rather than expanding the cache to one row per question, measured on the
 `bench` preset (Qwen2-VL), 2 cores, median s/item over 7 alternating runs:

@@ -170,7 +170,7 @@ def read_kinds(logits: torch.Tensor, kinds: Sequence[AnswerGroups]) -> tuple[np.
     p_yes, mass, levels = np.empty(n, np.float32), np.empty(n, np.float32), [None] * n
     for kind in dict.fromkeys(kinds):
         rows = [r for r, k in enumerate(kinds) if k == kind]
-        sub = logits[torch.tensor(rows, device=logits.device)]
+        sub = logits if len(rows) == n else logits[torch.tensor(rows, device=logits.device)]
         if kind.values is None and not kind.absolute:
             p, m = read_answers(sub, [i for g in kind.groups for i in g], len(kind.groups[0]))
         else:
