@@ -7,7 +7,8 @@ exploited by a hostile file can at worst send a wrong answer, which the parent c
   setup    parent -> child  {"decode": DecodeConfig as JSON}
   ready    child -> parent  {"ready": true}
   request  parent -> child  {"media_type": "image"|"video", "nbytes": n}  + n file bytes
-  reply    child -> parent  {"ok": true, "shape": [T, H, W, 3], "fps": x|null, "duration": s|null}
+  reply    child -> parent  {"ok": true, "shape": [T, H, W, 3], "fps": x|null, "duration": s|null,
+                             "times": [T seconds]|null}
                             + T*H*W*3 bytes
            child -> parent  {"ok": false, "status": kind, "message": text}
 """
@@ -20,7 +21,8 @@ from typing import Any
 
 from schemas import status as st
 
-MAX_HEADER_BYTES = 64 * 1024
+# A header carries one time per video frame (about 10 characters each): room for 50,000 frames.
+MAX_HEADER_BYTES = 1024 * 1024
 # A reply's frames are bounded by what the config lets a decode produce; this is only a
 # backstop against a garbage length (max_source_pixels never reach the wire: frames are resized).
 MAX_PAYLOAD_BYTES = 8 * 1024**3
@@ -70,9 +72,21 @@ def _seconds(header: dict[str, Any], key: str) -> float:
     return float(value)
 
 
-def parse_reply(header: dict[str, Any]) -> tuple[tuple[int, int, int, int], float, float] | tuple[str, str]:
-    """A checked reply header: ((T, H, W, 3), fps, duration) for frames (NaN where unknown), or
-    (status, message) for a row error."""
+def _frame_times(times: Any, n_frames: int) -> tuple[float, ...]:
+    """The reply's frame times: null (images) or one finite, non-negative number per frame."""
+    if times is None:
+        return ()
+    if (not isinstance(times, list) or len(times) != n_frames
+            or not all(type(t) in (int, float) and 0 <= t < math.inf for t in times)):
+        raise ProtocolError(f"bad frame times (want {n_frames} seconds >= 0)")
+    return tuple(float(t) for t in times)
+
+
+def parse_reply(
+    header: dict[str, Any],
+) -> tuple[tuple[int, int, int, int], float, float, tuple[float, ...]] | tuple[str, str]:
+    """A checked reply header: ((T, H, W, 3), fps, duration, frame times) for frames (NaN, ()
+    where unknown), or (status, message) for a row error."""
     if header.get("ok") is True:
         shape = header.get("shape")
         if (not isinstance(shape, list) or len(shape) != 4 or shape[3] != 3
@@ -80,7 +94,8 @@ def parse_reply(header: dict[str, Any]) -> tuple[tuple[int, int, int, int], floa
             raise ProtocolError(f"bad frame shape {shape!r}")
         if math.prod(shape) > MAX_PAYLOAD_BYTES:
             raise ProtocolError(f"frames of shape {shape} are over the payload cap")
-        return tuple(shape), _seconds(header, "fps"), _seconds(header, "duration")  # type: ignore[return-value]
+        times = _frame_times(header.get("times"), shape[0])
+        return tuple(shape), _seconds(header, "fps"), _seconds(header, "duration"), times  # type: ignore[return-value]
     if header.get("ok") is False:
         status, message = header.get("status"), header.get("message")
         if status not in st.ALL or status == st.OK or not isinstance(message, str):

@@ -52,6 +52,7 @@ class DecodedFrames(NamedTuple):
     shape: tuple[int, int, int, int]  # (T, H, W, 3)
     fps: float  # NaN: unknown (images)
     duration: float = float("nan")  # the video's length in seconds; NaN: unknown (images)
+    times: tuple[float, ...] = ()  # seconds from the first frame, one per frame; () for images
 
 
 def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
@@ -134,7 +135,7 @@ class DecodeWorker:
             reply = wire.parse_reply(wire.recv_header(self._conn))
             if isinstance(reply[0], str):
                 raise MediaError(*reply)  # type: ignore[arg-type]
-            shape, fps, duration = reply
+            shape, fps, duration, times = reply
             frames = wire.recv_payload(self._conn, int(np.prod(shape)))
         except (EOFError, OSError):
             code = self.close()
@@ -144,7 +145,7 @@ class DecodeWorker:
             self.close()  # its state is unknown: a fresh child serves the next row
             raise MediaError(st.DECODE_ERROR, f"the decoder sent a malformed reply ({exc}); "
                              "the file is likely hostile or corrupt") from None
-        return DecodedFrames(frames, shape, fps, duration)  # type: ignore[arg-type]
+        return DecodedFrames(frames, shape, fps, duration, times)  # type: ignore[arg-type]
 
     def close(self) -> int | None:
         """Stop the child (killed: it may be stuck in a decode); returns its exit code."""
@@ -178,7 +179,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _serve(conn: Connection) -> None:
     from actors.frame_decode import decode_image, decode_video
-    from pipeline.frame_sampling import parse_frames_spec
+    from schemas.frames_spec import parse_frames_spec
 
     setup = wire.recv_header(conn)
     cfg = DecodeConfig.model_validate(setup["decode"])
@@ -210,7 +211,10 @@ def _serve(conn: Connection) -> None:
             continue
         fps, duration = (None if np.isnan(v) else float(v) for v in (out.fps, out.duration))
         frames = np.ascontiguousarray(out.frames)
-        wire.send(conn, {"ok": True, "shape": [int(v) for v in frames.shape], "fps": fps, "duration": duration},
+        # Microseconds: exact enough for any frame rate, and a short header.
+        times = [round(t, 6) for t in out.times] if out.times else None
+        wire.send(conn, {"ok": True, "shape": [int(v) for v in frames.shape], "fps": fps, "duration": duration,
+                         "times": times},
                   frames.reshape(-1))
 
 

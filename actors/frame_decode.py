@@ -11,7 +11,7 @@ takes width/height in the upright orientation (checked against PyAV's raw frames
 by the display matrix, tests/test_media_decoder.py), so frames are not turned again here.
 decord scales inside FFmpeg to the model's size; the sampled frames are read in order
 (frames between decoded but not converted) or by seeking, whichever decodes fewer frames
-(`pipeline.frame_sampling.decode_in_order`); both give the same frames.
+(`actors.frame_sampling.decode_in_order`); both give the same frames.
 """
 from __future__ import annotations
 
@@ -26,14 +26,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from actors.media_io import MediaError
-from pipeline.frame_sampling import (
-    FramesSpec,
-    decode_in_order,
-    uniform_indices,
-    visionreward_indices,
-)
+from actors.frame_sampling import decode_in_order, fixed_rate_indices, uniform_indices, visionreward_indices
 from pipeline.resize_policy import RESIZE_RULES, UNRESOLVED_RULE
 from schemas import status as st
+from schemas.frames_spec import FramesSpec
 from schemas.job_config import DecodeConfig
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -46,6 +42,7 @@ class DecodedMedia(NamedTuple):
     frames: np.ndarray  # (T, H, W, 3) uint8, C order
     fps: float  # rate of the sampled frames; NaN for images
     duration: float = math.nan  # the video's length in seconds (`video_duration`); NaN for images or unknown
+    times: tuple[float, ...] = ()  # each frame's start time in seconds from the first frame's; () for images
 
 
 def _detail(exc: BaseException) -> str:
@@ -164,12 +161,18 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
         if n_total < 1:
             raise MediaError(st.DECODE_ERROR, "the video has no frames")
         avg_fps = reader.get_avg_fps()
+        starts = reader.get_frame_timestamp(np.arange(n_total))[:, 0]
         if spec.kind == "uniform":
             indices = uniform_indices(n_total, spec.n)
             # As Qwen2-VL's video utils: frames taken per second of the whole video.
             fps = len(indices) * avg_fps / n_total if avg_fps > 0 else math.nan
+        elif spec.kind == "fps":
+            if not avg_fps > 0:
+                raise MediaError(st.DECODE_ERROR, "the video has no frame rate, so frames cannot be taken at "
+                                 f"a fixed rate ({cfg.frames}); use 'uniform:N'")
+            indices, fps = fixed_rate_indices(starts, n_total / avg_fps, spec.rate, spec.n)
         else:
-            indices = visionreward_indices(reader.get_frame_timestamp(np.arange(n_total))[:, 0], spec.n)
+            indices = visionreward_indices(starts, spec.n)
             fps = 1.0
         frames = _read_frames(reader, indices)
     except MediaError:
@@ -180,4 +183,5 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
     # The scorer takes frames of a model-size rule as they are: never pass on another size.
     if frames.shape[1:] != (height, width, 3):
         raise MediaError(st.DECODE_ERROR, f"decord returned frames of {frames.shape[1:]}, expected {(height, width, 3)}")
-    return DecodedMedia(np.ascontiguousarray(frames), fps, video_duration(n_total, avg_fps))
+    times = tuple(float(t) for t in starts[indices] - starts[0])
+    return DecodedMedia(np.ascontiguousarray(frames), fps, video_duration(n_total, avg_fps), times)

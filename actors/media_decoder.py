@@ -16,10 +16,16 @@ Output columns, added to all input columns:
   frames        object array of bytes: the (T, H, W, 3) uint8 RGB frames, C order; b"" on failure
   frames_shape  object array of int32 arrays [T, H, W, 3]; an empty array on failure
   fps           float64: the rate of the sampled frames (T * avg_fps / frame count for
-                'uniform', 1.0 for 'visionreward'); NaN for images and failures
+                'uniform', 1.0 for 'visionreward', the rate taken for 'fps:F'); NaN for images
+                and failures
   video_duration float64: the video's length in seconds (frame count / avg_fps, as transformers'
                 video readers give it to a processor); NaN for images, failures and videos
                 without a frame rate
+  frame_times   object array of float32 arrays: each video frame's time in seconds from the
+                first frame; an empty array for images and failures
+A batch with a `media_bytes` column (a manifest that holds the media, schemas/embedded_media.py)
+is decoded from those bytes, with no read; the column is dropped from the output, so the bytes
+go no further than this stage.
 Rows whose status is not "ok" on input pass through untouched; a row that fails here gets
 its status kind and an error message, and the batch goes on.
 """
@@ -32,6 +38,7 @@ from actors.decode_worker import DecodeWorker
 from actors.media_io import MediaError
 from pipeline.null_columns import nulls_as_none
 from schemas import status as st
+from schemas.embedded_media import BYTES_COLUMN
 from schemas.job_config import DecodeConfig
 
 
@@ -72,14 +79,23 @@ class MediaDecoder:
         shapes = np.empty(n, dtype=object)
         fps = np.full(n, np.nan, dtype=np.float64)
         duration = np.full(n, np.nan, dtype=np.float64)
+        times = np.empty(n, dtype=object)
         todo = [i for i in range(n) if status[i] == st.OK]
-        reads = {i: self._worker.read(str(batch["uri"][i])) for i in todo[: self.read_ahead]}
+        embedded = batch.get(BYTES_COLUMN)
+        batch = {k: v for k, v in batch.items() if k != BYTES_COLUMN}  # the bytes go no further
+
+        def read(i: int):
+            if embedded is not None:
+                return _InBatch(embedded[i], self._cfg.max_bytes)
+            return self._worker.read(str(batch["uri"][i]))
+
+        reads = {i: read(i) for i in todo[: self.read_ahead]}
         for i in range(n):
-            frames[i], shapes[i] = b"", np.zeros(0, dtype=np.int32)
+            frames[i], shapes[i], times[i] = b"", np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
         for k, i in enumerate(todo):
             if k + self.read_ahead < len(todo):
                 j = todo[k + self.read_ahead]
-                reads[j] = self._worker.read(str(batch["uri"][j]))
+                reads[j] = read(j)
             try:
                 data, read_s = reads.pop(i).result(self._cfg.timeout_s)
                 out = self._worker.decode_bytes(data, str(batch["media_type"][i]),
@@ -88,9 +104,26 @@ class MediaDecoder:
                 status[i], error[i] = exc.status, exc.message
                 continue
             frames[i], shapes[i], fps[i], duration[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps, out.duration
+            times[i] = np.array(out.times, dtype=np.float32)
         return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps,
-                "video_duration": duration}
+                "video_duration": duration, "frame_times": times}
 
     def close(self) -> None:
         """Stop the worker process now rather than when the stage is garbage-collected."""
         self._worker.close()
+
+
+class _InBatch:
+    """An item's bytes that came in the batch: a read that has already happened (`PendingRead`'s
+    interface), held to the same `max_bytes` limit as a file."""
+
+    def __init__(self, data: bytes | None, max_bytes: int):
+        self._data, self._max_bytes = data, max_bytes
+
+    def result(self, timeout_s: float) -> tuple[bytes, float]:
+        if not self._data:
+            raise MediaError(st.EMPTY_FILE, "the media bytes are empty")
+        if len(self._data) > self._max_bytes:
+            raise MediaError(st.TOO_LARGE, f"the media bytes are {len(self._data)} bytes, over the limit of "
+                             f"{self._max_bytes} (max_bytes)")
+        return bytes(self._data), 0.0

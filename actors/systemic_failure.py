@@ -25,7 +25,7 @@ import numpy as np
 
 from actors.adapters.base import MediaInput
 from actors.synthetic_media import make_picture, make_video_frames
-from pipeline.frame_sampling import parse_frames_spec
+from schemas.frames_spec import parse_frames_spec
 from schemas.job_config import DecodeConfig
 
 # A plain source size every family's resize rule and processor takes; the adapter resizes it
@@ -55,7 +55,7 @@ def canary_item(kind: str, decode: DecodeConfig) -> MediaInput:
     video (one frame if `decode.frames` takes one), at a source size the adapter resizes."""
     if kind == "image":
         return MediaInput(frames=make_picture(_CANARY_SIZE)[None], media_type="image")
-    n = min(parse_frames_spec(decode.frames).n, 2)  # a 2 s video gives 2 frames under any rule
+    n = min(parse_frames_spec(decode.frames).n or 2, 2)  # a short video gives 2 frames or fewer under any rule
     return MediaInput(frames=make_video_frames(n, _CANARY_SIZE), media_type="video", fps=1.0)
 
 

@@ -36,10 +36,11 @@ import decord
 import numpy as np
 
 from actors.frame_decode import decode_video
+from actors.frame_sampling import uniform_indices
 from actors.media_decoder import MediaDecoder
 from actors.synthetic_media import make_picture
-from pipeline.frame_sampling import parse_frames_spec, uniform_indices
 from pipeline.resize_policy import smart_resize
+from schemas.frames_spec import parse_frames_spec
 from schemas.job_config import DecodeConfig
 
 # worker_nice 0: the child at the benchmark's own priority (niceness is a policy for sharing

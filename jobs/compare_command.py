@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt (repeat for one per media kind)")
     p.add_argument("--weights", action="append", help="VisionReward weight file for each *_qa.txt checklist")
     p.add_argument("--dimensions", help="VisionReward dimensions.json (question text -> dimension)")
-    p.add_argument("--frames", default="uniform:8", help="video frame sampling: uniform:N or visionreward[:M]")
+    p.add_argument("--frames", default="uniform:8", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="where the model runs")
     p.add_argument("--by", choices=("score", "score_soft"), default="score",
                    help="total that decides which is better: hard answers (score) or p_yes (score_soft)")

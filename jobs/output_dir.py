@@ -29,6 +29,7 @@ from jobs.output_lease import OutputLease, check_free
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
+from pipeline.webdataset_shards import webdataset_shards
 from schemas.job_config import JobConfig
 from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
@@ -75,6 +76,10 @@ def normalised_config(cfg: JobConfig) -> JobConfig:
 def manifest_fingerprint(cfg: JobConfig) -> dict:
     """Files, bytes and the digest (actors/file_fingerprint.py) of the manifest's data files:
     the files Parquet reads, listed once (no data is read)."""
+    shards = webdataset_shards(cfg.manifest, cfg.storage)
+    if shards is not None:  # WebDataset: the tar shards
+        fs, files = shards
+        return summary([file_version(file, fs.info(file)) for file in files])
     fs = fsspec_filesystem(cfg.manifest, cfg.storage)
     arrow_fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     root = fs._strip_protocol(cfg.manifest)

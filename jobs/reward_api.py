@@ -42,6 +42,7 @@ class ItemScore:
     # question id -> P(yes words) + P(no words) over the whole vocabulary (README: answer mass)
     answer_mass: dict[str, float] = field(default_factory=dict)
     rank: int | None = None  # 1 = best; set by rank(), None for failed items
+    frame_times: list[float] | None = None  # seconds of the video frames the model saw; None for images
 
     @property
     def ok(self) -> bool:
@@ -128,4 +129,5 @@ def _item(index: int, row: dict, checklists: dict[str, Checklist]) -> ItemScore:
         mass = dict(zip(checklist.question_ids, row["answer_mass"]))
     return ItemScore(index=index, uri=row["uri"], media_type=row["media_type"], status=row["status"],
                      error=row["error"], score=row["score"], score_soft=row["score_soft"],
-                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes, answer_mass=mass)
+                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes, answer_mass=mass,
+                     frame_times=row["frame_times"])

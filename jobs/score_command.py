@@ -30,9 +30,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="job config YAML (any JobConfig field; flags and --set override it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, e.g. resources.batch_size=32")
+    p.add_argument("--media-column", help="manifest column holding the media bytes (binary, or a {bytes, path} "
+                   "struct); default: 'image' or 'video' when there is no 'uri' column")
+    p.add_argument("--id-column", help="manifest column of the row ids when it is not 'id' (manifests holding "
+                   "the media; without one, ids are '<file>#<row>')")
+    p.add_argument("--prompt-field", help="WebDataset shards: the json member's field holding the prompt "
+                   "(default: the txt member)")
     p.add_argument("--keep-columns", help="comma-separated manifest columns to carry into the output")
     p.add_argument("--alignment-column", help="manifest column with an external alignment probability")
-    p.add_argument("--frames", help="video frame sampling: uniform:N or visionreward[:M]")
+    p.add_argument("--frames", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
     p.add_argument("--max-error-fraction", type=float, help="exit non-zero above this fraction of failed rows")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow the model repo to run its own code (off by default)")
@@ -52,6 +58,9 @@ def flags_of(args: argparse.Namespace) -> dict:
         "out": args.out,
         "keep_columns": [c.strip() for c in args.keep_columns.split(",") if c.strip()] if args.keep_columns else None,
         "alignment_column": args.alignment_column,
+        "media_column": args.media_column,
+        "id_column": args.id_column,
+        "prompt_field": args.prompt_field,
         "decode.frames": args.frames,
         "max_error_fraction": args.max_error_fraction,
         "model.trust_remote_code": args.trust_remote_code,

@@ -20,16 +20,17 @@ from jobs.output_dir import (CHECKLIST_FILE, CHECKPOINT_DIR, JOB_FILE, SCORES_DI
 from pipeline.answer_mass import low_mass_warning, mass_by_question, mass_lines
 from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.output_stats import OutputScanner
-from pipeline.parquet_reader import row_count
+from pipeline.parquet_reader import read_parquet, row_count
 from pipeline.progress import JobProgress
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import format_entry, record_run
 from pipeline.scores_input import committed_files
 from pipeline.score_pipeline import build_score_dataset, inspect_manifest, read_manifest
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
+from pipeline.webdataset_shards import webdataset_shards
 from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
-from schemas.job_config import JobConfig
+from schemas.job_config import GENERATED_IDS, JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
 from schemas.scores import dimension_columns, scores_schema
 
@@ -102,7 +103,8 @@ def _cluster_cpus() -> int:
 
 
 def _id_problems_on_driver(manifest: pq.ParquetDataset) -> tuple[int, list[dict]]:
-    ids = manifest.read(columns=["id"])
+    ids = manifest.read()
+    ids = ids.rename_columns(["id"])
     counts = ids.group_by("id").aggregate([([], "count_all")]).rename_columns(["id", "count()"])
     problems = _id_problems(counts)
     first = pc.sort_indices(problems, sort_keys=[("id", "ascending", "at_start")])[:11]
@@ -112,7 +114,7 @@ def _id_problems_on_driver(manifest: pq.ParquetDataset) -> tuple[int, list[dict]
 def _id_problems_distributed(cfg: JobConfig) -> tuple[int, list[dict]]:
     problems = (
         # A shuffle partition per CPU: Ray's default of 200 costs tens of seconds on small jobs.
-        read_manifest(cfg, ["id"]).groupby("id", num_partitions=_cluster_cpus()).count()
+        _read_ids(cfg).groupby("id", num_partitions=_cluster_cpus()).count()
         .map_batches(_id_problems, batch_format="pyarrow").materialize()
     )
     n = problems.count()
@@ -122,16 +124,29 @@ def _id_problems_distributed(cfg: JobConfig) -> tuple[int, list[dict]]:
     return n, nulls + problems.take(11)
 
 
+def _read_ids(cfg: JobConfig):
+    """The manifest's ids alone, in a column 'id' (never the media of a manifest that holds it)."""
+    if cfg.id_column in (None, "id"):
+        return read_manifest(cfg, ["id"])
+    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
+    schema = pa.schema([pa.field(cfg.id_column, STRING_READ_TYPE)])
+    return read_parquet(path, fs, [cfg.id_column], schema=schema).rename_columns({cfg.id_column: "id"})
+
+
 def _null_id_rows(counts: pa.Table) -> pa.Table:
     return counts.filter(pc.is_null(counts["id"]))
 
 
 def check_unique_ids(cfg: JobConfig, driver_max_rows: int = DRIVER_ID_CHECK_MAX_ROWS) -> None:
     """Refuse null or duplicate ids before any work. Small manifests are checked on the
-    driver; larger ones by a distributed groupby, so their ids never reach the driver."""
+    driver; larger ones by a distributed groupby, so their ids never reach the driver. Ids
+    made from file and row number (`GENERATED_IDS`) are unique by construction."""
+    if cfg.id_column == GENERATED_IDS or webdataset_shards(cfg.manifest, cfg.storage) is not None:
+        return  # unique by construction; a WebDataset's keys are not checked up front (it would read every shard)
+    column = cfg.id_column or "id"
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     # ids as the job reads them (integers as their decimal string): 7 and "7" are one id
-    manifest = pq.ParquetDataset(path, filesystem=fs, schema=pa.schema([pa.field("id", STRING_READ_TYPE)]))
+    manifest = pq.ParquetDataset(path, filesystem=fs, schema=pa.schema([pa.field(column, STRING_READ_TYPE)]))
     on_driver = row_count(manifest) <= driver_max_rows
     n_problems, rows = _id_problems_on_driver(manifest) if on_driver else _id_problems_distributed(cfg)
     if n_problems == 0:
@@ -161,19 +176,27 @@ def summarize(cfg: JobConfig, dim_cols: list[str], seconds: float, checklists: d
 
 def as_written(fs, out: str, schema: pa.Schema) -> pa.Schema:
     """The schema a resumed output goes on with: one begun by a version before the answer mass
-    continues without that column, so that all files of one output share one schema."""
+    (or the frame columns) continues without those columns, so that all files of one output
+    share one schema."""
     files = committed_files(fs, join(out, SCORES_DIR)) if fs.isdir(join(out, SCORES_DIR)) else None
     if not files:
         return schema
     with fs.open(files[0], "rb") as f:
         names = pq.read_schema(f).names
-    if "answer_mass" in names or "answer_mass" not in schema.names:
-        return schema
-    log.warning("%s was begun by a vrscore version without the answer_mass column: it goes on without it", out)
-    return schema.remove(schema.get_field_index("answer_mass"))
+    for column in LATER_COLUMNS:
+        if column not in names and column in schema.names:
+            log.warning("%s was begun by a vrscore version without the %s column: it goes on without it", out, column)
+            schema = schema.remove(schema.get_field_index(column))
+    return schema
+
+
+# Output columns added after the first version, in the order they came.
+LATER_COLUMNS = ("answer_mass", "frame_count", "frame_times")
 
 
 def _manifest_rows(cfg: JobConfig) -> int:
+    if webdataset_shards(cfg.manifest, cfg.storage) is not None:
+        return 0  # unknown until the shards are read: the job line shows no total
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     return row_count(pq.ParquetDataset(path, filesystem=fs))
 
@@ -184,6 +207,8 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     cfg = normalised_config(cfg)  # a relative and an absolute path to one manifest are one job
     checklists = resolve_checklists(cfg.checklist, cfg.weights, cfg.dimensions)
     info = inspect_manifest(cfg, checklists)
+    # where the ids come from ('<file>#<row>' when no column holds them), recorded in job.json
+    cfg = cfg.model_copy(update={"id_column": info.id_column})
     # the model's resize rule and factor, recorded in job.json; an unsupported model stops here, in one line
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
     # the chat template's options and the answer prefix every actor renders with, recorded in job.json

@@ -31,6 +31,8 @@ class ScoreAssembler:
             if name in batch and name not in ("p_yes", "answer_mass", "level_probs"):
                 cols[name] = [_py(v) for v in batch[name]]
         cols["group"] = [g if g is not None else p for g, p in zip(cols["group"], cols["prompt"])]
+        if "frame_count" in cols:  # a resumed output begun without them goes on without them
+            cols["frame_count"], cols["frame_times"] = _frames_seen(batch)
         for kind, checklist in self.checklists.items():
             rows = [i for i in range(n) if batch["media_type"][i] == kind]
             for i in rows:
@@ -69,6 +71,19 @@ def split_levels(checklist: Checklist, raw: bytes) -> list[list[float] | None]:
     if start != len(flat):
         raise ValueError(f"got {len(flat)} level probabilities for checklist {checklist.name!r}, which has {start}")
     return out
+
+
+def _frames_seen(batch: dict[str, np.ndarray]) -> tuple[list, list]:
+    """(frame_count, frame_times) per row: the decode stage's frame times of scored videos,
+    null for images and for rows that failed anywhere (the model answered on no frames)."""
+    n = len(batch["id"])
+    counts: list = [None] * n
+    times: list = [None] * n
+    for i, row_times in enumerate(batch.get("frame_times", [None] * n)):
+        if (batch["status"][i] == status.OK and batch["media_type"][i] == "video"
+                and row_times is not None and len(row_times)):
+            counts[i], times[i] = len(row_times), np.asarray(row_times, dtype=np.float32).tolist()
+    return counts, times
 
 
 def _py(value):

@@ -28,13 +28,16 @@ def format_duration(seconds: float) -> str:
 
 
 def format_job_line(stats: OutputStats, total: int, new_rows: int, seconds: float) -> str:
-    """`new_rows` were written in `seconds` by this run (a resumed job starts from earlier rows)."""
+    """`new_rows` were written in `seconds` by this run (a resumed job starts from earlier rows);
+    `total` 0 = not known."""
     done = stats.rows
     pct = f" ({100 * done / total:.1f}%)" if total else ""
     rate = new_rows / seconds if seconds > 0 else 0.0
     errors = stats.errors_by_status
     n_err = sum(errors.values())
     err = f"errors {n_err:,}" + (" (" + ", ".join(f"{k} {n:,}" for k, n in sorted(errors.items())) + ")" if n_err else "")
+    if not total:  # unknown (WebDataset shards): rows so far, no total and no ETA
+        return f"[vrscore] rows {done:,}   {rate:,.1f} rows/s   {err}"
     left = max(0, total - done)
     eta = "ETA -" if rate <= 0 else f"ETA {format_duration(left / rate)}"
     return f"[vrscore] rows {done:,}/{total:,}{pct}   {rate:,.1f} rows/s   {err}   {eta}"

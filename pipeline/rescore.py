@@ -127,5 +127,7 @@ class Rescorer:
                LEVELS: pa.array(list(level_rows), type=LEVEL_PROBS_FIELD.type),
                "answers": pa.array(list(answer_rows), type=pa.list_(pa.int8())),
                **{c: pa.array(v, mask=np.isnan(v), type=pa.float64()) for c, v in values.items()}}
-        return pa.Table.from_arrays([out[f.name] if f.name in out else batch[f.name] for f in self.schema],
-                                    schema=self.schema)
+        # Scores written before a column existed (frame_count, frame_times) get it as nulls.
+        return pa.Table.from_arrays(
+            [out[f.name] if f.name in out else batch[f.name] if f.name in batch.column_names
+             else pa.nulls(n, f.type) for f in self.schema], schema=self.schema)

@@ -7,7 +7,6 @@ change says so with `resume_may_change` (schemas/resume_rules.py); every other o
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -15,7 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from schemas.resume_rules import SPEED_ONLY, resume_may_change
 from schemas.scores import check_carried_columns
 
-_FRAMES_RE = re.compile(r"^(uniform:[1-9][0-9]*|visionreward(:[1-9][0-9]*)?)$")
+from schemas.frames_spec import parse_frames_spec
+from schemas.manifest import IMAGE_EXTS, VIDEO_EXTS
+
+# WebDataset members taken as a sample's media, first match wins (JobConfig.media_extensions).
+WEBDATASET_MEDIA_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff",
+                               "mp4", "webm", "mkv", "mov", "avi")
+
+# `JobConfig.id_column` when ids are made from file and row number (no column holds them).
+GENERATED_IDS = "<file>#<row>"
+
 
 
 class _Strict(BaseModel):
@@ -29,7 +37,10 @@ class DecodeConfig(_Strict):
         "uniform:8",
         description="Video frame sampling. 'uniform:N' spreads N frames evenly over the whole "
         "video; 'visionreward' takes one frame per second from the start, at most 24, as the "
-        "VisionReward inference script does ('visionreward:M' caps at M instead).",
+        "VisionReward inference script does ('visionreward:M' caps at M instead); 'fps:F' takes a frame "
+        "every 1/F seconds from the start (the rate a video judge was trained at, e.g. 'fps:2'), never "
+        "faster than the video's own rate, and 'fps:F:MAX' at most MAX frames, spread evenly over a clip "
+        "longer than MAX/F seconds. Each output row records the frames taken (frame_count, frame_times).",
     )
     resize_rule: Literal["smart_resize", "smart_resize_small_up", "fit_within"] | None = Field(
         None,
@@ -96,8 +107,7 @@ class DecodeConfig(_Strict):
     @field_validator("frames")
     @classmethod
     def _check_frames(cls, v: str) -> str:
-        if not _FRAMES_RE.match(v):
-            raise ValueError(f"frames must be 'uniform:N' or 'visionreward[:M]', got {v!r}")
+        parse_frames_spec(v)  # ValueError names the rules
         return v
 
 
@@ -288,7 +298,21 @@ BY_CONTENT = resume_may_change("compared by the checklists it loads (checklist.j
 class JobConfig(_Strict):
     """Everything `vrscore score` needs."""
 
-    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, prompt, group].")
+    manifest: str = Field(..., description="Parquet file or directory (local path or URI) with id, uri[, media_type, "
+                          "prompt, group], or with the media bytes themselves (media_column).")
+    media_column: str | None = Field(
+        None,
+        description="Manifest column holding the media bytes: binary, or a struct with 'bytes' and an optional "
+        "'path' (the Hugging Face Image feature). None = a column called 'image' or 'video' when the manifest "
+        "has no 'uri' column. Scores carry the struct's path as uri (else null), never the bytes.",
+    )
+    id_column: str | None = Field(
+        None,
+        description="Manifest column with the row ids, for a dataset whose ids are not in a column called 'id'. "
+        "An embedded-media manifest with neither gets ids from file and row number ('<file>#<row>', the file "
+        f"relative to the manifest): `vrscore score` then records {GENERATED_IDS!r} here, and the manifest's "
+        "fingerprint in job.json holds a resume to the same files.",
+    )
     checklist: list[str] = Field(
         default_factory=lambda: ["default"],
         description="Checklists, one per media kind: 'default' (ours, for images and videos), a "
@@ -307,6 +331,17 @@ class JobConfig(_Strict):
     )
     out: str = Field(..., description="Output directory (local path or URI): scores/, checklist.json, job.json.",
                      json_schema_extra=resume_may_change("the output itself, which may be reached by another path"))
+    prompt_field: str | None = Field(
+        None,
+        description="WebDataset shards: the field of each sample's json member that holds the prompt. None = "
+        "the sample's txt member.",
+    )
+    media_extensions: list[str] = Field(
+        default_factory=lambda: list(WEBDATASET_MEDIA_EXTENSIONS),
+        description="WebDataset shards: which member of a sample is its media, the first of these extensions "
+        "that it has (images and videos by their usual extensions; e.g. ['mp4', 'jpg'] to prefer a sample's "
+        "video over its preview image).",
+    )
     keep_columns: list[str] = Field(default_factory=list, description="Extra manifest columns carried through to the output.")
     alignment_column: str | None = Field(
         None,
@@ -321,6 +356,14 @@ class JobConfig(_Strict):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+
+    @field_validator("media_extensions")
+    @classmethod
+    def _check_media_extensions(cls, v: list[str]) -> list[str]:
+        unknown = [e for e in v if f".{e.lower()}" not in IMAGE_EXTS | VIDEO_EXTS]
+        if unknown or not v:
+            raise ValueError(f"media_extensions must name image or video extensions (without the dot), got {v!r}")
+        return [e.lower() for e in v]
 
     @model_validator(mode="after")
     def _check_carried_columns(self) -> JobConfig:

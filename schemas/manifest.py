@@ -32,20 +32,23 @@ class ManifestError(UserError):
 
 
 def columns_to_read(
-    schema: pa.Schema, *, needs_prompt: bool, keep_columns: list[str], alignment_column: str | None = None
+    schema: pa.Schema, *, needs_prompt: bool, keep_columns: list[str], alignment_column: str | None = None,
+    required: tuple[str, ...] = REQUIRED,
 ) -> list[str]:
-    """The manifest columns a job reads, after checking the required ones exist."""
+    """The manifest columns a job reads, after checking the `required` ones exist (id and uri for
+    a manifest of URIs; the id and media columns when it holds the bytes, schemas/embedded_media.py)."""
     names = set(schema.names)
-    for col in REQUIRED:
+    for col in required:
         if col not in names:
-            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)})")
+            hint = " (a manifest holding the media bytes names their column with --media-column)" if col == "uri" else ""
+            raise ManifestError(f"manifest has no {col!r} column (found: {', '.join(schema.names)}){hint}")
     if needs_prompt and "prompt" not in names:
         raise ManifestError("the checklist uses [[prompt]] but the manifest has no 'prompt' column")
     wanted = [*keep_columns, *([alignment_column] if alignment_column else [])]
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ManifestError(f"columns asked for are not in the manifest: {missing}")
-    cols = [*REQUIRED, *(c for c in OPTIONAL if c in names), *wanted]
+    cols = [*required, *(c for c in OPTIONAL if c in names), *wanted]
     return list(dict.fromkeys(cols))
 
 
@@ -112,7 +115,28 @@ def check_row(
             return None, status.UNSUPPORTED_MEDIA, (
                 f"cannot tell image from video by the extension {ext!r}; set the media_type column"
             )
-    elif media_type not in ("image", "video"):
+    return _check_kind_and_prompt(media_type, prompt, prompt_needed_for)
+
+
+def check_embedded_row(
+    nbytes: int | None, media_type: str | None, prompt: str | None, prompt_needed_for: dict[str, bool]
+) -> tuple[str | None, str, str | None]:
+    """(media_type, status, error) of one row whose media bytes are in the manifest
+    (schemas/embedded_media.py): `nbytes` is their length (None: null), `media_type` the row's
+    own or the one the source told from the column, path or bytes (None: not told)."""
+    if not nbytes:
+        return media_type, status.EMPTY_FILE if nbytes == 0 else status.INVALID_ROW, (
+            "the media bytes are empty" if nbytes == 0 else "the media bytes are null")
+    if media_type is None or media_type == "":
+        return None, status.UNSUPPORTED_MEDIA, ("cannot tell image from video by the media column, its path or "
+                                                "the bytes' signature; set the media_type column")
+    return _check_kind_and_prompt(media_type, prompt, prompt_needed_for)
+
+
+def _check_kind_and_prompt(
+    media_type: str, prompt: str | None, prompt_needed_for: dict[str, bool]
+) -> tuple[str | None, str, str | None]:
+    if media_type not in ("image", "video"):
         return media_type, status.UNSUPPORTED_MEDIA, f"media_type must be 'image' or 'video', got {media_type!r}"
     if media_type not in prompt_needed_for:
         return media_type, status.UNSUPPORTED_MEDIA, f"the job has no checklist for {media_type}s"

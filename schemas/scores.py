@@ -1,6 +1,8 @@
 """The scores output: one row per manifest row, an explicit Arrow schema, self-describing.
 
-Columns: id, uri, media_type, prompt, group, checklist (name of the checklist that scored
+Columns: id, uri, media_type, frame_count and frame_times (the video frames the model saw:
+their number and their times in seconds from the first frame, under any `--frames` rule;
+null for images and failed rows), prompt, group, checklist (name of the checklist that scored
 the row), status, error, p_yes (list<float32>, in that checklist's question order),
 answer_mass (list<float32>, same order: P(yes words) + P(no words) under the softmax over the
 whole vocabulary, where p_yes was read; absent from outputs of versions before it),
@@ -30,6 +32,8 @@ BASE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
     pa.field("uri", pa.string()),
     pa.field("media_type", pa.string()),
+    pa.field("frame_count", pa.int32()),
+    pa.field("frame_times", pa.list_(pa.float32())),
     pa.field("prompt", pa.string()),
     pa.field("group", pa.string()),
     pa.field("checklist", pa.string()),
@@ -47,9 +51,10 @@ BASE_FIELDS = [
 LEVEL_PROBS_FIELD = pa.field("level_probs", pa.list_(pa.list_(pa.float32())))
 
 # Columns the stages add to a batch between the read and the write (the decode stage's frames,
-# their shape, the video's fps and duration, actors/media_decoder.py): a manifest column of one
+# their shape, the video's fps and duration, actors/media_decoder.py; an embedded item's bytes
+# and why a source could not read them, schemas/embedded_media.py): a manifest column of one
 # of these names would be replaced by them on the way.
-STAGE_COLUMNS = ("frames", "frames_shape", "fps", "video_duration")
+STAGE_COLUMNS = ("frames", "frames_shape", "fps", "video_duration", "frame_times", "media_bytes", "read_error")
 
 
 def reserved_column(name: str) -> str | None:

@@ -71,6 +71,9 @@ def test_a_pickled_reply_is_refused_not_loaded(tmp_path):
     {"ok": True, "shape": [1, 2, 2, 3], "fps": 2.0, "duration": "long"},
     {"ok": True, "shape": [1, 2, 2, 3], "fps": 2.0, "duration": -3.0},  # not a length
     {"ok": True, "shape": [1, 2, 2, 3], "fps": 2.0, "duration": float("inf")},
+    {"ok": True, "shape": [2, 2, 2, 3], "fps": 2.0, "times": [0.0]},        # one time short
+    {"ok": True, "shape": [2, 2, 2, 3], "fps": 2.0, "times": [0.0, -0.5]},  # negative time
+    {"ok": True, "shape": [2, 2, 2, 3], "fps": 2.0, "times": [0.0, "1"]},   # not a number
     {"ok": False, "status": "pwned", "message": "x"},       # not a status kind
     {"ok": False, "status": st.OK, "message": "x"},
     {"status": st.DECODE_ERROR},
@@ -82,9 +85,11 @@ def test_malformed_reply_headers_are_refused(header):
 
 def test_reply_framing_round_trip_and_length_check():
     parent, child = Pipe()
-    wire.send(child, {"ok": True, "shape": [1, 2, 2, 3], "fps": 2.5, "duration": 10.0}, bytes(range(12)))
-    shape, fps, duration = wire.parse_reply(wire.recv_header(parent))
-    assert (shape, fps, duration) == ((1, 2, 2, 3), 2.5, 10.0) and wire.recv_payload(parent, 12) == bytes(range(12))
+    wire.send(child, {"ok": True, "shape": [1, 2, 2, 3], "fps": 2.5, "duration": 10.0, "times": [0.0]},
+              bytes(range(12)))
+    shape, fps, duration, times = wire.parse_reply(wire.recv_header(parent))
+    assert (shape, fps, duration, times) == ((1, 2, 2, 3), 2.5, 10.0, (0.0,))
+    assert wire.recv_payload(parent, 12) == bytes(range(12))
     wire.send(child, {"ok": True, "shape": [1, 2, 2, 3], "fps": None}, bytes(11))
     wire.recv_header(parent)
     with pytest.raises(wire.ProtocolError, match="promised 12"):

@@ -11,7 +11,7 @@ import pytest
 
 from actors import frame_decode
 from actors.synthetic_media import make_video_frames
-from pipeline.frame_sampling import SEEK_COST_FRAMES, decode_in_order, uniform_indices
+from actors.frame_sampling import SEEK_COST_FRAMES, decode_in_order, uniform_indices
 from tests.paths import MEDIA
 
 

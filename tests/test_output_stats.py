@@ -76,6 +76,8 @@ def test_job_line():
     assert "errors 4 (missing_file 3, timeout 1)" in line
     assert "ETA 6m36s" in line  # 990 rows at 2.5 rows/s
     assert "ETA -" in format_job_line(OutputStats(), total=10, new_rows=0, seconds=3.0)
+    unknown = format_job_line(stats, total=0, new_rows=10, seconds=4.0)  # WebDataset shards: no total
+    assert unknown.startswith("[vrscore] rows 10   2.5 rows/s") and "ETA" not in unknown and "/0" not in unknown
     assert format_duration(3 * 3600 + 125) == "3h02m" and format_duration(59.4) == "59s"
 
 

@@ -85,7 +85,14 @@ def test_every_row_scored_once_with_explicit_schema(tmp_path, demo_model_dir):
     assert json.loads((tmp_path / "out" / "job.json").read_text())["manifest"] == str(manifest)
 
     rows = table.to_pylist()
+    # The frames the model saw: uniform:4 of 20 frames at 10 fps = frames 0, 6, 13, 19.
+    vid0 = next(r for r in rows if r["id"] == "vid0")
+    assert vid0["frame_count"] == 4 and vid0["frame_times"] == pytest.approx([0, 0.6, 1.3, 1.9], abs=1e-6)
     for r in rows:
+        if r["media_type"] == "video" and r["status"] == status.OK:
+            assert r["frame_count"] == len(r["frame_times"]) > 0
+        else:  # images and failed rows saw no video frames
+            assert r["frame_count"] is None and r["frame_times"] is None, r["id"]
         if r["status"] != status.OK:
             assert r["error"] and r["p_yes"] is None and r["answer_mass"] is None and r["score"] is None
             continue

@@ -1,36 +1,17 @@
 """Which video frames to decode: pure functions over frame counts and timestamps.
 
-`DecodeConfig.frames` names a strategy; `parse_frames_spec` turns it into a `FramesSpec`,
-and the index functions turn a video's length (or its frame timestamps) into the frame
-indices to decode. Nothing here opens a file, so the rules test without media.
+`DecodeConfig.frames` names a strategy; `schemas.frames_spec.parse_frames_spec` turns it into
+a `FramesSpec`, and the index functions turn a video's length (or its frame timestamps) into
+the frame indices to decode. Nothing here opens a file, so the rules test without media.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Literal, NamedTuple
 
 import numpy as np
 
-# The VisionReward inference script samples at most this many one-per-second frames.
-VISIONREWARD_MAX_FRAMES = 24
-
-
-class FramesSpec(NamedTuple):
-    """A parsed `DecodeConfig.frames`: the strategy and its frame count (or cap)."""
-
-    kind: Literal["uniform", "visionreward"]
-    n: int
-
-
-def parse_frames_spec(spec: str) -> FramesSpec:
-    """Parse 'uniform:N', 'visionreward' or 'visionreward:M' (N, M >= 1)."""
-    kind, sep, count = spec.partition(":")
-    if kind == "visionreward" and not sep:
-        return FramesSpec("visionreward", VISIONREWARD_MAX_FRAMES)
-    if kind in ("uniform", "visionreward") and count.isdigit() and int(count) >= 1:
-        return FramesSpec(kind, int(count))  # type: ignore[arg-type]
-    raise ValueError(f"frames must be 'uniform:N' or 'visionreward[:M]' with N, M >= 1, got {spec!r}")
-
+from schemas.frames_spec import VISIONREWARD_MAX_FRAMES
 
 def uniform_indices(n_total: int, n: int) -> np.ndarray:
     """`n` frame indices spread evenly over a video of `n_total` frames, first and last
@@ -68,6 +49,38 @@ def visionreward_indices(timestamps: Sequence[float], max_frames: int = VISIONRE
     seconds = range(min(max_second, max_frames))
     # np.argmin returns the first minimum, as list.index(min(...)) does.
     return np.array([int(np.argmin(np.abs(ts - ts.dtype.type(s)))) for s in seconds], dtype=np.int64)
+
+
+# A sample time matches a frame that starts this close after it (timestamps are float32).
+_TIME_TOLERANCE_S = 1e-4
+
+
+def fixed_rate_indices(starts: Sequence[float], duration: float, rate: float,
+                       max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """The 'fps:F[:MAX]' rule: (frame indices, the rate they were taken at).
+
+    Sample times are `starts[0] + k / r` for every k with k / r inside the clip's `duration`
+    (seconds), and each takes the frame on screen at that time (the last one starting at or
+    before it), so a 3 s clip at fps:2 gives 6 frames, 0.5 s apart. The rate r is `rate`, but
+    never faster than the video's own frames (`len(starts) / duration`: no frame is shown
+    twice), and with `max_frames` a clip that would need more frames gets `max_frames` of them
+    spread evenly at r = max_frames / duration. `starts` are frame start times in seconds.
+    """
+    ts = np.asarray(starts, dtype=np.float64)
+    if ts.ndim != 1 or ts.size == 0:
+        raise ValueError("starts must be a non-empty 1-D sequence")
+    if not (rate > 0 and math.isfinite(rate)) or not (duration > 0 and math.isfinite(duration)):
+        raise ValueError(f"need rate > 0 and duration > 0, got rate={rate}, duration={duration}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    r = min(rate, ts.size / duration)
+    # 1e-9: a product that is a whole number in exact arithmetic must not round up to one more frame.
+    count = max(1, math.ceil(duration * r - 1e-9))
+    if max_frames is not None and count > max_frames:
+        r, count = max_frames / duration, max_frames
+    times = ts[0] + np.arange(count) / r
+    indices = np.searchsorted(ts, times + _TIME_TOLERANCE_S, side="right") - 1
+    return np.clip(indices, 0, ts.size - 1).astype(np.int64), float(r)
 
 
 # A seek flushes the decoder and restarts at a keyframe; its fixed cost, in frames decoded,
