@@ -1,6 +1,7 @@
 """`aggregation.alignment_from`: the linear rule's alignment term answered by a question of the
-checklist, and the shipped checklist that completes VisionReward's image formula with VQAScore's
-question. Its published part equals the published files as loaded; scored with tiny models of two
+checklist. VisionReward's image formula is completed here with VQAScore's question: the published
+image select list and weights as loaded from ../shared (the project ships no copy of their
+sentences), plus the VQAScore question read with `readout: absolute`. Scored with tiny models of two
 families, its VQAScore answer equals the stock forward's P("Yes" or "yes") under the whole softmax,
 and `score` equals the linear formula recomputed here from the row's own p_yes."""
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pipeline.model_family import resolve_decode
 from pipeline.score_pipeline import validate_rows
 from pipeline.weighting import aggregate
 from schemas import status
-from schemas.checklist import DEFAULTS_DIR, Checklist, load_checklist_file
+from schemas.checklist import Checklist, load_checklist_file
 from schemas.checklist_set import checklists_to_json, resolve_checklists
 from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
 from schemas.scores import scores_schema
@@ -25,13 +26,26 @@ from schemas.visionreward_format import UPSTREAM_IMAGE_MASKS, load_visionreward
 from tests.family_stock import stock_absolute
 from tests.paths import VR_DIMS, VR_IMAGE_QA, VR_IMAGE_W, VR_VIDEO_QA, VR_VIDEO_W, require
 
-SHIPPED = DEFAULTS_DIR / "visionreward_image_vqascore.yaml"
+VQASCORE = {"id": "vqascore", "text": 'Does this figure show "[[prompt]]"? Please answer yes or no.',
+            "dimension": None, "weight": 0.0, "readout": "absolute", "prompt_template": "[[question]]"}
+
+
+def with_vqascore(published: Checklist) -> Checklist:
+    """The published image checklist with VQAScore's question as its alignment term."""
+    data = published.model_dump()
+    data["name"] = "visionreward-image-vqascore"
+    data["questions"].append(VQASCORE)
+    data["aggregation"]["alignment_from"] = "vqascore"
+    return Checklist.model_validate(data)
 PROMPTS = ["a red fox in snow", "a cat on a sofa"]
 
 
-def test_the_shipped_checklist_is_the_published_one_plus_vqascore():
+def test_the_published_checklist_plus_vqascore_keeps_the_published_formula(tmp_path):
     require(VR_IMAGE_QA)
-    shipped, published = load_checklist_file(SHIPPED), load_visionreward(VR_IMAGE_QA, VR_IMAGE_W, VR_DIMS)
+    published = load_visionreward(VR_IMAGE_QA, VR_IMAGE_W, VR_DIMS)
+    path = tmp_path / "image.json"
+    path.write_text(with_vqascore(published).model_dump_json())
+    shipped = load_checklist_file(path)  # our checklist format round-trips it
     assert shipped.questions[:-1] == published.questions and shipped.masks == published.masks
     agg, upstream = shipped.aggregation, published.aggregation
     assert (agg.rule, agg.intercept, agg.alignment_weight) == (upstream.rule, upstream.intercept,
@@ -40,7 +54,7 @@ def test_the_shipped_checklist_is_the_published_one_plus_vqascore():
     assert agg.alignment_from == vqa.id and vqa.readout == "absolute" and vqa.dimension is None
     assert shipped.render("a fox")[-1] == 'Does this figure show "a fox"? Please answer yes or no.'
     # loadable beside the published video files, one checklist per media kind
-    both = resolve_checklists([str(SHIPPED), str(VR_VIDEO_QA)], [str(VR_VIDEO_W)], str(VR_DIMS))
+    both = resolve_checklists([str(path), str(VR_VIDEO_QA)], [str(VR_VIDEO_W)], str(VR_DIMS))
     assert both["image"] == shipped and both["video"].name.startswith("visionreward:")
 
 
@@ -49,7 +63,7 @@ def scored(request, tmp_path_factory):
     require(VR_IMAGE_QA)
     tmp = tmp_path_factory.mktemp(request.param)
     model_dir = build_demo_model(tmp / "model", family=request.param)
-    checklist = load_checklist_file(SHIPPED)
+    checklist = with_vqascore(load_visionreward(VR_IMAGE_QA, VR_IMAGE_W, VR_DIMS))
     rng = np.random.default_rng(4)
     uris = []
     for k in range(len(PROMPTS)):
