@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from actors.adapters import load_adapter
-from actors.adapters.base import MediaInput, Readout
+from actors.adapters.base import AnswerKind, MediaInput, Readout
 from actors.systemic_failure import (
     CANARY_PROMPT,
     FailureStreak,
@@ -26,6 +26,7 @@ from pipeline.model_family import GENERIC_RULE
 from pipeline.null_columns import nulls_as_none
 from pipeline.resize_policy import frames_are_final
 from schemas import status
+from schemas.checklist import Checklist
 from schemas.checklist_set import checklists_from_json
 from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
 
@@ -43,7 +44,8 @@ def frames_of(row_frames: bytes, row_shape: np.ndarray) -> np.ndarray:
 
 
 class ChecklistScorer:
-    """Ray Data stage: adds `p_yes` and `answer_mass` as raw float32 bytes per row (b"" for rows not ok).
+    """Ray Data stage: adds `p_yes` and `answer_mass` as raw float32 bytes per row (b"" for rows not ok),
+    and `level_probs` (`level_bytes`) where a checklist has rating questions.
 
     Bytes, not arrays: question lists differ in length between checklists, and ragged
     numpy columns mixed with nulls do not convert reliably to Arrow blocks.
@@ -68,6 +70,12 @@ class ChecklistScorer:
             self.adapters[kind] = shared or load_adapter(
                 self.model_cfg, DecodeConfig.model_validate(decode), system_prompt=key
             )
+        # How each question is read; a rating level that is not one token fails the actor here, as a
+        # yes/no word does when the adapter loads
+        self.kinds = {kind: answer_kinds(checklist) for kind, checklist in self.checklists.items()}
+        for kind, kinds in self.kinds.items():
+            for answer in dict.fromkeys(kinds):
+                self.adapters[kind].answer_groups(answer)
         # Frames are taken as the model's input only where the decode stage applied the family's own rule.
         self._final = {kind: frames_final(DecodeConfig.model_validate(decode), a) for kind, a in self.adapters.items()}
         self._start_canaries(DecodeConfig.model_validate(decode))
@@ -98,14 +106,15 @@ class ChecklistScorer:
 
     def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[Readout]:
         adapter = self.adapters[kind]
-        return adapter.readout(items, questions) if self.model_cfg.share_prefix \
-            else adapter.readout_reference(items, questions)
+        return adapter.readout(items, questions, self.kinds[kind]) if self.model_cfg.share_prefix \
+            else adapter.readout_reference(items, questions, self.kinds[kind])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         _maybe_crash_for_test()
         batch = nulls_as_none(batch)
         n = len(batch["id"])
         p_yes, mass = np.full(n, b"", dtype=object), np.full(n, b"", dtype=object)
+        levels = np.full(n, b"", dtype=object)
         statuses = np.array(batch["status"], dtype=object)
         errors = np.array(batch["error"], dtype=object)
         prompts = batch["prompt"] if "prompt" in batch else np.full(n, None, dtype=object)
@@ -147,8 +156,11 @@ class ChecklistScorer:
                 else:
                     p_yes[i] = np.asarray(res.p_yes, dtype=np.float32).tobytes()
                     mass[i] = np.asarray(res.answer_mass, dtype=np.float32).tobytes()
+                    levels[i] = level_bytes(res)
         out = {k: v for k, v in batch.items() if k not in ("frames", "frames_shape")}
         out.update(p_yes=p_yes, answer_mass=mass, status=statuses, error=errors)
+        if any(c.has_ratings for c in self.checklists.values()):
+            out["level_probs"] = levels
         return out
 
     def _check_systemic(self, kind: str, results: list) -> None:
@@ -165,6 +177,19 @@ class ChecklistScorer:
             else:
                 error = None  # the model still scores a known-good item: these items are at fault
         self._streak.observe(error)
+
+
+def level_bytes(readout: Readout) -> bytes:
+    """The rating questions' level probabilities, one after the other in question order, as float32
+    bytes (the assembler splits them by the checklist's levels)."""
+    parts = [np.asarray(p, dtype=np.float32) for p in readout.level_probs or [] if p is not None]
+    return np.concatenate(parts).tobytes() if parts else b""
+
+
+def answer_kinds(checklist: Checklist) -> list[AnswerKind]:
+    """How each question of `checklist` is read, in question order."""
+    return [AnswerKind(tuple(q.levels or ()), tuple(q.level_values or ()), q.readout == "absolute")
+            for q in checklist.questions]
 
 
 def frames_final(decode: DecodeConfig, adapter) -> bool:

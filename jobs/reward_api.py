@@ -64,7 +64,8 @@ class ChecklistReward:
         self._decoder = MediaDecoder(decode.model_dump(), {p: storage_options(storage, p) for p in ("s3", "s3a")})
         self._scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_json,
                                        storage=storage.model_dump())
-        self._schema = scores_schema(all_dimensions(checklists), checklists_json=checklists_json, model_id=model.model)
+        self._schema = scores_schema(all_dimensions(checklists), checklists_json=checklists_json, model_id=model.model,
+                                     level_probs=any(c.has_ratings for c in checklists.values()))
         self._assembler = ScoreAssembler(checklists, self._schema)
 
     @classmethod

@@ -28,7 +28,7 @@ class ScoreAssembler:
         n = len(batch["id"])
         cols: dict[str, list] = {f.name: [None] * n for f in self.schema}
         for name in cols:
-            if name in batch and name not in ("p_yes", "answer_mass"):
+            if name in batch and name not in ("p_yes", "answer_mass", "level_probs"):
                 cols[name] = [_py(v) for v in batch[name]]
         cols["group"] = [g if g is not None else p for g, p in zip(cols["group"], cols["prompt"])]
         if "frame_count" in cols:  # a resumed output begun without them goes on without them
@@ -50,12 +50,27 @@ class ScoreAssembler:
                 cols["p_yes"][i] = p[j].tolist()
                 if "answer_mass" in cols:  # a resumed output begun without it goes on without it
                     cols["answer_mass"][i] = mass[j]
+                if "level_probs" in cols:
+                    cols["level_probs"][i] = split_levels(checklist, batch["level_probs"][i])
                 cols["answers"][i] = agg.answers[j].tolist()
                 cols["score"][i] = float(agg.score[j])
                 cols["score_soft"][i] = float(agg.score_soft[j])
                 for dim, values in agg.dimensions.items():
                     cols[self.dim_cols[dim]][i] = float(values[j])
         return pa.Table.from_pydict(cols, schema=self.schema)
+
+
+def split_levels(checklist: Checklist, raw: bytes) -> list[list[float] | None]:
+    """Per question, a rating's level probabilities from the scorer's bytes (`level_bytes`); None for
+    a yes/no question."""
+    flat, out, start = np.frombuffer(raw, dtype=np.float32), [], 0
+    for q in checklist.questions:
+        n = len(q.levels or []) if q.answer == "rating" else 0
+        out.append(flat[start:start + n].tolist() if n else None)
+        start += n
+    if start != len(flat):
+        raise ValueError(f"got {len(flat)} level probabilities for checklist {checklist.name!r}, which has {start}")
+    return out
 
 
 def _frames_seen(batch: dict[str, np.ndarray]) -> tuple[list, list]:

@@ -16,13 +16,14 @@ import pyarrow.compute as pc
 from pipeline.weighting import aggregate
 from schemas.checklist import DIMENSION_PREFIX, Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json
-from schemas.scores import BASE_FIELDS, META_JOB, META_MODEL, dimension_columns, scores_schema
+from schemas.scores import BASE_FIELDS, LEVEL_PROBS_FIELD, META_JOB, META_MODEL, dimension_columns, scores_schema
 from schemas.status import OK
 from schemas.user_error import UserError
 
 META_RESCORE = b"vrscore.rescore"
 RESCORED = {"checklist", "p_yes", "answer_mass", "answers", "score", "score_soft"}
 MASS = "answer_mass"
+LEVELS = LEVEL_PROBS_FIELD.name
 
 
 def _norm(text: str) -> str:
@@ -52,17 +53,23 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
         else:
             raise UserError(f"question {q.id!r} of {new.name!r} ({q.text!r}) is not in the stored scores "
                              f"({source.name!r}): its p_yes was never computed; score it with `vrscore score`")
+    for q, i in zip(new.questions, columns):
+        if source.questions[i].asked != q.asked:
+            raise UserError(f"question {q.id!r} of {new.name!r} is asked or read otherwise (answer, readout, "
+                             f"prompt_template {q.asked!r}) than the stored scores answered it "
+                             f"({source.questions[i].asked!r}); score it with `vrscore score`")
     return np.array(columns, dtype=np.int64)
 
 
 def rescored_schema(source: pa.Schema, checklists: dict[str, Checklist], record_json: str) -> pa.Schema:
     """The scores schema for `checklists`, keeping every non-score column of `source`."""
     base = {f.name for f in BASE_FIELDS}
-    keep = [f for f in source if f.name not in base and not f.name.startswith(DIMENSION_PREFIX)]
+    keep = [f for f in source if f.name not in base | {LEVELS} and not f.name.startswith(DIMENSION_PREFIX)]
     meta = source.metadata or {}
     schema = scores_schema(all_dimensions(checklists), keep, checklists_json=checklists_to_json(checklists),
                            model_id=meta[META_MODEL].decode() if META_MODEL in meta else None,
-                           job_json=meta[META_JOB].decode() if META_JOB in meta else None)
+                           job_json=meta[META_JOB].decode() if META_JOB in meta else None,
+                           level_probs=LEVELS in source.names)
     if MASS not in source.names:  # scores of a version before the answer mass: nothing to carry
         schema = schema.remove(schema.get_field_index(MASS))
     return schema.with_metadata({**schema.metadata, META_RESCORE: record_json.encode()})
@@ -85,7 +92,7 @@ class Rescorer:
                             dtype=bool)
         checklist = np.asarray(batch["checklist"].to_pylist(), dtype=object)
         p_rows, answer_rows = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
-        mass_rows = np.full(n, None, dtype=object)
+        mass_rows, level_rows = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
         values = {c: np.full(n, np.nan) for c in ["score", "score_soft", *self.dim_cols.values()]}
         for kind, (source, new, columns) in self.plans.items():
             checklist[media == kind] = new.name
@@ -108,12 +115,16 @@ class Rescorer:
             if MASS in self.schema.names:
                 for i, mass in zip(rows, batch[MASS].take(pa.array(rows)).to_pylist()):
                     mass_rows[i] = None if mass is None else np.asarray(mass, dtype=np.float32)[columns]
+            if LEVELS in self.schema.names:  # the rating questions' distributions, in the new order
+                for i, levels in zip(rows, batch[LEVELS].take(pa.array(rows)).to_pylist()):
+                    level_rows[i] = None if levels is None else [levels[c] for c in columns]
             values["score"][rows], values["score_soft"][rows] = agg.score, agg.score_soft
             for dim, v in agg.dimensions.items():
                 values[self.dim_cols[dim]][rows] = v
         out = {"checklist": pa.array(checklist.tolist(), type=pa.string()),
                "p_yes": pa.array(list(p_rows), type=pa.list_(pa.float32())),
                MASS: pa.array(list(mass_rows), type=pa.list_(pa.float32())),
+               LEVELS: pa.array(list(level_rows), type=LEVEL_PROBS_FIELD.type),
                "answers": pa.array(list(answer_rows), type=pa.list_(pa.int8())),
                **{c: pa.array(v, mask=np.isnan(v), type=pa.float64()) for c, v in values.items()}}
         # Scores written before a column existed (frame_count, frame_times) get it as nulls.

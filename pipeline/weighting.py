@@ -10,9 +10,13 @@ too, as upstream VisionReward does by mutating its list):
 - 'mean_all' (VisionReward video, bit for bit): score = mean over every question of w_q * a_q,
   masked and zero-weight questions counting as 0.
 - 'linear' (VisionReward image, bit for bit):
-  score = alignment_weight * alignment + sum_q(w_q * a_q) + intercept.
+  score = alignment_weight * alignment + sum_q(w_q * a_q) + intercept. With
+  `aggregation.alignment_from`, alignment is that question's p_yes (taking precedence over an
+  external alignment) and the question is left out of the sum and of every dimension.
 `score_soft` is the same formula with 2*p_yes - 1 in place of a_q (masks still gate on the
-hard answers, so a question is either counted or not). A dimension's score is the same rule
+hard answers, so a question is either counted or not). A rating question's p_yes is its expected
+value v in [0, 1]: it enters both `score` and `score_soft` as 2v - 1 (its hard answer, v >= 0.5,
+only gates masks and fills `answers`). A dimension's score is the same rule
 restricted to that dimension's questions, without intercept or alignment term.
 """
 from __future__ import annotations
@@ -61,9 +65,14 @@ def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | N
         raise ValueError(f"p_yes has {q} columns, checklist {checklist.name!r} has {len(checklist.questions)} questions")
     answers = hard_answers(p_yes)
     keep = question_counts(checklist, answers)
-    hard, soft = answers.astype(np.float64) * keep, (2.0 * p_yes - 1.0) * keep
+    soft = (2.0 * p_yes - 1.0) * keep
+    rating = np.array([qq.answer == "rating" for qq in checklist.questions])
+    hard = np.where(rating, 2.0 * p_yes - 1.0, answers.astype(np.float64)) * keep
     w = np.array([qq.weight for qq in checklist.questions], dtype=np.float64)
     agg = checklist.aggregation
+    if agg.alignment_from is not None:  # the alignment term, not also a feature
+        source = checklist.question_ids.index(agg.alignment_from)
+        alignment, w[source] = p_yes[:, source], 0.0
 
     def combine(values: np.ndarray, cols: np.ndarray, total: bool) -> np.ndarray:
         weighted = values[:, cols] * w[cols]

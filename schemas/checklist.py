@@ -32,6 +32,64 @@ class Question(_Strict):
         ..., description="Dimension this question scores (e.g. 'quality'); null for gating questions that only mask others."
     )
     weight: float = Field(1.0, description="Weight of this question's +1/-1 answer in the aggregation.")
+    answer: Literal["yes_no", "rating"] = Field(
+        "yes_no",
+        description="How the question is answered: 'yes_no', read from the model's yes and no words; 'rating', "
+        "read from `levels`: p_yes is the expected value of `values` under the levels' distribution.",
+    )
+    levels: list[str] | None = Field(
+        None,
+        description="rating only: the answer words in order, worst to best (e.g. ['1','2','3','4','5']); each "
+        "must be one token of the model's tokenizer, as written, in lower case and capitalised.",
+    )
+    values: list[float] | None = Field(
+        None, description="rating only: each level's value in [0, 1]; null = evenly spaced from 0 to 1."
+    )
+    readout: Literal["renormalised", "absolute"] = Field(
+        "renormalised",
+        description="yes_no only. 'renormalised': p_yes = P(yes words) / (P(yes words) + P(no words)). "
+        "'absolute': p_yes = P(yes words) under the softmax over the whole vocabulary (VQAScore's readout).",
+    )
+    prompt_template: str | None = Field(
+        None,
+        description="This question's own user text, containing [[question]]; null = the checklist's "
+        "prompt_template (e.g. a question that carries its own answer instruction).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "Question":
+        if self.prompt_template is not None and QUESTION_PLACEHOLDER not in self.prompt_template:
+            raise ValueError(f"question {self.id!r}: prompt_template must contain {QUESTION_PLACEHOLDER}")
+        if self.answer == "yes_no":
+            if self.levels is not None or self.values is not None:
+                raise ValueError(f"question {self.id!r}: levels and values are for answer: rating")
+            return self
+        if self.readout != "renormalised":
+            raise ValueError(f"question {self.id!r}: readout {self.readout!r} is for yes_no questions; a rating "
+                             "is renormalised over its levels")
+        levels = self.levels or []
+        if len(levels) < 2 or any(not w.strip() for w in levels):
+            raise ValueError(f"question {self.id!r}: a rating needs at least two non-empty levels, got {levels}")
+        folded = [w.strip().lower() for w in levels]
+        if len(set(folded)) != len(folded):
+            raise ValueError(f"question {self.id!r}: levels {levels} repeat a word (case is pooled)")
+        if self.values is not None and (len(self.values) != len(levels) or any(not 0 <= v <= 1 for v in self.values)):
+            raise ValueError(f"question {self.id!r}: values must be one number in [0, 1] per level, got {self.values}")
+        return self
+
+    @property
+    def level_values(self) -> list[float] | None:
+        """A rating's level values (given, or evenly spaced from 0 to 1); None for a yes/no question."""
+        if self.answer != "rating":
+            return None
+        n = len(self.levels or [])
+        return list(self.values) if self.values is not None else [i / (n - 1) for i in range(n)]
+
+    @property
+    def asked(self) -> tuple:
+        """What decides the model's input and the reading of its answer besides the text: stored p_yes
+        answer a question only where these match."""
+        return (self.answer, self.readout, self.prompt_template, self.levels, self.level_values)
 
 
 class Mask(_Strict):
@@ -58,6 +116,12 @@ class Aggregation(_Strict):
         0.7,
         description="Alignment value used when the manifest gives none. 0.7 is the constant the "
         "upstream VisionReward image inference script uses in place of VQAScore.",
+    )
+    alignment_from: str | None = Field(
+        None,
+        description="linear rule only: id of the question whose p_yes is the alignment term (e.g. VQAScore's "
+        "question with readout: absolute), in place of alignment_default and of a manifest column; that "
+        "question is then not also a feature of the score or of any dimension.",
     )
 
 
@@ -90,6 +154,12 @@ class Checklist(_Strict):
             unknown = [i for i in [m.question, *m.zeroes] if i not in known]
             if unknown:
                 raise ValueError(f"mask on {m.question!r} names unknown question ids: {unknown}")
+        source = self.aggregation.alignment_from
+        if source is not None:
+            if self.aggregation.rule != "linear":
+                raise ValueError(f"aggregation.alignment_from is for the linear rule, not {self.aggregation.rule!r}")
+            if source not in known:
+                raise ValueError(f"aggregation.alignment_from names unknown question id {source!r}")
         if not self.dimensions:
             raise ValueError("no question has a dimension: nothing would be scored")
         return self
@@ -108,8 +178,13 @@ class Checklist(_Strict):
         return list(seen)
 
     @property
+    def has_ratings(self) -> bool:
+        return any(q.answer == "rating" for q in self.questions)
+
+    @property
     def uses_prompt(self) -> bool:
-        return any(PROMPT_PLACEHOLDER in t for t in [self.prompt_template, *(q.text for q in self.questions)])
+        texts = [self.prompt_template, *(q.text for q in self.questions), *(q.prompt_template or "" for q in self.questions)]
+        return any(PROMPT_PLACEHOLDER in t for t in texts)
 
     def render(self, prompt: str | None) -> list[str]:
         """The user texts sent to the model for one item, in question order."""
@@ -117,7 +192,7 @@ class Checklist(_Strict):
             raise ValueError(f"checklist {self.name!r} needs a prompt ([[prompt]]) and the row has none")
         out = []
         for q in self.questions:
-            text = self.prompt_template.replace(QUESTION_PLACEHOLDER, q.text.strip())
+            text = (q.prompt_template or self.prompt_template).replace(QUESTION_PLACEHOLDER, q.text.strip())
             out.append(text.replace(PROMPT_PLACEHOLDER, prompt) if prompt is not None else text)
         return out
 

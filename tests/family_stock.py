@@ -150,3 +150,34 @@ def stock_p_yes(model_dir: Path, frames: np.ndarray, media: str, question: str,
     """p_yes of `stock_answer`."""
     return stock_answer(model_dir, frames, media, question, seconds, duration, system, template_kwargs,
                         answer_prefix)[0]
+
+
+def case_forms(word: str) -> tuple[str, ...]:
+    """A rating level's forms, as the issue pools them: as written, lower case, capitalised."""
+    return tuple(dict.fromkeys([word, word.lower(), word.capitalize()]))
+
+
+def stock_distribution(model_dir: Path, frames: np.ndarray, media: str, question: str,
+                       words: list[tuple[str, ...]]) -> tuple[np.ndarray, float]:
+    """(P(each group of words) under torch.softmax over the whole next-token logits, its sum) for
+    `question` about `frames`: the stock forward of `stock_inputs`, float64 softmax."""
+    inputs, prompt = stock_inputs(model_dir, frames, media, question)
+    model, tokenizer = load(str(model_dir))
+    with torch.no_grad():
+        probs = torch.softmax(model(**inputs).logits[0, -1].double(), 0)
+    masses = np.array([probs[answer_ids(tokenizer, prompt, group)].sum().item() for group in words])
+    return masses, float(masses.sum())
+
+
+def stock_absolute(model_dir: Path, frames: np.ndarray, media: str, question: str) -> float:
+    """VQAScore's readout: P("Yes" or "yes") under the softmax over the whole vocabulary."""
+    return float(stock_distribution(model_dir, frames, media, question, [YES_WORDS])[0][0])
+
+
+def stock_rating(model_dir: Path, frames: np.ndarray, media: str, question: str, levels: list[str],
+                 values: list[float]) -> tuple[float, np.ndarray, float]:
+    """(expected value, level probabilities, mass on the levels): each level's whole-vocabulary
+    probability summed over its case forms, renormalised over the levels."""
+    masses, total = stock_distribution(model_dir, frames, media, question, [case_forms(w) for w in levels])
+    probs = masses / total
+    return float(probs @ np.asarray(values, np.float64)), probs, total

@@ -66,9 +66,9 @@ def job_path_p_yes(model: ModelConfig, decode: DecodeConfig, uris: list[str], mo
     adapter, seen = scorer.adapters["image"], []
     readout = adapter.readout
 
-    def spy(items, questions):
+    def spy(items, questions, answers=None):
         seen.extend(item.resized for item in items)
-        return readout(items, questions)
+        return readout(items, questions, answers)
     monkeypatch.setattr(adapter, "readout", spy)
     out = scorer(decoded)
     assert list(out["status"]) == [status.OK] * len(uris), list(out["error"])

@@ -85,12 +85,12 @@ def faults(scorer, monkeypatch):
     adapter = scorer.adapters["image"]
     real = adapter.readout
 
-    def readout(items, questions):
+    def readout(items, questions, answers=None):
         if state["broken"]:
             raise CudaLikeError("CUDA error: an illegal memory access was encountered")
         if any(not it.frames.any() for it in items):
             raise ValueError("this item is bad")
-        return real(items, questions)
+        return real(items, questions, answers)
 
     monkeypatch.setattr(adapter, "readout", readout)
     monkeypatch.setattr(scorer, "_streak", FailureStreak(K), raising=False)  # fresh per test
@@ -100,7 +100,7 @@ def faults(scorer, monkeypatch):
 def test_a_model_broken_from_the_start_stops_before_any_row_is_marked(tmp_path, demo_model_dir, monkeypatch):
     batch = _decoded_images(tmp_path, 2)
 
-    def broken(self, items, questions):
+    def broken(self, items, questions, answers=None):
         raise CudaLikeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(ChecklistEngine, "readout", broken)

@@ -48,6 +48,25 @@ class MediaInput:
             raise ValueError(f"duration must be positive, got {self.duration}")
 
 
+@dataclass(frozen=True)
+class AnswerKind:
+    """How one question's answer is read at the answer position (the checklist's `answer` and `readout`).
+
+    levels: () for a yes/no question, read from the model's yes and no words; otherwise a rating's
+        level words, worst to best, each pooled over its case forms as the yes and no words are.
+    values: each level's value (rating only); p_yes is their expectation under the levels' softmax.
+    absolute: yes/no only: p_yes = P(yes words) under the softmax over the whole vocabulary (VQAScore's
+        readout) instead of P(yes words) / (P(yes words) + P(no words)).
+    """
+
+    levels: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()
+    absolute: bool = False
+
+
+YES_NO = AnswerKind()
+
+
 @dataclass(frozen=True, eq=False)
 class Readout:
     """What the model said at the answer position of each question of one item, in question order.
@@ -56,11 +75,15 @@ class Readout:
     answer_mass: float32, P(any yes word) + P(any no word) under the softmax over the whole
         vocabulary: how much of its answer the model put on the words p_yes is read from. Low
         mass means p_yes is read where the model is not answering yes or no (a wrong template,
-        answer word, leading space or thinking prefix). NaN where it was not computed.
+        answer word, leading space or thinking prefix). NaN where it was not computed. For a rating
+        question: P(any level word).
+    level_probs: per question, a rating's level probabilities (float32, levels order, summing to 1);
+        None for a yes/no question. None as a whole where every question is yes/no.
     """
 
     p_yes: np.ndarray
     answer_mass: np.ndarray
+    level_probs: list[np.ndarray | None] | None = None
 
 
 class ChecklistAdapter(Protocol):
@@ -68,11 +91,14 @@ class ChecklistAdapter(Protocol):
 
     model_id: str
 
-    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
-        """Fast path. Per item i, p_yes and answer mass of shape (len(questions[i]),)."""
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]],
+                answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
+        """Fast path. Per item i, p_yes and answer mass of shape (len(questions[i]),). `answers`: how
+        question q of every item is read (None: every one yes/no, renormalised)."""
         ...
 
-    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]],
+                          answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
         """One complete forward per (item, question), nothing shared: the ground truth for `readout`."""
         ...
 

@@ -21,6 +21,8 @@ import fsspec
 from transformers import PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
+from actors.adapters.base import AnswerKind
+from actors.adapters.packing import AnswerGroups
 from actors.answer_readout import resolve_readout
 from schemas.job_config import ModelConfig
 
@@ -60,9 +62,32 @@ def answer_token_ids(tokenizer, words: Sequence[str], leading_space: bool, check
         encoded = tokenizer.encode(text, add_special_tokens=False)
         if len(encoded) != 1:
             raise ValueError(f"answer word {text!r} is {len(encoded)} tokens {tokenizer.convert_ids_to_tokens(encoded)} "
-                             f"for {checkpoint}'s tokenizer; every yes/no word must be exactly one token")
+                             f"for {checkpoint}'s tokenizer; every answer word (yes/no words, rating levels) must be "
+                             "exactly one token")
         ids.append(encoded[0])
     return ids
+
+
+def case_forms(word: str) -> list[str]:
+    """A rating level's forms pooled into its logit: as written, lower case, capitalised."""
+    return list(dict.fromkeys([word, word.lower(), word.capitalize()]))
+
+
+def answer_groups(tokenizer, kind: AnswerKind, yes_no_ids: list[int], num_yes: int, leading_space: bool,
+                  checkpoint: str) -> AnswerGroups:
+    """The token ids `kind` is read from: the model's yes and no words, or each rating level's case
+    forms; ValueError for a level form that is not one token, or two levels that share a token."""
+    if not kind.levels:
+        return AnswerGroups((tuple(yes_no_ids[:num_yes]), tuple(yes_no_ids[num_yes:])), None, kind.absolute)
+    groups = [tuple(dict.fromkeys(answer_token_ids(tokenizer, case_forms(level), leading_space, checkpoint)))
+              for level in kind.levels]
+    seen: dict[int, str] = {}
+    for level, ids in zip(kind.levels, groups):
+        for i in ids:
+            if seen.setdefault(i, level) != level:
+                raise ValueError(f"rating levels {seen[i]!r} and {level!r} share the token "
+                                 f"{tokenizer.convert_ids_to_tokens(i)!r} for {checkpoint}'s tokenizer")
+    return AnswerGroups(tuple(groups), tuple(kind.values), False)
 
 
 def added_token_contents(tokenizer) -> set[str]:

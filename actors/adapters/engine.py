@@ -20,7 +20,9 @@ often more. Per `Forward` of `pack_forwards`:
      each suffix goes through the LM head.
 
 Both paths read p_yes and the answer mass (`Readout`) from the same whole-vocabulary logits at
-the answer position: the mass costs one log-sum-exp over the LM head's output per question.
+the answer position: the mass costs one log-sum-exp over the LM head's output per question. The
+same logits give the other question kinds (`AnswerKind`, `packing.read_kinds`): yes/no read
+absolutely (P(yes words) under the whole softmax) and ratings (the levels' distribution).
 
 Packed suffixes rather than expanding the cache to one row per question, measured on the
 `bench` preset (Qwen2-VL), 2 cores, median s/item over 7 alternating runs:
@@ -42,17 +44,18 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, DynamicCache
 
-from actors.adapters.base import MediaInput, Readout
-from actors.adapters.chat_template import answer_token_ids, ends_in_text, template_readout
+from actors.adapters.base import YES_NO, AnswerKind, MediaInput, Readout
+from actors.adapters.chat_template import answer_groups, answer_token_ids, ends_in_text, template_readout
 from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.family import Family
 from actors.adapters.packing import (
+    AnswerGroups,
     additive_mask,
     common_prefix_length,
     pack_forwards,
     pack_suffixes,
     pool_p_yes,
-    read_answers,
+    read_kinds,
     within_window,
 )
 from actors.adapters.prompt_tokens import PromptEncoder
@@ -121,6 +124,7 @@ class ChecklistEngine:
         self.num_yes = len(model.yes_words)
         if len(set(self.answer_ids)) != len(self.answer_ids):
             raise ValueError(f"yes_words {model.yes_words} and no_words {model.no_words} share a token")
+        self.leading_space = leading
         # any id will do for padding: padded positions are masked out
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -167,14 +171,31 @@ class ChecklistEngine:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def _read(self, hidden: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """(p_yes, answer mass) of final hidden states (rows, width) at answer positions."""
-        if not self.answer_mass:
+    def answer_groups(self, kind: AnswerKind) -> AnswerGroups:
+        """The token ids `kind` is read from (ValueError for a level that is not one token)."""
+        return answer_groups(self.tokenizer, kind, self.answer_ids, self.num_yes, self.leading_space, self.model_id)
+
+    def _kinds(self, answers: Sequence[AnswerKind] | None, questions: Sequence[Sequence[str]]) -> list[AnswerGroups]:
+        """Per question index, the token ids it is read from; every item's questions must match `answers`."""
+        if answers is None:  # items may then ask different numbers of questions
+            return [self.answer_groups(YES_NO)] * max(map(len, questions), default=0)
+        wrong = [len(qs) for qs in questions if len(qs) != len(answers)]
+        if wrong:
+            raise ValueError(f"got {len(answers)} answer kinds for an item with {wrong[0]} questions")
+        groups = {kind: self.answer_groups(kind) for kind in dict.fromkeys(answers)}
+        return [groups[kind] for kind in answers]
+
+    def _read(self, hidden: torch.Tensor, kinds: Sequence[AnswerGroups]) -> tuple[np.ndarray, np.ndarray, list]:
+        """(p_yes, answer mass, level probabilities) of final hidden states (rows, width) at answer
+        positions, row r read as kinds[r]."""
+        plain = all(k.values is None and not k.absolute for k in kinds)
+        if not self.answer_mass and plain and all(k == kinds[0] for k in kinds):
             logits = self._capped(torch.nn.functional.linear(hidden, self.answer_weight, self.answer_bias))
-            return pool_p_yes(logits, self.num_yes), np.full(len(hidden), np.nan, np.float32)
-        parts = [read_answers(self._capped(self.head(rows)), self.answer_ids, self.num_yes)
-                 for rows in hidden.split(HEAD_ROWS)]
-        return np.concatenate([p for p, _ in parts]), np.concatenate([m for _, m in parts])
+            return pool_p_yes(logits, self.num_yes), np.full(len(hidden), np.nan, np.float32), [None] * len(hidden)
+        parts = [read_kinds(self._capped(self.head(rows)), kinds[start:start + HEAD_ROWS])
+                 for start, rows in zip(range(0, len(hidden), HEAD_ROWS), hidden.split(HEAD_ROWS))]
+        return (np.concatenate([p for p, _, _ in parts]), np.concatenate([m for _, m, _ in parts]),
+                [levels for _, _, part in parts for levels in part])
 
     def score(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return [r.p_yes for r in self.readout(items, questions)]
@@ -184,8 +205,10 @@ class ChecklistEngine:
 
     # ---- reference path -----------------------------------------------------------------
     @torch.inference_mode()
-    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]],
+                          answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
         _check_lengths(items, questions)
+        kinds = self._kinds(answers, questions)
         results = []
         for item, qs in zip(items, questions):
             prepared = self.prepare(item, qs)
@@ -195,30 +218,32 @@ class ChecklistEngine:
                 ids = torch.from_numpy(seq)[None].to(self.device)
                 out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
                                  logits_to_keep=1, **self.family.token_types(ids), **media)
-                p_yes, mass = read_answers(out.logits[:, -1], self.answer_ids, self.num_yes)
-                result.p_yes[q], result.answer_mass[q] = p_yes[0], mass[0]
-            results.append(result)
+                p_yes, mass, levels = read_kinds(out.logits[:, -1], [kinds[q]])
+                result.p_yes[q], result.answer_mass[q], result.level_probs[q] = p_yes[0], mass[0], levels[0]
+            results.append(_finished(result))
         return results
 
     # ---- fast path ----------------------------------------------------------------------
     @torch.inference_mode()
-    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]],
+                answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
         if not self.share_prefix:
-            return self.readout_reference(items, questions)
+            return self.readout_reference(items, questions, answers)
         _check_lengths(items, questions)
+        kinds = self._kinds(answers, questions)
         prepared = [self.prepare(item, qs) if qs else None for item, qs in zip(items, questions)]
         prefix_lens = [common_prefix_length(p.sequences) if p else 0 for p in prepared]
         results = [_empty(len(qs)) for qs in questions]
         for i, (p, n) in enumerate(zip(prepared, prefix_lens)):
             if p and self._media_after(p, n):  # a template that puts the question before the media
-                results[i] = self.readout_reference([items[i]], [questions[i]])[0]
+                results[i] = self.readout_reference([items[i]], [questions[i]], answers)[0]
                 prepared[i] = None
         suffix_lens = [[len(s) - n for s in p.sequences] if p else [] for p, n in zip(prepared, prefix_lens)]
         if self.stateful:
             for i, p in enumerate(prepared):
                 if p:
-                    results[i] = self._score_stateful(p, prefix_lens[i])
-            return results
+                    results[i] = self._score_stateful(p, prefix_lens[i], kinds)
+            return [_finished(r) for r in results]
         # items whose media a model cannot take in one forward (family.batch_key) go in separate ones
         batch_key = getattr(self.family, "batch_key", lambda media: "any")
         keys = [batch_key(p.visual) if p else None for p in prepared]
@@ -229,11 +254,12 @@ class ChecklistEngine:
                 for chunk in fwd.chunks:
                     rows = [fwd.items.index(i) for i in chunk]
                     suffixes = [[prepared[i].sequences[q][prefix_lens[i]:] for q in qs] for i, qs in chunk.items()]
-                    answers = zip(*self._suffix_forward(prefix, rows, suffixes))
+                    read = [kinds[q] for qs in chunk.values() for q in qs]
+                    answers = zip(*self._suffix_forward(prefix, rows, suffixes, read))
                     for i, qs in chunk.items():
                         for q in qs:
-                            results[i].p_yes[q], results[i].answer_mass[q] = next(answers)
-        return results
+                            results[i].p_yes[q], results[i].answer_mass[q], results[i].level_probs[q] = next(answers)
+        return [_finished(r) for r in results]
 
     def _media_after(self, item: PreparedItem, prefix_len: int) -> bool:
         """Whether a media token lies past the shared prefix (the suffix forward takes text only)."""
@@ -271,10 +297,10 @@ class ChecklistEngine:
         next_pos = flat[torch.arange(len(group), device=self.device), last] + 1
         return _Prefix([(layer.keys, layer.values) for layer in cache.layers], mask.bool(), next_pos.tolist())
 
-    def _suffix_forward(self, prefix: _Prefix, rows: list[int],
-                        suffixes: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """(p_yes, answer mass) of every suffix; row r packs suffixes[r] one after the other against
-        prefix row rows[r]."""
+    def _suffix_forward(self, prefix: _Prefix, rows: list[int], suffixes: list[list[np.ndarray]],
+                        kinds: list[AnswerGroups]) -> tuple[np.ndarray, np.ndarray, list]:
+        """(p_yes, answer mass, level probabilities) of every suffix, read as `kinds` (one per suffix,
+        in order); row r packs suffixes[r] one after the other against prefix row rows[r]."""
         layout = pack_suffixes(suffixes, prefix.mask[rows].cpu(), [prefix.next_pos[r] for r in rows], self.pad_id)
         mask: Any = additive_mask(layout.allowed, self.dtype, self.device)
         if self.sliding_window is not None:
@@ -285,9 +311,9 @@ class ChecklistEngine:
         out = self.language_model(input_ids=layout.ids.to(self.device), attention_mask=mask,
                                   position_ids=layout.positions.to(self.device), use_cache=True,
                                   **{self.cache_kw: cache})
-        return self._read(out.last_hidden_state[layout.answers])
+        return self._read(out.last_hidden_state[layout.answers], kinds)
 
-    def _score_stateful(self, item: PreparedItem, n: int) -> Readout:
+    def _score_stateful(self, item: PreparedItem, n: int, kinds: list[AnswerGroups]) -> Readout:
         """One item on a model with recurrent layers: its prefix alone (no padding may enter the
         state), then its questions in chunks under the token budget, each question in its own row
         on its own copy of the prefix state, right-padded (padding after a question's last token
@@ -322,13 +348,21 @@ class ChecklistEngine:
                                       use_cache=True, **{self.cache_kw: copy})
             last = torch.tensor([len(s) - 1 for s in chunk], device=self.device)
             hidden = out.last_hidden_state[torch.arange(len(chunk), device=self.device), last]
-            result.p_yes[start:end], result.answer_mass[start:end] = self._read(hidden)
+            result.p_yes[start:end], result.answer_mass[start:end], result.level_probs[start:end] = \
+                self._read(hidden, kinds[start:end])
             start = end
         return result
 
 
 def _empty(n: int) -> Readout:
-    return Readout(np.empty(n, np.float32), np.empty(n, np.float32))
+    return Readout(np.empty(n, np.float32), np.empty(n, np.float32), [None] * n)
+
+
+def _finished(result: Readout) -> Readout:
+    """`result` with level_probs None where no question is a rating."""
+    if result.level_probs is not None and all(levels is None for levels in result.level_probs):
+        return Readout(result.p_yes, result.answer_mass)
+    return result
 
 
 def _check_lengths(items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> None:

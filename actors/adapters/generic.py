@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from actors.adapters.base import MediaInput, Readout
-from actors.adapters.chat_template import answer_token_ids, ends_in_text, template_readout
+from actors.adapters.base import YES_NO, AnswerKind, MediaInput, Readout
+from actors.adapters.chat_template import answer_groups, answer_token_ids, ends_in_text, template_readout
 from actors.adapters.devices import resolve_device, resolve_dtype
-from actors.adapters.packing import read_answers
+from actors.adapters.packing import AnswerGroups, read_kinds
 from schemas.job_config import ModelConfig
 
 
@@ -49,6 +49,7 @@ class GenericAdapter:
             leading = ends_in_text(self._render("image", "?"), self.tokenizer)
         self.answer_ids = answer_token_ids(self.tokenizer, model.yes_words + model.no_words, leading, model.model)
         self.num_yes = len(model.yes_words)
+        self.leading_space = leading
         self.reserved = {t.content for t in self.tokenizer.added_tokens_decoder.values()}
         self.model = AutoModelForImageTextToText.from_pretrained(
             model.model, dtype=self.dtype, attn_implementation=model.attn_implementation,
@@ -79,22 +80,32 @@ class GenericAdapter:
         return {k: v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device)
                 for k, v in inputs.items() if isinstance(v, torch.Tensor)}
 
+    def answer_groups(self, kind: AnswerKind) -> AnswerGroups:
+        """The token ids `kind` is read from (ValueError for a level that is not one token)."""
+        return answer_groups(self.tokenizer, kind, self.answer_ids, self.num_yes, self.leading_space, self.model_id)
+
     @torch.inference_mode()
-    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
+    def readout_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]],
+                          answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
         if len(items) != len(questions):
             raise ValueError(f"got {len(items)} items but {len(questions)} question lists")
         results = []
         for item, qs in zip(items, questions):
-            result = Readout(np.empty(len(qs), np.float32), np.empty(len(qs), np.float32))
+            kinds = [self.answer_groups(kind) for kind in (answers if answers is not None else [YES_NO] * len(qs))]
+            if len(kinds) != len(qs):
+                raise ValueError(f"got {len(kinds)} answer kinds for an item with {len(qs)} questions")
+            result = Readout(np.empty(len(qs), np.float32), np.empty(len(qs), np.float32), [None] * len(qs))
             for q, question in enumerate(qs):
                 logits = self.model(**self._inputs(item, question), use_cache=False, logits_to_keep=1).logits
-                p_yes, mass = read_answers(logits[:, -1], self.answer_ids, self.num_yes)
-                result.p_yes[q], result.answer_mass[q] = p_yes[0], mass[0]
-            results.append(result)
+                p_yes, mass, levels = read_kinds(logits[:, -1], [kinds[q]])
+                result.p_yes[q], result.answer_mass[q], result.level_probs[q] = p_yes[0], mass[0], levels[0]
+            results.append(result if any(v is not None for v in result.level_probs)
+                           else Readout(result.p_yes, result.answer_mass))
         return results
 
-    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[Readout]:
-        return self.readout_reference(items, questions)
+    def readout(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]],
+                answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
+        return self.readout_reference(items, questions, answers)
 
     def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return [r.p_yes for r in self.readout_reference(items, questions)]

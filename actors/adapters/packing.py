@@ -4,6 +4,7 @@ several question suffixes packed into one row against a prefix cache.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -147,3 +148,41 @@ def read_answers(logits: torch.Tensor, answer_ids: list[int], num_yes: int) -> t
     answer = logits[:, answer_ids]
     mass = torch.exp(torch.logsumexp(answer, dim=-1) - torch.logsumexp(logits, dim=-1))
     return pool_p_yes(answer, num_yes), mass.cpu().numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class AnswerGroups:
+    """One question's answer as token ids: `groups` (yes words, no words) for yes/no, one group per
+    level (its case forms) for a rating, whose `values` are then the levels' values."""
+
+    groups: tuple[tuple[int, ...], ...]
+    values: tuple[float, ...] | None = None
+    absolute: bool = False
+
+
+def read_kinds(logits: torch.Tensor, kinds: Sequence[AnswerGroups]) -> tuple[np.ndarray, np.ndarray, list]:
+    """(p_yes, answer mass, level probabilities or None) per row of whole-vocabulary logits (rows, vocab),
+    row r read as kinds[r]. Renormalised yes/no rows are `read_answers` exactly; an absolute one's p_yes
+    is exp(logsumexp(yes logits) - logsumexp(all logits)); a rating's level probabilities are the softmax
+    over its levels' pooled logits (logsumexp over each level's forms) and its p_yes their expected value."""
+    logits = logits.float()
+    n = len(kinds)
+    p_yes, mass, levels = np.empty(n, np.float32), np.empty(n, np.float32), [None] * n
+    for kind in dict.fromkeys(kinds):
+        rows = [r for r, k in enumerate(kinds) if k == kind]
+        sub = logits if len(rows) == n else logits[torch.tensor(rows, device=logits.device)]
+        if kind.values is None and not kind.absolute:
+            p, m = read_answers(sub, [i for g in kind.groups for i in g], len(kind.groups[0]))
+        else:
+            pooled = torch.stack([torch.logsumexp(sub[:, list(g)], dim=-1) for g in kind.groups], dim=-1)
+            total = torch.logsumexp(sub, dim=-1)
+            m = torch.exp(torch.logsumexp(pooled, dim=-1) - total).cpu().numpy()
+            if kind.values is None:
+                p = torch.exp(pooled[:, 0] - total).cpu().numpy()
+            else:
+                probs = torch.softmax(pooled, dim=-1)
+                p = (probs @ torch.tensor(kind.values, dtype=probs.dtype, device=probs.device)).cpu().numpy()
+                for r, row in zip(rows, probs.cpu().numpy().astype(np.float32)):
+                    levels[r] = row
+        p_yes[rows], mass[rows] = p, m
+    return p_yes, mass, levels
