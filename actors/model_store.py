@@ -89,16 +89,21 @@ def local_model(model: ModelConfig, storage: StorageConfig) -> ModelConfig:
     return model.model_copy(update=update) if update else model
 
 
+def _pinned_entry(uri: str, files: list, cache_dir: str, expect: str | None, what: str) -> tuple[str, Path, str]:
+    """The fingerprint of `files`, refused when it is not the job's, and the private cache root and
+    entry key for that version of `uri`."""
+    found = digest(files)
+    if expect is not None and found != expect:
+        raise ModelChangedError(f"{what} changed since the job started "
+                                f"(fingerprint {found[:12]}..., job has {expect[:12]}...)")
+    return found, private_root(cache_dir), hashlib.sha256(f"{uri}\n{found}".encode()).hexdigest()[:32]
+
+
 def fetch_model(uri: str, storage: StorageConfig, cache_dir: str, expect: str | None = None) -> Path:
     """A complete local copy of the checkpoint at `uri`: from the cache, or downloaded once
     per node (concurrent callers wait on a file lock and share the download)."""
     files = checkpoint_files(uri, storage)  # every name checked before anything is written
-    found = digest(files)
-    if expect is not None and found != expect:
-        raise ModelChangedError(f"the files at {uri} changed since the job started "
-                                f"(fingerprint {found[:12]}..., job has {expect[:12]}...)")
-    root = private_root(cache_dir)
-    key = hashlib.sha256(f"{uri}\n{found}".encode()).hexdigest()[:32]
+    found, root, key = _pinned_entry(uri, files, cache_dir, expect, f"the files at {uri}")
     entry = root / key
     if is_complete(entry, files):
         return entry
@@ -114,12 +119,7 @@ def fetch_model(uri: str, storage: StorageConfig, cache_dir: str, expect: str | 
 def fetch_template(uri: str, storage: StorageConfig, cache_dir: str, expect: str | None = None) -> Path:
     """A private local copy of the template file at `uri`, fetched afresh (it is small)."""
     files = [file_of(uri, storage, TEMPLATE_SETTING)]
-    found = digest(files)
-    if expect is not None and found != expect:
-        raise ModelChangedError(f"the chat template {uri} changed since the job started "
-                                f"(fingerprint {found[:12]}..., job has {expect[:12]}...)")
-    root = private_root(cache_dir)
-    key = hashlib.sha256(f"{uri}\n{found}".encode()).hexdigest()[:32]
+    _, root, key = _pinned_entry(uri, files, cache_dir, expect, f"the chat template {uri}")
     path = root / f"template-{key}.jinja"
     fd, tmp = tempfile.mkstemp(dir=root, prefix=f"{path.name}.partial-")  # 0600
     os.close(fd)
