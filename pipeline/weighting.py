@@ -53,6 +53,16 @@ def question_counts(checklist: Checklist, hard: np.ndarray) -> np.ndarray:
     return keep
 
 
+def row_sums(values: np.ndarray) -> np.ndarray:
+    """Each row's sum, added in question order. numpy's `sum(axis=1)` picks its order of addition
+    from the array's shape, so a row's score could differ in the last bit with the rows it was
+    batched with: `rescore` would then not reproduce `score` bit for bit."""
+    out = np.zeros(values.shape[0])
+    for column in values.T:
+        out += column
+    return out
+
+
 def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | None = None) -> Aggregated:
     """Scores for N items answered on `checklist`; p_yes is (N, Q) in checklist order.
 
@@ -77,11 +87,11 @@ def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | N
     def combine(values: np.ndarray, cols: np.ndarray, total: bool) -> np.ndarray:
         weighted = values[:, cols] * w[cols]
         if agg.rule == "mean_all":
-            return weighted.mean(axis=1)
+            return row_sums(weighted) / len(cols)
         if agg.rule == "mean":
-            counted = (keep[:, cols] * np.abs(w[cols])).sum(axis=1)
-            return np.divide(weighted.sum(axis=1), counted, out=np.zeros(n), where=counted > 0)
-        out = weighted.sum(axis=1)
+            counted = row_sums(keep[:, cols] * np.abs(w[cols]))
+            return np.divide(row_sums(weighted), counted, out=np.zeros(n), where=counted > 0)
+        out = row_sums(weighted)
         if total:
             align = np.full(n, agg.alignment_default) if alignment is None else np.asarray(alignment, np.float64)
             align = np.where(np.isnan(align), agg.alignment_default, align)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.weighting import aggregate
-from schemas.checklist import Aggregation, Checklist, Mask, Question
+from schemas.checklist import DEFAULTS_DIR, Aggregation, Checklist, Mask, Question, load_checklist_file
 from schemas.visionreward_format import load_visionreward
 from tests.paths import VR_DIMS, VR_IMAGE_QA, VR_IMAGE_W, VR_VIDEO_QA, VR_VIDEO_W, require
 
@@ -136,3 +136,28 @@ def test_visionreward_video_matches_upstream_formula():
     for name in set(dims):
         cols = [i for i, d in enumerate(dims) if d == name]
         np.testing.assert_allclose(out.dimensions[name], (answers[:, cols] * weight[cols]).mean(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["image", "video", "default"])
+def test_a_rows_scores_do_not_depend_on_the_rows_beside_it(rule):
+    """Bit for bit: rescore reads whole files where the scoring job aggregated scorer batches, so a
+    row's score must not change with the batch it was aggregated in (numpy's sum(axis=1) did, in
+    the last bit, for the published VisionReward checklists)."""
+    if rule == "default":
+        checklist = load_checklist_file(DEFAULTS_DIR / "image_default.yaml")
+    else:
+        require(VR_IMAGE_QA)
+        qa, w = (VR_IMAGE_QA, VR_IMAGE_W) if rule == "image" else (VR_VIDEO_QA, VR_VIDEO_W)
+        checklist = load_visionreward(qa, w, VR_DIMS)
+    rng = np.random.default_rng(0)
+    p = rng.random((10, len(checklist.questions))).astype(np.float32).astype(np.float64)
+    alignment = rng.random(10)
+    whole = aggregate(checklist, p, alignment)
+    for sizes in [(1,) * 10, (4, 4, 2), (3, 7), (2,) * 5]:
+        start = 0
+        for size in sizes:
+            part = aggregate(checklist, p[start:start + size], alignment[start:start + size])
+            for got, want in [(part.score, whole.score), (part.score_soft, whole.score_soft),
+                              *[(part.dimensions[d], whole.dimensions[d]) for d in whole.dimensions]]:
+                assert got.view(np.uint64).tolist() == want[start:start + size].view(np.uint64).tolist()
+            start += size
