@@ -14,7 +14,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.output_lease import check_free, output_lease
+from pipeline.output_lease import check_free, output_lease
 from pipeline.pair_mining import MAX_PAIRS_PER_GROUP, STRATEGIES, mine_pairs
 from pipeline.scores_input import (
     ScoresInput,

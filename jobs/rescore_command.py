@@ -13,7 +13,7 @@ import functools
 import json
 
 from jobs.fit_data import source_alignment_column
-from jobs.output_lease import check_free, output_lease
+from pipeline.output_lease import check_free, output_lease
 from pipeline.rescore import META_RESCORE, Rescorer, match_questions, rescored_schema
 from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
                                    open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,

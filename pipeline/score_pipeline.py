@@ -4,23 +4,20 @@ resources: read -> validate -> decode (CPU actors) -> score (model actors) -> as
 from __future__ import annotations
 
 import functools
-import posixpath
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset
 
 from pipeline.assemble import ScoreAssembler
 from pipeline.decode_pool import decode_pool
-from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns, manifest_files
+from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns
+from pipeline.manifest_files import Manifest, open_manifest
 from pipeline.null_columns import nulls_as_none
-from pipeline.parquet_reader import read_parquet
-from pipeline.storage import arrow_filesystem, storage_options
-from pipeline.webdataset_shards import is_webdataset, webdataset_shards
+from pipeline.parquet_source import ParquetManifestSource
+from pipeline.storage import storage_options
 from pipeline.webdataset_source import WebDatasetSource
 from schemas import manifest, status
 from schemas.checklist import Checklist
@@ -30,45 +27,38 @@ from schemas.job_config import GENERATED_IDS, JobConfig
 
 @dataclass(frozen=True)
 class ManifestInfo:
+    manifest: Manifest  # opened once (pipeline/manifest_files.py): every step reads it from here
     columns: list[str]
     schema: pa.Schema  # the columns read, with the types they are read as (manifest.read_schema)
     keep_fields: list[pa.Field]
-    media: MediaColumn | None = None  # where the bytes are, for a manifest that holds them
     id_column: str | None = None  # JobConfig.id_column as resolved (GENERATED_IDS: from file and row)
-    webdataset: bool = False  # the manifest is WebDataset tar shards (pipeline/webdataset_source.py)
-    # from the footers (None: unknown, WebDataset); sizes the decode stage's blocks (pipeline/decode_pool.py)
-    rows: int | None = None
+
+    @property
+    def media(self) -> MediaColumn | None:
+        """Where the bytes are, for a manifest that holds them."""
+        return self.manifest.media
+
+    @property
+    def webdataset(self) -> bool:
+        return self.manifest.kind == "webdataset"
+
+    @property
+    def rows(self) -> int | None:
+        """From the footers (None: unknown, WebDataset); sizes the decode stage's blocks."""
+        return self.manifest.rows
 
 
-# Footers read at once when checking a manifest's column types (S3 round trips overlap).
-FOOTER_THREADS = 16
-
-
-def _footers(dataset: pq.ParquetDataset) -> dict[str, tuple[pa.Schema, int]]:
-    """Each file's (schema, rows), from its own footer, read once: a dataset's schema is its
-    first file's."""
-    fragments = list(dataset.fragments)
-    with ThreadPoolExecutor(max_workers=max(1, min(FOOTER_THREADS, len(fragments)))) as pool:
-        # physical_schema reads the footer and keeps it: metadata.num_rows reads nothing more
-        footers = pool.map(lambda f: (f.physical_schema, f.metadata.num_rows), fragments)
-        return dict(zip((f.path for f in fragments), footers))
-
-
-def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> ManifestInfo:
-    """Check the manifest's columns and their types from its Parquet footers, before any work."""
-    if webdataset_shards(cfg.manifest, cfg.storage) is not None:
+def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist], opened: Manifest | None = None) -> ManifestInfo:
+    """Check the manifest's columns and their types from its Parquet footers, before any work;
+    `opened`: the manifest as the job opened it (opened here when not given)."""
+    opened = opened or open_manifest(cfg.manifest, cfg.storage, cfg.media_column)
+    if opened.kind == "webdataset":
         if cfg.keep_columns or cfg.alignment_column or cfg.media_column or cfg.id_column:
             raise manifest.ManifestError("WebDataset shards have no columns: --keep-columns, --alignment-column, "
                                          "--media-column and --id-column are for Parquet manifests")
-        return ManifestInfo(columns=[], schema=pa.schema([]), keep_fields=[], webdataset=True)
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    try:
-        dataset = pq.ParquetDataset(path, filesystem=fs)
-    except (FileNotFoundError, OSError) as exc:
-        raise manifest.ManifestError(f"cannot open manifest {cfg.manifest}: {exc}") from exc
-    schema = dataset.schema
+        return ManifestInfo(manifest=opened, columns=[], schema=pa.schema([]), keep_fields=[])
+    schema, media = opened.schema, opened.media
     needs_prompt = any(c.uses_prompt for c in checklists.values())
-    media = media_column(schema, cfg.media_column)
     id_column = cfg.id_column
     if media is None:
         if id_column not in (None, "id"):
@@ -82,19 +72,12 @@ def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> Manife
             id_column = GENERATED_IDS
         cols = embedded_columns(schema, media, id_column, needs_prompt=needs_prompt, keep_columns=cfg.keep_columns,
                                 alignment_column=cfg.alignment_column)
-    footers = _footers(dataset)
-    for file, (file_schema, _) in footers.items():
-        manifest.check_column_types(file_schema, where=file)
+    for file in opened.files:
+        manifest.check_column_types(file.schema, where=file.path)
         if id_column not in (None, "id", GENERATED_IDS):
-            manifest.check_column_types(_as_id(file_schema, id_column), where=file)
-    return ManifestInfo(
-        columns=cols,
-        schema=manifest.read_schema(schema, cols),
-        keep_fields=[schema.field(c) for c in cfg.keep_columns],
-        media=media,
-        id_column=id_column,
-        rows=sum(n for _, n in footers.values()),
-    )
+            manifest.check_column_types(_as_id(file.schema, id_column), where=file.path)
+    return ManifestInfo(manifest=opened, columns=cols, schema=manifest.read_schema(schema, cols),
+                        keep_fields=[schema.field(c) for c in cfg.keep_columns], id_column=id_column)
 
 
 def _as_id(schema: pa.Schema, column: str) -> pa.Schema:
@@ -102,24 +85,20 @@ def _as_id(schema: pa.Schema, column: str) -> pa.Schema:
     return pa.schema([schema.field(column).with_name("id")])
 
 
-def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None = None) -> Dataset:
-    """The manifest's `columns`, read with the types of `manifest.read_schema`: integer ids
-    become strings in the read itself, before Ray Data's checkpoint filter (planned right
-    after the read) compares them with the string ids of the output on resume. A manifest that
-    holds the media (`info.media`) is read by pipeline/embedded_source.py, in blocks sized by bytes."""
-    if info is not None and info.webdataset:
-        fs, shards = webdataset_shards(cfg.manifest, cfg.storage)  # type: ignore[misc]
-        root = fs._strip_protocol(cfg.manifest) if not is_webdataset(cfg.manifest) else posixpath.dirname(shards[0])
-        return ray.data.read_datasource(WebDatasetSource(fs, shards, root, cfg.prompt_field, cfg.media_extensions,
-                                                         _block_bytes()))
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    if info is not None and info.media is not None:
-        keep = [c for c in columns if c not in (*_EMBEDDED_OWN, info.media.name, info.id_column)]
-        source = EmbeddedParquetSource(manifest_files(path, fs), fs, info.media, info.id_column, keep,
-                                       _block_bytes())
-        return ray.data.read_datasource(source)
-    schema = pq.ParquetDataset(path, filesystem=fs).schema
-    return read_parquet(path, fs, columns, schema=manifest.read_schema(schema, columns))
+def read_manifest(cfg: JobConfig, info: ManifestInfo, columns: list[str] | None = None) -> Dataset:
+    """The manifest's `columns` (default: the job's, `info.columns`), read from the files and
+    footers of `info.manifest`: a manifest of URIs by pipeline/parquet_source.py, with the types of
+    `manifest.read_schema`; one that holds the media by pipeline/embedded_source.py, and tar shards
+    by pipeline/webdataset_source.py, both in blocks sized by bytes."""
+    opened, columns = info.manifest, columns if columns is not None else info.columns
+    if opened.kind == "webdataset":
+        return ray.data.read_datasource(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
+                                                         cfg.prompt_field, cfg.media_extensions, _block_bytes()))
+    if opened.kind == "embedded":
+        keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, info.id_column)]  # type: ignore[union-attr]
+        return ray.data.read_datasource(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
+                                                              info.id_column, keep, _block_bytes()))
+    return ray.data.read_datasource(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
 
 
 # Columns the embedded source makes itself from the manifest's.
@@ -181,7 +160,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
         raise ValueError("cfg.decode.resize_rule is unresolved: resolve the model's rule on the driver first "
                          "(pipeline.model_family.resolve_decode)")
     res = cfg.resources
-    ds = ds if ds is not None else read_manifest(cfg, info.columns, info)
+    ds = ds if ds is not None else read_manifest(cfg, info)
     by_rows = info.media is None and not info.webdataset
     # Rows of a URI manifest (a manifest holding the media comes in blocks sized by bytes, cut
     # by its own source: the decode pool is then sized by the CPUs alone).

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image, write_video
-from jobs.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
+from pipeline.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
 from jobs.score_job import run_score_job
 from schemas import status
 from schemas.embedded_media import media_column, sniff_media_type

@@ -12,7 +12,7 @@ so are those of the model's files and chat template file (`actors/model_store.py
 re-exported or a template edited at the same path is a different job too.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
-One run at a time writes into an output (`jobs/output_lease.py`).
+One run at a time writes into an output (`pipeline/output_lease.py`).
 """
 from __future__ import annotations
 
@@ -22,13 +22,12 @@ import os
 import posixpath
 
 import fsspec
-import pyarrow.parquet as pq
 
-from actors.file_fingerprint import file_version, summary
-from jobs.output_lease import OutputLease, check_free
+from pipeline.manifest_files import fingerprint, parquet_paths, shards_fingerprint
+from pipeline.output_lease import OutputLease, check_free
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
-from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
+from pipeline.storage import arrow_filesystem, join, protocol_of
 from pipeline.webdataset_shards import webdataset_shards
 from schemas.job_config import JobConfig
 from schemas.resume_rules import resume_rules, rule_for
@@ -74,24 +73,21 @@ def normalised_config(cfg: JobConfig) -> JobConfig:
 
 
 def manifest_fingerprint(cfg: JobConfig) -> dict:
-    """Files, bytes and the digest (actors/file_fingerprint.py) of the manifest's data files:
-    the files Parquet reads, listed once (no data is read)."""
+    """Files, bytes and the digest (actors/file_fingerprint.py) of the manifest's data files (the
+    files Parquet reads, or the tar shards), listed once; nothing is opened. A job takes it from
+    its opened manifest instead (`Manifest.fingerprint`, the same value)."""
     shards = webdataset_shards(cfg.manifest, cfg.storage)
-    if shards is not None:  # WebDataset: the tar shards
-        fs, files = shards
-        return summary([file_version(file, fs.info(file)) for file in files])
-    fs = fsspec_filesystem(cfg.manifest, cfg.storage)
+    if shards is not None:
+        return shards_fingerprint(*shards)
     arrow_fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    root = fs._strip_protocol(cfg.manifest)
-    return summary([file_version(os.path.relpath(file, root) if file != root else "", fs.info(file))
-                    for file in sorted(pq.ParquetDataset(path, filesystem=arrow_fs).files)])
+    return fingerprint(cfg.manifest, cfg.storage, parquet_paths(path, arrow_fs))
 
 
-def job_record(cfg: JobConfig) -> str:
+def job_record(cfg: JobConfig, manifest_fp: dict | None = None) -> str:
     """What job.json (and the scores' metadata) hold: the normalised config plus the manifest
-    fingerprint."""
+    fingerprint (`manifest_fp`, from the opened manifest; taken here when not given)."""
     record = json.loads(cfg.model_dump_json())
-    record[FINGERPRINT_KEY] = manifest_fingerprint(cfg)
+    record[FINGERPRINT_KEY] = manifest_fp if manifest_fp is not None else manifest_fingerprint(cfg)
     return json.dumps(record, indent=2)
 
 
