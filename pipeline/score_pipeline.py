@@ -17,6 +17,7 @@ from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns
 from pipeline.manifest_files import Manifest, open_manifest
 from pipeline.null_columns import nulls_as_none
 from pipeline.parquet_source import ParquetManifestSource
+from pipeline.stage_clock import timed
 from pipeline.storage import storage_options
 from pipeline.webdataset_source import WebDatasetSource
 from schemas import manifest, status
@@ -150,9 +151,10 @@ def cluster_shape() -> tuple[float, int]:
 
 def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: ManifestInfo,
                         out_schema: pa.Schema, checklists_json: str, ds: Dataset | None = None, *,
-                        resuming: bool = False) -> Dataset:
+                        resuming: bool = False, clock=None) -> Dataset:
     """The lazy dataset of output rows (a pyarrow table per batch, `out_schema`); `resuming`:
-    the output holds rows already (Ray Data's checkpoint filter will run)."""
+    the output holds rows already (Ray Data's checkpoint filter will run); `clock`: a
+    StageClock the decode and score stages report their batch times to (pipeline/stage_clock.py)."""
     from actors.checklist_scorer import ChecklistScorer  # heavy imports stay out of the driver's startup
     from actors.media_decoder import MediaDecoder
 
@@ -179,7 +181,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
     media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
     # The decode dict carries the model's resolved resize rule and factor (DecodeConfig.resize_rule).
     ds = ds.map_batches(
-        MediaDecoder,
+        timed(MediaDecoder, "decode", clock),
         fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,
                                "threads": pool.threads},
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size, initial_size=pool.initial_size,
@@ -189,7 +191,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
         batch_format="numpy",
     )
     ds = ds.map_batches(
-        ChecklistScorer,
+        timed(ChecklistScorer, "score", clock),
         fn_constructor_kwargs={
             "model": cfg.model.model_dump(),
             "decode": cfg.decode.model_dump(),

@@ -28,6 +28,7 @@ from pipeline.progress import JobProgress
 from pipeline.run_stats import record_run
 from pipeline.score_pipeline import ManifestInfo, build_score_dataset
 from pipeline.scores_input import committed_files
+from pipeline.stage_clock import StageClock
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.job_config import JobConfig
@@ -92,12 +93,13 @@ def run_scoring(cfg: JobConfig, checklists: dict[str, Checklist], info: Manifest
         schema = as_written(out_fs, cfg.out, schema) if resumed else schema
         log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
         fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
+        clock = StageClock.remote()  # the decode and score stages' own times, for stats.json
         with checkpointed(cfg):
-            ds = build_score_dataset(cfg, checklists, info, schema, checklists_json, resuming=resumed)
+            ds = build_score_dataset(cfg, checklists, info, schema, checklists_json, resuming=resumed, clock=clock)
             run_start = time.time()
             with JobProgress(scanner, info.rows or 0, progress_interval, enabled=not quiet):
                 ds.write_parquet(path, filesystem=fs, schema=schema)
-            return record_run(ds, out_fs, cfg.out, run_start)  # stats.json is written under the lease too
+            return record_run(ds, out_fs, cfg.out, run_start, clock)  # stats.json is written under the lease too
     finally:
         lease.release()
 
