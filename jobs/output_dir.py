@@ -12,7 +12,9 @@ so are those of the model's files and chat template file (`actors/model_store.py
 re-exported or a template edited at the same path is a different job too.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
-One run at a time writes into an output (`jobs/output_lease.py`).
+One run at a time writes into an output (`jobs/output_lease.py`). A question's `calibration` is
+part of its checklist: a resume with another one is refused (one output, one calibration in
+`p_cal`); `vrscore rescore` applies a new calibration to finished scores.
 """
 from __future__ import annotations
 
@@ -143,8 +145,20 @@ def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_c
     if old_checklists != new_checklists:
         changed = sorted(k for k in set(old_checklists) | set(new_checklists)
                          if old_checklists.get(k) != new_checklists.get(k))
-        diffs.append(f"checklist for {', '.join(changed)} changed")
+        only = all(_uncalibrated(old_checklists.get(k)) == _uncalibrated(new_checklists.get(k)) for k in changed)
+        # A resume keeps one calibration per output: p_cal of two calibrations would mix in one column.
+        diffs.append(f"checklist for {', '.join(changed)} changed" + (
+            " (only its calibration: finish the run with the checklist it began with, then `vrscore rescore` "
+            "its output with the new one)" if only else ""))
     return diffs
+
+
+def _uncalibrated(checklist: dict | None) -> dict | None:
+    """A checklist.json entry without its questions' calibrations."""
+    if checklist is None:
+        return None
+    questions = [{k: v for k, v in q.items() if k != "calibration"} for q in checklist.get("questions", [])]
+    return {**checklist, "questions": questions}
 
 
 def _has_files(fs: fsspec.AbstractFileSystem, path: str) -> bool:
