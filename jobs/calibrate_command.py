@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     counts = pa.concat_tables(list(labels.map_batches(label_counts, batch_format="pyarrow")
                                    .iter_batches(batch_format="pyarrow", batch_size=None)))
     counts = counts.group_by("question").aggregate([(c, "sum") for c in ("labels", "bad_labels", "null_keys")])
-    counts = counts.rename_columns([c.removesuffix("_sum") for c in counts.column_names])
+    counts = pa.table({c: counts[f"{c}_sum"] if c != "question" else counts[c]
+                       for c in ("question", "labels", "bad_labels", "null_keys")})
     check_counts(counts, checklists, args.labels)
     pairs = gather(scores.read(["id", "checklist", "status", "p_yes"]), labels.to_arrow_refs(), checklists)
     fits = fit_all(pairs, checklists, args)

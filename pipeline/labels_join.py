@@ -48,8 +48,8 @@ def label_counts(batch: pa.Table) -> pa.Table:
     table = pa.table({"question": pc.fill_null(pc.cast(batch["question"], pa.string()), ""),
                       "bad": pc.cast(bad, pa.int64()), "missing": pc.cast(missing, pa.int64())})
     out = table.group_by("question").aggregate([("bad", "count"), ("bad", "sum"), ("missing", "sum")])
-    return out.rename_columns(["labels", "bad_labels", "null_keys", "question"]).select(
-        ["question", "labels", "bad_labels", "null_keys"])
+    return pa.table({"question": out["question"], "labels": pc.cast(out["bad_count"], pa.int64()),
+                     "bad_labels": out["bad_sum"], "null_keys": out["missing_sum"]})
 
 
 def _norm(text: str | None) -> str | None:
