@@ -71,10 +71,10 @@ def labelled_answers(batch: pa.Table, label_refs: list, checklists: dict[str, Ch
     row_checklist, status = batch["checklist"].to_pylist(), batch["status"].to_pylist()
     p_yes = batch["p_yes"]
     columns = {f: [] for f in ANSWERS_SCHEMA.names}
+    positions = {name: {q.id: j for j, q in enumerate(c.questions)} for name, c in checklists.items()}
     for k, r in enumerate(rows):
         name, question = row_checklist[r], questions[k]
-        checklist = checklists.get(name)
-        index = {q.id: j for j, q in enumerate(checklist.questions)} if checklist is not None else {}
+        checklist, index = checklists.get(name), positions.get(name, {})
         z, problem = float("nan"), None
         if named[k] is not None and named[k] != name:
             problem = OTHER_CHECKLIST

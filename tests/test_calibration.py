@@ -136,3 +136,11 @@ def test_an_output_begun_before_calibration_existed_still_resumes():
         del q["calibration"]  # checklist.json of a version without the field
     now = {"image": Checklist.model_validate(written).model_dump(mode="json")}
     assert result_differences({}, {}, {"image": written}, now) == []
+
+
+def test_p_cal_is_a_column_vrscore_writes():
+    from schemas.scores import reserved_column, scores_schema
+
+    assert reserved_column("p_cal") == "is a column vrscore writes"
+    names = scores_schema(["d"], p_cal=True).names
+    assert names[names.index("p_yes") + 1] == "p_cal" and "p_cal" not in scores_schema(["d"]).names
