@@ -22,7 +22,8 @@ from jobs.score_job import run_score_job
 from pipeline.calibration import figures, logit, sigmoid
 from pipeline.labels_join import labelled_answers
 from schemas import status
-from schemas.checklist import Checklist
+from pipeline.rescore import Rescorer, rescored_schema
+from schemas.checklist import Checklist, load_checklist_file
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from schemas.user_error import UserError
 from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
@@ -155,20 +156,21 @@ def test_rescore_reproduces_the_p_cal_of_score_bit_for_bit(tmp_path, demo_model_
     p_cal = scored["p_cal"].to_pylist()
     assert all(row[1] is None and None not in (row[0], row[2]) for row in p_cal)
 
-    def rescore(source: str, checklist: str, out: str) -> pa.Table:
-        assert main(["rescore", "--scores", str(tmp_path / source), "--checklist", checklist, "--out",
-                     str(tmp_path / out), "--quiet"]) == 0
-        return pq.read_table(tmp_path / out / "scores").sort_by("id")
-
-    plain = rescore("scored", _with(tmp_path, "plain.yaml", {}), "plain")
+    assert main(["rescore", "--scores", str(tmp_path / "scored"), "--checklist", _with(tmp_path, "plain.yaml", {}),
+                 "--out", str(tmp_path / "plain"), "--quiet"]) == 0
+    plain = pq.read_table(tmp_path / "plain" / "scores").sort_by("id")
     assert "p_cal" not in plain.column_names  # negative control: no calibration, no p_cal
-    again = rescore("plain", calibrated, "again")  # from an output without p_cal: recomputed, not carried
-    bits = [np.asarray(r, dtype=np.float32).view(np.uint32).tolist() for r in np.nan_to_num(
-        np.array(p_cal, dtype=np.float64), nan=-1.0)]
-    again_bits = [np.asarray(r, dtype=np.float32).view(np.uint32).tolist() for r in np.nan_to_num(
-        np.array(again["p_cal"].to_pylist(), dtype=np.float64), nan=-1.0)]
-    assert again_bits == bits and again["p_yes"].equals(scored["p_yes"])
-    other = rescore("plain", _with(tmp_path, "other.yaml", {**cal, "cat": {"method": "platt", "a": 0.37, "b": -0.2}}),
-                    "other")
-    changed = [a[0] != b[0] for a, b in zip(other["p_cal"].to_pylist(), p_cal)]
-    assert all(changed) and [a[2] for a in other["p_cal"].to_pylist()] == [b[2] for b in p_cal]
+
+    def rescored(checklist: str) -> pa.Table:
+        """`rescore`'s stage on the output without p_cal: p_cal is recomputed, not carried."""
+        source, new = {"image": Checklist.model_validate(SMALL)}, {"image": load_checklist_file(checklist)}
+        schema = rescored_schema(plain.schema, new, "{}")
+        return Rescorer(source, new, schema)(plain)
+
+    def bits(column: pa.ChunkedArray) -> list:
+        return [[None if v is None else np.float32(v).view(np.uint32) for v in row] for row in column.to_pylist()]
+
+    again = rescored(calibrated)
+    assert bits(again["p_cal"]) == bits(scored["p_cal"]) and again["p_yes"].equals(scored["p_yes"])
+    other = rescored(_with(tmp_path, "other.yaml", {**cal, "cat": {"method": "platt", "a": 0.37, "b": -0.2}}))
+    assert all(a[0] != b[0] and a[2] == b[2] for a, b in zip(bits(other["p_cal"]), bits(scored["p_cal"])))
