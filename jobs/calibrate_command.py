@@ -180,8 +180,11 @@ def run(args: argparse.Namespace) -> int:
     fs, path, columns = labels_schema(args.labels, storage)
     init_ray(args.ray_address, quiet=args.quiet)
     labels = read_parquet(path, fs, columns).materialize()  # blocks in the object store, refs on the driver
-    counts = pa.concat_tables(list(labels.map_batches(label_counts, batch_format="pyarrow")
-                                   .iter_batches(batch_format="pyarrow", batch_size=None)))
+    blocks = list(labels.map_batches(label_counts, batch_format="pyarrow").iter_batches(batch_format="pyarrow",
+                                                                                        batch_size=None))
+    if not sum(b.num_rows for b in blocks):
+        raise UserError(f"{args.labels}: no labels")
+    counts = pa.concat_tables(blocks)
     counts = counts.group_by("question").aggregate([(c, "sum") for c in ("labels", "bad_labels", "null_keys")])
     counts = pa.table({c: counts[f"{c}_sum"] if c != "question" else counts[c]
                        for c in ("question", "labels", "bad_labels", "null_keys")})
