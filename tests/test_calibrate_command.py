@@ -105,6 +105,7 @@ def _refusal(made_up, tmp_path, capsys, table: pa.Table, *extra: str) -> str:
     (lambda t: t, ["--min-labels", "500"], "fewer than --min-labels 500"),
     (lambda t: t.set_column(2, "label", pa.array([1] * t.num_rows)), [], "one class only"),
     (lambda t: t.append_column("checklist", pa.array(["another"] * t.num_rows)), [], "another checklist"),
+    (lambda t: t.append_column("text", pa.array(["Is it a cat?"] * t.num_rows)), [], "question text differs"),
 ])
 def test_bad_labels_are_refused_in_one_line(made_up, tmp_path, ray_session, capsys, change, extra, message):
     _, labels = made_up
