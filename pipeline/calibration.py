@@ -152,6 +152,7 @@ def calibrate_question(key: np.ndarray, z: np.ndarray, y: np.ndarray, method: st
         "a": final.calibration.a, "b": final.calibration.b, "converged": final.converged, "newton_steps": final.steps,
         "held_out": {"folds": folds, "labels": int(scored.sum()),
                      "before": figures(raw[scored], y[scored]), "after": figures(cv[scored], y[scored])},
-        "in_sample": {"before": figures(raw, y), "after": figures(sigmoid(final.calibration.a * z + final.calibration.b), y)},
+        "in_sample": {"before": figures(raw, y),
+                      "after": figures(sigmoid(final.calibration.a * z + final.calibration.b), y)},
     }
     return final, report

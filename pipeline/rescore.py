@@ -5,9 +5,10 @@ p_yes stay what the model answered. The new checklist's questions are found in t
 ones by id (same text) or by text, and p_yes/answer_mass/answers are rewritten in the new
 question order (an output without answer_mass, from a version before it, stays without).
 `p_cal` is recomputed from the raw p_yes with the new checklist's calibrations (written where
-one of them has a calibrated question, dropped otherwise). The sums are the library's own (`pipeline/weighting.aggregate`, as `vrscore score`
-runs it), so rescoring with the checklist the scores were made with gives back the same
-bits, and any change to the weighting rules reaches rescored outputs too.
+one of them has a calibrated question, dropped otherwise). The sums are the library's own
+(`pipeline/weighting.aggregate`, as `vrscore score` runs it), so rescoring with the checklist
+the scores were made with gives back the same bits, and any change to the weighting rules
+reaches rescored outputs too.
 """
 from __future__ import annotations
 

@@ -37,7 +37,9 @@ class Calibration(_Strict):
     method: Literal["platt", "temperature"] = Field(
         ..., description="'platt': slope a and intercept b fitted; 'temperature': one temperature T = 1/a, b = 0."
     )
-    a: float = Field(..., description="Slope on logit(p_yes) (1/T for temperature scaling); 1 with b = 0 changes nothing.")
+    a: float = Field(
+        ..., description="Slope on logit(p_yes) (1/T for temperature scaling); a = 1 with b = 0 changes nothing."
+    )
     b: float = Field(0.0, description="Intercept added to the scaled logit (platt only; 0 for temperature).")
 
     @model_validator(mode="after")
