@@ -4,9 +4,9 @@ Fits, per yes/no question with labels, Platt scaling (a, b on logit(p_yes)) or t
 scaling (a = 1/T) by maximum likelihood (`pipeline/calibration.py`), estimates held-out
 log-loss and ECE before and after by k-fold cross-validation over items, and writes
 OUT/<media_type>.yaml (the scores' checklist with each fitted question's `calibration`, for
-`vrscore score --checklist` and `vrscore rescore`, which then write `p_cal`) and
-OUT/calibration.json (figures per question), printing a table. The join is on Ray Data
-(`pipeline/labels_join.py`).
+`vrscore score --checklist` and `vrscore rescore`, which then write `p_cal`),
+OUT/calibration.json (figures per question) and OUT/calibration.md (the table it prints).
+The join is on Ray Data (`pipeline/labels_join.py`).
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
-REPORT_FILE = "calibration.json"
+REPORT_FILE, TABLE_FILE = "calibration.json", "calibration.md"
 EXAMPLE = """labels: Parquet with columns id (the scores' id), question (a question id), label (0 or 1);
 optional checklist (the checklist name the labeller saw) and text (the question text), checked
 against the scores. Example:
@@ -43,8 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.epilog = EXAMPLE
     p.add_argument("--scores", required=True, help="output of `vrscore score` (DIR or DIR/scores; local path or URI)")
     p.add_argument("--labels", required=True, help="labels Parquet file or directory (below)")
-    p.add_argument("--out", required=True, help="output directory: <media_type>.yaml per calibrated checklist and "
-                   f"{REPORT_FILE}")
+    p.add_argument("--out", required=True, help="output directory: <media_type>.yaml per calibrated checklist, "
+                   f"{REPORT_FILE} and {TABLE_FILE}")
     p.add_argument("--method", choices=("platt", "temperature"), default="platt",
                    help="platt: p_cal = sigmoid(a*logit(p_yes)+b); temperature: b = 0, one T = 1/a")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds for the held-out figures")
@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"scores": scores.data_uri, "labels": args.labels, "method": args.method, "folds": args.folds,
               "ece_bins": ECE_BINS, "label_rows": total, "labels_without_scored_item": total - pairs.num_rows,
               "checklists": {}}
+    tables = []
     with output_lease(out_fs, args.out, fresh):  # one run at a time
         for name, question_fits in fits.items():
             out = calibrated_checklist(checklists[name], question_fits)
@@ -203,8 +204,12 @@ def run(args: argparse.Namespace) -> int:
                        storage)
             report["checklists"][name] = {"calibrated_checklist": out_file,
                                           "questions": {q: r for q, (_, r) in question_fits.items()}}
-            print(format_table(name, question_fits, out_file))
+            tables.append(format_table(name, question_fits, out_file))
+            print(tables[-1])
         write_text(join(args.out, REPORT_FILE), json.dumps(report, indent=2), storage)
+        write_text(join(args.out, TABLE_FILE), "# vrscore calibrate\n\n" + "\n\n".join(
+            f"```\n{t}\n```" for t in tables) + f"\n\nECE: {ECE_BINS} equal-width bins; held-out: {args.folds}-fold "
+            "cross-validation over items.\n", storage)
     if report["labels_without_scored_item"]:
         print(f"{report['labels_without_scored_item']:,} labels name an id the scores do not hold: left out")
     print(f"calibration report: {join(args.out, REPORT_FILE)}")

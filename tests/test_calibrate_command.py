@@ -67,6 +67,7 @@ def test_calibration_lowers_log_loss_and_ece_on_items_it_never_saw(made_up, tmp_
     assert [q.id for q in fitted.questions if q.calibration] == QUESTIONS
     assert all(0.1 < q.calibration.a < 0.6 for q in fitted.questions if q.calibration)  # 1/3 planted, 119 labels
     report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert "sharp" in (tmp_path / "cal" / "calibration.md").read_text()
     for q in QUESTIONS:
         r = report["checklists"][fitted.name]["questions"][q]
         assert r["labels"] == N_SEEN - 1 and r["failed_items"] == 1  # the failed item's label is left out
