@@ -6,7 +6,7 @@ time spent inside its tasks, from the stage's first task to the end of the run;
 per second of that span (how many tasks ran at once on average: for decode, how many
 actors were decoding). Busy time is Ray Data's per-operator task wall time
 (`Dataset.get_stats_summary()`); the time available is the actor pool's actor-seconds in
-that window (each actor from when it was ready until its stage ended), or for the read and
+that window (each actor from when it was ready to the end of the run), or for the read and
 write tasks one CPU per node (what the decode pool leaves them). A pool idles when its input
 is late or its output is held back, so the busiest stage is the one the others waited for;
 the scorers' idle share is their time waiting for frames. Counting from a stage's first batch
@@ -52,7 +52,7 @@ class StageTime:
     rows: int = 0
     start: float = math.inf  # epoch seconds
     end: float = -math.inf
-    actor_spans: list[tuple[float, float]] = field(default_factory=list)  # epoch (ready, pool let go)
+    actor_spans: list[tuple[float, float]] = field(default_factory=list)  # epoch (ready, end of the run)
     working_spans: list[tuple[float, float]] = field(default_factory=list)  # epoch (ready, last batch end)
 
 
@@ -139,9 +139,8 @@ def collect(summary: Any, run_start: float, run_end: float, nodes: int, clock: d
             stages[name].start, stages[name].end = start, end
     for name in _POOL_CLASS:
         t = stages.setdefault(name, StageTime())
-        # an actor is available from when it was ready until its pool was let go, as its stage ended
-        t.actor_spans = [(ready, max(last, t.end if math.isfinite(t.end) else last))
-                         for ready, last in clock.get("actors", {}).get(name, [])]
+        # an actor is available from when it was ready to the end of the run, as the figures count
+        t.actor_spans = [(ready, run_end) for ready, _ in clock.get("actors", {}).get(name, [])]
         t.working_spans = [(ready, last) for ready, last in clock.get("actors", {}).get(name, [])]
     return stages
 

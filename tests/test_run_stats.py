@@ -146,7 +146,7 @@ def test_pool_windows_on_several_nodes_are_the_stages_own():
     entry = run_entry(stages, nodes=2, run_start=1000.0, run_end=1100.0)
     assert entry["stages"]["decode"]["window_s"] == [10.0, 60.0]
     assert entry["stages"]["score"]["window_s"] == [30.0, 95.0]  # model loading (before 1030) left out
-    assert entry["stages"]["score"]["busy_fraction"] == round(40 / 65, 3)  # its actor, 1030 until the stage ended
+    assert entry["stages"]["score"]["busy_fraction"] == round(40 / 70, 3)  # its actor from 1030 to the run's end
     assert entry["stages"]["read"]["window_s"] == [0.0, 100.0]  # not ours to time: the run's span
     assert entry["decode_actors_max"] == 2
     # Control: without the stages' own record, a multi-node run falls back to the run's span.
