@@ -10,7 +10,8 @@ every pair gets a finite strength, and the objective is strictly concave, so New
 with step halving reaches its one maximum (a dense Hessian up to DENSE_MAX items, conjugate
 gradients on the sparse one above). The prior's gradient makes the optimum sum to zero; it is centred again
 to remove rounding. Items of the group that took part only in failed pairs are written with
-n_pairs 0 and no strength or rank.
+n_pairs 0 and no strength or rank. Pairs without a group (a pairs file without one) are
+fitted together, as one pool.
 
 Rank 1 is the strongest; strengths equal to RANK_DECIMALS places rank by id, so solver
 rounding never decides an order. A group's result does not depend on the order of its rows.
@@ -25,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.parquet_reader import read_parquet
+from schemas.judge_output import items_schema
 from schemas.status import OK
 
 if TYPE_CHECKING:
@@ -35,13 +37,7 @@ TOLERANCE = 1e-12  # Newton stops once no strength moves more than this
 MAX_ITERATIONS = 100
 RANK_DECIMALS = 9
 
-ITEMS_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("group", pa.string()),
-    pa.field("log_strength", pa.float64()),
-    pa.field("rank", pa.int64()),
-    pa.field("n_pairs", pa.int64(), nullable=False),
-])
+ITEMS_SCHEMA = items_schema()
 
 
 def soft_outcomes(p_a: pa.Array | pa.ChunkedArray, weights: list[float]) -> np.ndarray:
@@ -137,21 +133,20 @@ def group_items(pairs: pa.Table, l2: float) -> pa.Table:
     rank = np.zeros(len(ids), dtype=np.int64)
     rank[fitted[order]] = np.arange(1, len(fitted) + 1)
     has = n_pairs > 0
-    group = str(pairs["group"][0].as_py())
+    group = pairs["group"][0].as_py()  # null: the pairs given without a group, fitted as one pool
     return pa.table({
         "id": pa.array(ids, pa.string()), "group": pa.array([group] * len(ids), pa.string()),
         "log_strength": pa.array(strength, pa.float64(), mask=~has),
-        "rank": pa.array(rank, pa.int64(), mask=~has), "n_pairs": pa.array(n_pairs, pa.int64()),
+        "rank": pa.array(rank, pa.int32(), mask=~has), "n_pairs": pa.array(n_pairs, pa.int32()),
     }, schema=ITEMS_SCHEMA)
 
 
 def _outcome_rows(batch: pa.Table, weights: list[float]) -> pa.Table:
-    """(a, b, group, y) of each pair with a group; y NaN unless the pair is ok."""
+    """(a, b, group, y) of each pair; y NaN unless the pair is ok."""
     y = soft_outcomes(batch["p_a"], weights)
     ok = np.asarray(pc.fill_null(pc.equal(batch["status"], OK), False), dtype=bool)
-    table = pa.table({"a": batch["a"], "b": batch["b"], "group": pc.cast(batch["group"], pa.string()),
+    return pa.table({"a": batch["a"], "b": batch["b"], "group": pc.cast(batch["group"], pa.string()),
                       "y": pa.array(np.where(ok, y, np.nan))})
-    return table.filter(pc.is_valid(table["group"]))
 
 
 def write_items(pairs: str | list[str], out_items_dir: str, l2: float, filesystem: pafs.FileSystem | None,

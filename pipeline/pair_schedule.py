@@ -15,13 +15,12 @@ too (a pure circulant needs ~n / K steps to link two items; a random regular gra
 
 Pairs are deterministic for (ids, seed, group) and do not depend on the order in which the
 cluster delivers a group's rows: ids are sorted first, the generator is seeded by the seed
-and the group's key. a is the pair's smaller id; both orders are judged anyway.
+and the group's key. a is the pair's smaller id (both orders are judged anyway); the pair's
+id is `schemas.judge_output.pair_id(a, b)`, unique since item ids are.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.judge_output import pair_id
 from schemas.user_error import UserError
 
 if TYPE_CHECKING:
@@ -129,11 +129,6 @@ def group_rng(seed: int, group: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(group.encode())])
 
 
-def pair_id(group: str, a: str, b: str) -> str:
-    """A stable id of the pair (group, a, b): the same in every run that schedules it."""
-    return hashlib.sha256(json.dumps([group, a, b]).encode()).hexdigest()[:24]
-
-
 SCHEDULED_FIELDS = [("id", pa.string()), ("a", pa.string()), ("b", pa.string()), ("group", pa.string()),
                     ("prompt", pa.string())]
 SCHEDULED_SCHEMA = pa.schema(SCHEDULED_FIELDS)
@@ -152,7 +147,7 @@ def group_pairs(group: pa.Table, schedule: Schedule, seed: int) -> pa.Table:
     i, j = schedule_pairs(group.num_rows, schedule, group_rng(seed, key))
     a, b = ids.take(pa.array(i)), ids.take(pa.array(j))
     prompt = group["prompt"].take(pa.array(i)) if "prompt" in group.column_names else pa.nulls(len(i), pa.string())
-    pair_ids = [pair_id(key, x, y) for x, y in zip(a.to_pylist(), b.to_pylist())]
+    pair_ids = [pair_id(x, y) for x, y in zip(a.to_pylist(), b.to_pylist())]
     return pa.table({"id": pa.array(pair_ids, pa.string()), "a": a, "b": b,
                      "group": pa.array([key] * len(i), pa.string()), "prompt": pc.cast(prompt, pa.string())},
                     schema=SCHEDULED_SCHEMA)

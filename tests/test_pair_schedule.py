@@ -14,11 +14,11 @@ from pipeline.pair_schedule import (
     Schedule,
     group_pairs,
     group_rng,
-    pair_id,
     pairs_from_groups,
     parse_schedule,
     schedule_pairs,
 )
+from schemas.judge_output import pair_id
 from schemas.user_error import UserError
 from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
 
@@ -108,7 +108,7 @@ def test_group_pairs_do_not_depend_on_row_order_and_have_stable_ids():
     assert one.column_names == ["id", "a", "b", "group", "prompt"]
     for row in one.to_pylist():
         assert row["a"] < row["b"] and row["prompt"] == "prompt g"
-        assert row["id"] == pair_id("g", row["a"], row["b"])
+        assert row["id"] == pair_id(row["a"], row["b"])
     assert len(set(one["id"].to_pylist())) == one.num_rows
     assert not group_pairs(table, Schedule("random", 3), seed=6).equals(one)  # negative control
 
