@@ -6,9 +6,10 @@ A judged pair becomes a preference pair when it is ok and:
 - both orders agree: every question of non-zero weight is `consistent` (both orders preferred
   the same item). A judge that changes its mind with the order of the two media has told
   us nothing we can train on, whatever its average says.
-Written in `schemas/pairs.py`'s layout: chosen_score = y for the chosen item (its probability
-of being preferred), rejected_score = 1 - y; gap_<name> is the pair's dim_<name> oriented
-towards the chosen item (> 0: that dimension prefers it too).
+Written in `schemas/pairs.py`'s layout (group "" for pairs given without one): chosen_score
+= y for the chosen item (its probability of being preferred), rejected_score = 1 - y;
+gap_<name> is the pair's dim_<name> oriented towards the chosen item (> 0: that dimension
+prefers it too).
 
 The uris and media types come from the manifest, joined in the cluster by item id (two
 shuffles: by item, then by pair), so neither the manifest nor the pairs reach the driver.
