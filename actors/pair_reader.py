@@ -27,6 +27,7 @@ from actors.adapters.families import family_class, supported_model_types
 from actors.adapters.packing import AnswerGroups
 from actors.pair_outcome import PairOutcome, pair_outcome
 from schemas.checklist import PROMPT_PLACEHOLDER, Checklist
+from schemas.status import SCORE_ERROR
 from schemas.job_config import DecodeConfig, ModelConfig
 
 
@@ -63,6 +64,7 @@ class PairJudgement:
 
     outcome: PairOutcome | None
     error: str | None = None
+    status: str = SCORE_ERROR  # of a failed pair
 
 
 class PairReader:
