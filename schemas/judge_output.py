@@ -1,6 +1,6 @@
 """The outputs of `vrscore judge`: judged pairs (`OUT/pairs/`) and item strengths (`OUT/items/`).
 
-`OUT/pairs/` holds one row per pair, in the order the pairs were given or scheduled:
+`OUT/pairs/` holds one row per pair (the pairs of a group together; files in no particular order):
   id        the pair's id (the pairs file's `id`, else "<a>|<b>"), unique in the job;
   a, b      the two items' manifest ids; a is shown first in order "ab", b first in order "ba";
   group     the pairs' group (the pairs file's or the manifest's `group`; null when neither has one);
