@@ -66,8 +66,13 @@ def write_judged_pairs(judged: JudgeInput, out: str, options: dict, formats: lis
     keep = functools.partial(dpo_candidates, weights=judged.weights, min_margin=options["min_margin"],
                              dimension_columns=dims)
     columns = ["id", "a", "b", "group", "prompt", "status", "p_a", "consistent", *dims]
-    candidates = judged.read(columns).map_batches(keep, batch_format="pyarrow")
-    pairs = with_manifest_uris(candidates, _manifest_dataset(manifest, judged.storage), schema, partitions)
+    # Materialised: the join reads the candidates twice, and the empty case skips the join
+    # (Ray's shuffle finds no key column in an empty union).
+    candidates = judged.read(columns).map_batches(keep, batch_format="pyarrow").materialize()
+    if candidates.count():
+        pairs = with_manifest_uris(candidates, _manifest_dataset(manifest, judged.storage), schema, partitions)
+    else:
+        pairs = candidates.select_columns(schema.names)
     pairs = pairs.materialize()  # the shuffles once; every output reads the pairs
     fs, path = arrow_filesystem(join(out, PAIRS_DIR), judged.storage)
     pairs.write_parquet(path, filesystem=fs, schema=schema, min_rows_per_file=ROWS_PER_FILE)

@@ -111,6 +111,8 @@ def _fill_item(group: pa.Table) -> pa.Table:
 def _assemble(group: pa.Table, schema: pa.Schema) -> pa.Table:
     """One pair's candidate row (side null) with the uris its two side rows found."""
     pair = group.filter(pc.is_null(group["side"])).select(schema.names).cast(schema)
+    if pair.num_rows != 1:  # Ray hands an empty block to map_groups when no pair was kept
+        return schema.empty_table()
     sides = {r["side"]: r for r in group.filter(pc.is_valid(group["side"])).select(["side", "uri", "media_type"])
              .to_pylist()}
     chosen, rejected = sides.get("chosen", {}), sides.get("rejected", {})

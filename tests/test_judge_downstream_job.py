@@ -25,6 +25,7 @@ def model(tmp_path_factory):
     return build_demo_model(tmp_path_factory.mktemp("judge_model"), family="qwen2_vl")
 
 
+@pytest.mark.slow
 def test_judge_then_pairs_eval_and_report(tmp_path: Path, model, ray_session):
     rng = np.random.default_rng(0)
     rows = []

@@ -87,3 +87,19 @@ def test_pairs_command_on_a_judge_output(tmp_path: Path, ray_session):
     write_scores(tmp_path / "scores", random_rows(np.random.default_rng(1), 2, (2, 3)))
     assert main(["pairs", "--scores", str(tmp_path / "scores"), "--min-margin", "0.1", "--out",
                  str(tmp_path / "y"), "--quiet"]) == 2
+
+
+def test_no_pair_kept_writes_an_empty_output(tmp_path: Path, ray_session):
+    """A judge that always picks the first slot agrees with itself on no pair (a tiny random
+    model does this): the job writes an empty, readable pairs output instead of failing."""
+    rows = random_judged(np.random.default_rng(2), groups=2, per_group=4, error_rate=0.0, bias=0.9)
+    assert not any(any(r["consistent"]) for r in rows)
+    write_judged(tmp_path / "judged", rows)
+    manifest = tmp_path / "manifest.parquet"
+    items = sorted({x for r in rows for x in (r["a"], r["b"])})
+    pq.write_table(pa.table({"id": items, "uri": [f"/media/{i}" for i in items]}), manifest)
+    out = tmp_path / "dpo"
+    assert main(["pairs", "--scores", str(tmp_path / "judged"), "--manifest", str(manifest), "--out", str(out),
+                 "--format", "parquet,diffusion-dpo", "--quiet"]) == 0
+    assert pq.read_table(out / "pairs").num_rows == 0
+    assert json.loads((out / "pairs.json").read_text())["pairs"] == 0
