@@ -111,7 +111,10 @@ def judge_checklist(schema: pa.Schema, where: str) -> Checklist:
     if len(checklists) != 1:
         raise UserError(f"{where}: judged with {len(checklists)} checklists; its pair rows do not say which "
                         "answered them")
-    return next(iter(checklists.values()))
+    checklist = next(iter(checklists.values()))
+    if not any(q.weight for q in checklist.questions):
+        raise UserError(f"{where}: every question of checklist {checklist.name!r} weighs 0, so no pair has an outcome")
+    return checklist
 
 
 def open_judged(uri: str, storage: StorageConfig) -> JudgeInput:
