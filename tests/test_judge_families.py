@@ -67,14 +67,15 @@ def test_each_order_equals_the_stock_forward(tmp_path, family):
 def test_tie_words_are_renormalised_with_the_positions(tmp_path):
     model_dir = build_demo_model(tmp_path / "qwen2_vl", family="qwen2_vl")
     items = images()
+    # no answer prefix: the words follow the generation prompt (a newline: no leading space)
     reader = PairReader(ModelConfig(model=str(model_dir), device="cpu", dtype="float32"), DecodeConfig(),
-                        pairwise(ties=["tie"]))
+                        pairwise(prefix=None, ties=["same"]))
     got = reader.judge(items, [("a", "b", None)])[0].outcome
-    sets = [["1"], ["2"], ["tie", "Tie"]]  # a word's case forms are pooled
+    sets = [["1"], ["2"], ["same", "Same"]]  # a word's case forms are pooled
     for q, text in enumerate(QUESTIONS):
         question = f"{text} {INSTRUCTION}"
-        ab = stock_pair_distribution(model_dir, items["a"].frames, items["b"].frames, question, sets, "Image ")
-        ba = stock_pair_distribution(model_dir, items["b"].frames, items["a"].frames, question, sets, "Image ")
+        ab = stock_pair_distribution(model_dir, items["a"].frames, items["b"].frames, question, sets, "")
+        ba = stock_pair_distribution(model_dir, items["b"].frames, items["a"].frames, question, sets, "")
         assert got.p_first_ab[q] == pytest.approx(ab[0], abs=TOL)
         assert got.p_tie[q] == pytest.approx((ab[2] + ba[2]) / 2, abs=TOL)
         assert got.p_a[q] == pytest.approx((ab[0] + ab[2] / 2 + ba[1] + ba[2] / 2) / 2, abs=TOL)
@@ -114,3 +115,12 @@ def test_two_qwen3_vl_videos_equal_the_published_layout(tmp_path):
         assert got.p_first_ab[q] == pytest.approx(ab[0], abs=TOL)
         assert got.p_first_ba[q] == pytest.approx(ba[0], abs=TOL)
     assert np.abs(got.p_first_ab - (1 - got.p_first_ba)).max() > 10 * TOL
+
+
+def test_words_split_differently_after_the_prefix_are_refused(tmp_path):
+    # the tiny tokenizer splits "Image 1" as Image, space, 1 but "Image same" as Image, " same": the
+    # two words would be read at different positions
+    model_dir = build_demo_model(tmp_path / "qwen2_vl", family="qwen2_vl")
+    with pytest.raises(ValueError, match="split answer_prefix 'Image ' differently"):
+        PairReader(ModelConfig(model=str(model_dir), device="cpu", dtype="float32"), DecodeConfig(),
+                   pairwise(ties=["same"]))

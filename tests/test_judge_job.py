@@ -24,6 +24,7 @@ from jobs.judge_job import PLAN_DIR
 from jobs.output_dir import CHECKPOINT_DIR
 from pipeline.scores_input import committed_files
 from pipeline.storage import fsspec_filesystem
+from schemas.job_config import StorageConfig
 from schemas.judge_output import ITEMS_DIR, PAIRS_DIR
 from tests.job_process import REPO, cli, job_env, kill_marked, run_job, wait_until_gone
 
@@ -42,7 +43,7 @@ class Observed:
 
 
 def _committed_ids(out: Path) -> list[str]:
-    files = committed_files(fsspec_filesystem(str(out)), str(out / PAIRS_DIR)) or ()
+    files = committed_files(fsspec_filesystem(str(out), StorageConfig()), str(out / PAIRS_DIR)) or ()
     return [i for f in files for i in pq.read_table(f, columns=["id"])["id"].to_pylist()]
 
 
@@ -105,7 +106,7 @@ def test_a_bad_medium_makes_its_pairs_error_rows(observed):
 
 
 def o_pairs(o: Observed) -> list[str]:
-    return list(committed_files(fsspec_filesystem(str(o.out)), str(o.out / PAIRS_DIR)))
+    return list(committed_files(fsspec_filesystem(str(o.out), StorageConfig()), str(o.out / PAIRS_DIR)))
 
 
 def test_items_are_ranked_and_decoded_once(observed):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
 import pytest
 
 from actors.pair_outcome import pair_outcome
@@ -75,3 +76,14 @@ def test_pairwise_checklists_are_checked():
     c = Checklist.model_validate({**PAIRWISE, "prompt_template": "A: [[media_1]] B: [[media_2]] [[question]] 1 or 2?"})
     assert c.media_texts() == ("A: ", " B: ", " [[question]] 1 or 2?")
     assert c.render(None) == [" Which? 1 or 2?"]
+
+
+def test_a_list_of_one_parquet_file_is_listed(tmp_path):
+    # OUT/items/ is fitted from the committed pair files: often a list of one, which pyarrow's
+    # ParquetDataset takes for a tuple it cannot open
+    from pipeline.parquet_reader import parquet_files
+
+    path = str(tmp_path / "one.parquet")
+    pa.parquet.write_table(pa.table({"x": [1]}), path)
+    assert parquet_files([path], None) == [path]
+    assert parquet_files((path,), None) == [path]
