@@ -180,8 +180,7 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
             id_column="id", checkpoint_path=ckpt_path if ckpt_fs is not None else os.path.abspath(ckpt_path),
             delete_checkpoint_on_success=False, override_filesystem=ckpt_fs)
         if pending.num_rows:
-            ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, pending.num_rows,
-                                     resuming=resumed)
+            ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, resuming=resumed)
             run_start = time.time()
             ds.write_parquet(path, filesystem=fs, schema=schema)
             recorded = record_run(ds, out_fs, cfg.out, run_start) is not None

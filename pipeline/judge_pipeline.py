@@ -49,8 +49,8 @@ class PairAssembler:
         return pa.table({f.name: columns[f.name] for f in self.schema}, schema=self.schema)
 
 
-def build_judge_dataset(cfg: JobConfig, checklist: Checklist, plan_path: str, out_schema: pa.Schema,
-                        pending_pairs: int, *, resuming: bool = False) -> Dataset:
+def build_judge_dataset(cfg: JobConfig, checklist: Checklist, plan_path: str, out_schema: pa.Schema, *,
+                        resuming: bool = False) -> Dataset:
     """The lazy dataset of output pair rows (`out_schema`) of the plan at `plan_path` (OUT/plan/)."""
     from actors.pair_judge import PairJudge  # heavy imports stay out of the driver's startup
     from actors.pair_units import UnitDecoder

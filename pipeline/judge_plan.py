@@ -78,6 +78,10 @@ def build_plan(pairs: pa.Table, items: pa.Table, unit_pairs: int = UNIT_PAIRS) -
     kinds = pc.cast(items["media_type"], pa.string()).to_pylist() if "media_type" in items.column_names \
         else [None] * len(ids)
     where = {key: k for k, key in enumerate(ids)}
+    if len(where) != len(ids):
+        seen: set[str] = set()
+        dup = next(i for i in ids if i in seen or seen.add(i))
+        raise UserError(f"the manifest repeats the id {dup!r}: a pair could not say which item it means")
     cols = {}
     for side in ("a", "b"):
         named = pairs[side].to_pylist()

@@ -50,3 +50,36 @@ def stock_pair_distribution(model_dir: Path, first: np.ndarray, second: np.ndarr
             ids.append(whole[-1])
         pooled.append(torch.logsumexp(logits[ids], 0))
     return torch.softmax(torch.stack(pooled), 0).numpy()
+
+
+def stock_qwen3_vl_video_pair(model_dir: Path, first: np.ndarray, second: np.ndarray, question: str,
+                              word_sets: list[list[str]], prefix: str) -> np.ndarray:
+    """The same for two Qwen3-VL videos (frames at 2 a second from 0), laid out by the rule of the
+    processor Qwen3-VL was published with, one video after the other (tests/family_stock_video.py)."""
+    from tests.family_stock_video import _qwen_style_video, qwen3_vl_prompt
+
+    model, tokenizer = load(str(model_dir))
+    content = [{"type": "video"}, {"type": "video"}, {"type": "text", "text": question}]
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                           add_generation_prompt=True) + prefix
+    pixels, grids = [], []
+    for frames in (first, second):
+        values, (gt, gh, gw), merge, temporal = _qwen_style_video(model_dir, frames)
+        seconds = [i / 2 for i in range(len(frames))]
+        times = seconds + [seconds[-1]] * (-len(seconds) % temporal)
+        stamps = [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, len(times), temporal)]
+        assert gh * gw // merge**2 > 1  # a block then never holds the template's own marker triple
+        block = "".join(f"<{s:.1f} seconds><|vision_start|>" + "<|video_pad|>" * (gh * gw // merge**2)
+                        + "<|vision_end|>" for s in stamps)
+        prompt = qwen3_vl_prompt(prompt, block)  # the first marker triple left: this video's
+        pixels.append(values)
+        grids.append([gt, gh, gw])
+    ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)])
+    video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": (ids == video_id).long() * 2,
+              "pixel_values_videos": torch.cat(pixels), "video_grid_thw": torch.tensor(grids)}
+    with torch.no_grad():
+        logits = model(**inputs).logits[0, -1].float()
+    pooled = [torch.logsumexp(logits[[tokenizer.encode(prefix + w, add_special_tokens=False)[-1] for w in words]], 0)
+              for words in word_sets]
+    return torch.softmax(torch.stack(pooled), 0).numpy()
