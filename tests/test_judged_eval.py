@@ -73,3 +73,31 @@ def test_three_way_accuracy_counts_ties_as_genai_bench_does():
     tie = np.array([0.1, 0.0, 0.6, 0.1, np.nan, 0.5])
     # answers: A (0.65 > 0.25, 0.1); B (0.55 > 0.45); tie (0.6 > 0.2, 0.2); A; unjudged; tie (0.5 > 0.3, 0.2)
     assert three_way_accuracy(h, y, tie) == pytest.approx(3 / 6)
+
+
+def test_tie_word_accuracy_turns_each_pair_towards_the_human_a():
+    from jobs.eval_command import HumanPairs
+    from jobs.judged_eval_command import evaluate_judged
+    from pipeline.judge_input import JudgeInput
+    from schemas.checklist import Checklist
+    from schemas.job_config import StorageConfig
+    from schemas.judge_output import pairs_schema
+
+    checklist = Checklist.model_validate({
+        "name": "ties", "media_type": "image", "mode": "pairwise", "first_words": ["1"], "second_words": ["2"],
+        "tie_words": ["tie"], "aggregation": {"rule": "mean"},
+        "questions": [{"id": "q", "text": "Which is better?", "dimension": "overall"}]})
+    schema = pairs_schema(checklist.dimensions, ties=True)
+    judged = pa.Table.from_pylist([
+        {"id": "x|y", "a": "x", "b": "y", "status": "ok", "p_a": [0.8], "p_tie": [0.1], "pair_score": 0.6,
+         "dim_overall": 0.6},
+        {"id": "z|w", "a": "z", "b": "w", "status": "ok", "p_a": [0.5], "p_tie": [0.6], "pair_score": 0.0,
+         "dim_overall": 0.0}], schema=schema)
+    keys = pa.array(["x", "y", "z", "w"])
+    # human pairs: (y, x) prefers x = the judged a; (x, y) prefers x; (w, z) tie; (z, w) prefers z
+    human = HumanPairs(keys, np.array([1, 0, 3, 2]), np.array([0, 1, 2, 3]), np.array([-1, 1, 0, 1]),
+                       np.zeros(4, dtype=np.int64), pa.array(["h"]))
+    info = JudgeInput("out", "out/pairs", schema, checklist, StorageConfig())
+    results, ties = evaluate_judged(human, judged, None, info)
+    assert ties == pytest.approx(3 / 4)  # only (z, w) is wrong: the judge says tie
+    assert results["p_a"].accuracy_ties_dropped == pytest.approx(2 / 3)  # z-w: m = 0 counts as D
