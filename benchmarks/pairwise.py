@@ -1,7 +1,7 @@
 """Pairwise judging throughput and decodes per item, in one run. Run by hand:
 
     python benchmarks/pairwise.py                               # bench preset, 2 groups of 6 images, 3 questions
-    python benchmarks/pairwise.py --preset tiny --groups 1 --per-group 4 --repeats 1   # a quick look
+    python benchmarks/pairwise.py --preset tiny --groups 2 --per-group 4 --size 112   # a quick look (minutes)
     python benchmarks/pairwise.py --preset qwen2_vl_2b --device cuda --dtype bfloat16
 
 Judged pairs/s, both orders of every pair, on a random-weight Qwen2-VL-family model:
