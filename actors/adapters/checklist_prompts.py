@@ -69,12 +69,13 @@ class ChecklistPrompts:
                                            self.family.media_layout(visual))
         return PreparedItem(item, visual, sequences)
 
-    def unexpanded(self, item: MediaInput, questions: Sequence[str], visual: Any) -> list[np.ndarray]:
-        """The token sequences of `prepare`, with the template's media placeholder left as it is: what
-        an engine that lays out the media itself (vLLM's processor) takes."""
+    def unexpanded(self, item: MediaInput, questions: Sequence[str], visual: Any,
+                   placeholder: str | None = None) -> list[np.ndarray]:
+        """The token sequences of `prepare` with the template's media placeholder left as it is, or
+        replaced by `placeholder`: what an engine that lays out the media itself (vLLM's processor) takes."""
         content = self.family.media_content(item.media_type)
-        placeholder = self.prompts.rendered_placeholder(content, self.family.media_layout(visual)[0])
-        return self.prompts.sequences(content, questions, (placeholder, placeholder))
+        rendered = self.prompts.rendered_placeholder(content, self.family.media_layout(visual)[0])
+        return self.prompts.sequences(content, questions, (rendered, placeholder or rendered))
 
     def _check_media(self, item: MediaInput) -> None:
         if item.media_type not in self.family.media_types:

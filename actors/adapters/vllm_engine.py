@@ -84,7 +84,12 @@ class VllmChecklistEngine:
         check_vllm_family(self.text.config.model_type, model.model)
         self.model_id = model.model
         self.family = self.text.family
-        self.video_metadata = self.text.config.model_type == "qwen3_vl"  # its processor takes frame times only so
+        qwen3 = self.text.config.model_type == "qwen3_vl"
+        # Qwen3-VL: vLLM 0.32 beside transformers >= 5.10 expands a bare <|video_pad|> into the frame
+        # blocks and keeps the template's <|vision_start|>..<|vision_end|> around them; our family
+        # replaces that whole triple (the published layout, families/qwen3_vl.py). Handing vLLM the bare
+        # pad in place of the triple gives our layout; other versions are caught by the prompt check.
+        self.video_placeholder = self.family.placeholders["video"] if qwen3 else None
         on_gpu = model.device == "cuda" or (model.device == "auto" and torch.cuda.is_available())
         self.llm = start_llm(model, self.family.media_types, on_gpu)
         self._params = import_vllm().SamplingParams
@@ -107,7 +112,8 @@ class VllmChecklistEngine:
         for item, qs in zip(items, questions):
             prepared = self.text.prepare(item, qs)
             data = self._media_data(item)
-            for raw in self.text.unexpanded(item, qs, prepared.visual):
+            placeholder = self.video_placeholder if item.media_type == "video" else None
+            for raw in self.text.unexpanded(item, qs, prepared.visual, placeholder):
                 requests.append({"prompt_token_ids": raw.tolist(), **data})
             expected += prepared.sequences
         params = self._params(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
@@ -135,17 +141,15 @@ class VllmChecklistEngine:
 
     def _media_data(self, item: MediaInput) -> dict:
         """The request's media: the decoded frames as they are (an image as a PIL image, a video as an
-        array with its frame times, which Qwen3-VL stamps into the prompt)."""
+        array with the frames' times: frame k at k / fps, the rule our families stamp into the prompt
+        and space positions by; vLLM's Qwen3-VL and GLM-4.1V processors require them)."""
         if item.media_type == "image":
             from PIL import Image
 
             return {"multi_modal_data": {"image": Image.fromarray(item.frames[0])}}
-        frames = item.frames
-        if not self.video_metadata:
-            return {"multi_modal_data": {"video": frames}}
         from actors.adapters.families.qwen2_vl import DEFAULT_VIDEO_FPS
 
-        fps = item.fps or DEFAULT_VIDEO_FPS
+        frames, fps = item.frames, item.fps or DEFAULT_VIDEO_FPS
         metadata = {"fps": fps, "frames_indices": list(range(len(frames))), "total_num_frames": len(frames),
                     "duration": len(frames) / fps, "video_backend": "vrscore", "do_sample_frames": False}
         return {"multi_modal_data": {"video": (frames, metadata)}}
