@@ -90,6 +90,13 @@ class VllmChecklistEngine:
         # replaces that whole triple (the published layout, families/qwen3_vl.py). Handing vLLM the bare
         # pad in place of the triple gives our layout; other versions are caught by the prompt check.
         self.video_placeholder = self.family.placeholders["video"] if qwen3 else None
+        # InternVL: vLLM marks a video frame's feature positions with <video> where the stock processor and
+        # ours write <IMG_CONTEXT>; both replace those positions' embeddings by the frame's features, so
+        # the model's input is the same. vLLM's id -> ours, at those positions only.
+        self.aliases = {}
+        if self.text.config.model_type == "internvl":
+            tok = self.text.tokenizer
+            self.aliases[tok.convert_tokens_to_ids(self.family.video)] = tok.convert_tokens_to_ids(self.family.context)
         on_gpu = model.device == "cuda" or (model.device == "auto" and torch.cuda.is_available())
         self.llm = start_llm(model, self.family.media_types, on_gpu)
         self._params = import_vllm().SamplingParams
@@ -118,7 +125,7 @@ class VllmChecklistEngine:
             expected += prepared.sequences
         params = self._params(max_tokens=1, temperature=0.0, logprob_token_ids=ids, detokenize=False)
         outputs = self.llm.generate(requests, params, use_tqdm=False) if requests else []
-        rows = [answer_logprobs(out, want, ids) for out, want in zip(outputs, expected)]
+        rows = [answer_logprobs(out, want, ids, self.aliases) for out, want in zip(outputs, expected)]
         results, start = [], 0
         for qs in questions:
             dense = dense_logprobs(rows[start:start + len(qs)], ids)
@@ -155,10 +162,15 @@ class VllmChecklistEngine:
         return {"multi_modal_data": {"video": (frames, metadata)}}
 
 
-def answer_logprobs(output: Any, expected: np.ndarray, ids: list[int]) -> dict[int, float]:
+def answer_logprobs(output: Any, expected: np.ndarray, ids: list[int], aliases: dict[int, int] | None = None
+                    ) -> dict[int, float]:
     """The answer tokens' logprobs of one vLLM output, after checking that vLLM scored exactly our prompt
-    and returned every answer token (a missing one is an error, never a zero probability)."""
+    and returned every answer token (a missing one is an error, never a zero probability). `aliases`:
+    vLLM's media placeholder id -> ours, accepted where ours holds that id."""
     got = np.asarray(output.prompt_token_ids)
+    for theirs, ours in (aliases or {}).items():
+        if len(got) == len(expected):
+            got = np.where((got == theirs) & (expected == ours), ours, got)
     if len(got) != len(expected) or not np.array_equal(got, expected):
         differ = np.flatnonzero(got[:len(expected)] != expected[:len(got)])
         at = int(differ[0]) if len(differ) else min(len(got), len(expected))
