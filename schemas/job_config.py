@@ -144,9 +144,9 @@ class ModelConfig(_Strict):
         "and its KV cache. Lower it where other processes share the GPU. May change on resume.",
         json_schema_extra=resume_may_change("memory only"),
     )
-    vllm_cpu_kv_cache_gib: float = Field(
-        1.0, gt=0,
-        description="engine=vllm on CPU: GiB of memory for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE). A few "
+    vllm_cpu_kv_cache_gib: int = Field(
+        1, ge=1,
+        description="engine=vllm on CPU: GiB of memory for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB). A few "
         "items' prompts need far less than 1 GiB; more lets more questions stay cached. May change on resume.",
         json_schema_extra=resume_may_change("memory only"),
     )

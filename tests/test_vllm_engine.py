@@ -35,7 +35,7 @@ ANSWERS = [YES_NO, YES_NO, AnswerKind(absolute=True)]  # the absolute readout is
 # 16-wide heads, which vLLM's CPU attention refuses
 FAMILIES = [("qwen2_vl", "tiny_hd32", 56, 84), ("qwen2_5_vl", "tiny_hd32", 56, 84), ("qwen3_vl", "tiny", 64, 96),
             ("internvl", "tiny", 56, 112), ("glm4v", "tiny", 56, 84)]
-VLLM = dict(engine="vllm", vllm_cpu_kv_cache_gib=0.25, vllm_max_model_len=4096)
+VLLM = dict(engine="vllm", vllm_cpu_kv_cache_gib=1, vllm_max_model_len=4096)
 
 
 def model_config(path: Path, **extra) -> ModelConfig:

@@ -48,7 +48,7 @@ def start_llm(model: ModelConfig, media_types: Sequence[str], on_gpu: bool) -> A
     vllm = import_vllm()
     if not on_gpu:
         # vLLM's CPU backend pins its threads to these cores and takes its KV cache from this budget
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{model.vllm_cpu_kv_cache_gib:g}")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(model.vllm_cpu_kv_cache_gib))
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", core_list(sorted(os.sched_getaffinity(0))))
         # the engine and its one worker in this process: each extra process imports vLLM and torch
         # again (tens of seconds on 2 cores), and a batch job has no server loop to keep responsive
