@@ -81,13 +81,16 @@ def test_vllm_p_yes_equals_ours(checkpoints, family, h, w):
     np.testing.assert_allclose(alone.p_yes, want[0].p_yes, atol=TOL, rtol=0)
 
 
-def test_a_prompt_vllm_lays_out_otherwise_is_an_error(checkpoints):
-    """Frames our family resizes (not `resized`) and vLLM's processor takes as they are: the prompts
-    differ, and the item fails with the first differing token instead of being scored."""
-    vllm = load_adapter(model_config(checkpoints["qwen2_vl"], **VLLM), DecodeConfig())
-    video = MediaInput(items(56, 84)[1].frames, "video", fps=2.0)  # our default video_min_pixels enlarges it
-    with pytest.raises(ValueError, match="vLLM laid out the prompt differently from vrscore"):
-        vllm.readout([video], [QUESTIONS])
+def test_frames_the_decode_stage_did_not_resize_are_brought_to_its_size(checkpoints):
+    """As the scorer's start-up canary arrives: our family resizes it by `decode.*`, vLLM's processor
+    would bound it by the checkpoint's own pixel settings (a prompt of another length); the vLLM
+    engine first sizes it as the decode stage would, so both score the same frames."""
+    decode = DecodeConfig()  # video_min_pixels 128 x 28 x 28: above the checkpoint's 56 x 56
+    ours = load_adapter(model_config(checkpoints["qwen2_vl"]), decode)
+    vllm = load_adapter(model_config(checkpoints["qwen2_vl"], **VLLM), decode)
+    video = MediaInput(items(56, 84)[1].frames, "video", fps=2.0)
+    want, got = ours.readout([video], [QUESTIONS])[0], vllm.readout([video], [QUESTIONS])[0]
+    np.testing.assert_allclose(got.p_yes, want.p_yes, atol=TOL, rtol=0)
 
 
 def _job(tmp_path: Path, model: Path, engine: str) -> JobConfig:

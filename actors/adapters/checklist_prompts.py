@@ -35,6 +35,7 @@ class ChecklistPrompts:
     def __init__(self, model: ModelConfig, decode: DecodeConfig, family_class: type,
                  system_prompt: str | None = None):
         self.model_id = model.model
+        self.decode = decode
         remote = model.trust_remote_code
         self.config = AutoConfig.from_pretrained(model.model, trust_remote_code=remote)
         self.tokenizer = AutoTokenizer.from_pretrained(model.model, trust_remote_code=remote)

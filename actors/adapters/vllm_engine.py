@@ -31,6 +31,7 @@ from actors.adapters.checklist_prompts import ChecklistPrompts
 from actors.adapters.devices import resolve_dtype
 from actors.adapters.packing import AnswerGroups, read_kinds
 from actors.adapters.vllm_support import check_vllm_family, import_vllm
+from pipeline.resize_policy import MODEL_SIZE_RULES, RESIZE_RULES
 from schemas.job_config import DecodeConfig, ModelConfig
 
 # vLLM's bound on `logprob_token_ids` per request (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS).
@@ -117,6 +118,7 @@ class VllmChecklistEngine:
                              f"{MAX_ANSWER_TOKENS} fixed-token logprobs per prompt")
         requests, expected = [], []
         for item, qs in zip(items, questions):
+            item = self._decoded(item)
             prepared = self.text.prepare(item, qs)
             data = self._media_data(item)
             placeholder = self.video_placeholder if item.media_type == "video" else None
@@ -145,6 +147,31 @@ class VllmChecklistEngine:
 
     def score_reference(self, items: Sequence[MediaInput], questions: Sequence[Sequence[str]]) -> list[np.ndarray]:
         return [r.p_yes for r in self.readout_reference(items, questions)]
+
+    def _decoded(self, item: MediaInput) -> MediaInput:
+        """`item` at the size the decode stage gives frames for this family (what both engines then
+        take as they are). Frames of a job arrive so; the scorer's start-up canary does not, and vLLM's
+        processor would bound its pixels by the checkpoint's settings, not by `decode.*`."""
+        from PIL import Image
+
+        rule = self.family.resize_rule
+        if self.text.config.model_type == "internvl" and item.media_type == "video":
+            # every frame becomes one tile; vLLM resizes with other code than the stock (PIL) processor
+            # ours follows (2e-4 apart in p_yes on the tiny model): hand it frames at the tile size
+            size, resample = self.family.frames.size, self.family.frames.resample
+            frames = np.stack([np.asarray(Image.fromarray(f).resize((size.width, size.height), resample))
+                               for f in item.frames])
+            return MediaInput(frames, item.media_type, fps=item.fps, resized=item.resized, duration=item.duration)
+        if item.resized or rule not in MODEL_SIZE_RULES:
+            return item  # at their size already, or the processor's own resize from the source (both engines)
+        decode = self.text.decode
+        lo, hi = (decode.image_min_pixels, decode.image_max_pixels) if item.media_type == "image" else \
+            (decode.video_min_pixels, decode.video_max_pixels)
+        height, width = RESIZE_RULES[rule](*item.frames.shape[1:3], decode.resize_factor or self.family.spec.factor,
+                                           lo, hi)
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.Resampling.BICUBIC))
+                           for f in item.frames]) if item.frames.shape[1:3] != (height, width) else item.frames
+        return MediaInput(frames, item.media_type, fps=item.fps, resized=True, duration=item.duration)
 
     def _media_data(self, item: MediaInput) -> dict:
         """The request's media: the decoded frames as they are (an image as a PIL image, a video as an
