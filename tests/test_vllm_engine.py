@@ -101,6 +101,8 @@ def _job(tmp_path: Path, model: Path, engine: str) -> JobConfig:
     rows.append({"id": "missing", "uri": str(media / "missing.png")})
     (media / "empty.png").write_bytes(b"")
     rows.append({"id": "empty", "uri": str(media / "empty.png")})
+    for k, row in enumerate(rows):
+        row["prompt"] = f"a fox in scene {k}"
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
     extra = VLLM if engine == "vllm" else {}
     return JobConfig(manifest=str(tmp_path / "m.parquet"), out=str(tmp_path / f"out_{engine}"),
