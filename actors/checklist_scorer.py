@@ -106,7 +106,9 @@ class ChecklistScorer:
 
     def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[Readout]:
         adapter = self.adapters[kind]
-        return adapter.readout(items, questions, self.kinds[kind]) if self.model_cfg.share_prefix \
+        # vLLM batches either way; share_prefix only switches its prefix caching (set at load)
+        batched = self.model_cfg.share_prefix or self.model_cfg.engine == "vllm"
+        return adapter.readout(items, questions, self.kinds[kind]) if batched \
             else adapter.readout_reference(items, questions, self.kinds[kind])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -222,6 +222,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
             min_size=res.scorer_actors, max_size=res.scorer_max_actors or res.scorer_actors,
             max_tasks_in_flight_per_actor=2,
         ),
+        # a vLLM engine split over GPUs holds them all: JobConfig makes this model.tensor_parallel_size then
         num_gpus=res.num_gpus_per_actor,
         num_cpus=res.num_cpus_per_actor,
         batch_size=res.batch_size,
