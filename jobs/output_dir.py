@@ -24,7 +24,7 @@ import posixpath
 import fsspec
 
 from jobs.output_lease import OutputLease, check_free
-from pipeline.manifest_fingerprint import manifest_fingerprint
+from pipeline.manifest_fingerprint import FINGERPRINT_KEY, manifest_fingerprint
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import fsspec_filesystem, join, protocol_of
@@ -33,7 +33,6 @@ from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
 
 SCORES_DIR, CHECKLIST_FILE, JOB_FILE, CHECKPOINT_DIR = "scores", "checklist.json", "job.json", "_checkpoint"
-FINGERPRINT_KEY = "manifest_fingerprint"
 # Dotted JobConfig keys a resume may change -> whether a change to or from 0 is still refused.
 # The manifest's fingerprint, a key of job.json beside the config's, is compared on its own.
 RESUME_RULES = resume_rules(JobConfig)

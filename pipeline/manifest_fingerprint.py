@@ -12,6 +12,9 @@ from pipeline.storage import arrow_filesystem, fsspec_filesystem
 from pipeline.webdataset_shards import webdataset_shards
 from schemas.job_config import StorageConfig
 
+# The key of job.json (and of the scores' job metadata) that holds the fingerprint, beside the config's.
+FINGERPRINT_KEY = "manifest_fingerprint"
+
 
 def manifest_fingerprint(manifest: str, storage: StorageConfig) -> dict:
     """Files, bytes and the digest of the manifest's data files: the tar shards of a WebDataset,
