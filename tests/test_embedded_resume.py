@@ -61,7 +61,7 @@ def test_a_killed_job_over_embedded_media_resumes_with_every_row_once(tmp_path, 
         assert 0 < len(committed) < len(ids), "the kill must land mid-run"
         before = {p.name: p.read_bytes() for p in (out / SCORES_DIR).glob("*.parquet")
                   if any(p.name.startswith(c.name.removesuffix(".parquet")) for c in _committed(out))}
-        rerun = run_job(args, job_env(ray_tmp))
+        rerun = run_job(args, job_env(ray_tmp), timeout=600)  # a shared machine can be slow
         assert rerun.returncode == 0, rerun.stderr[-4000:]
     finally:
         kill_marked(ray_tmp)
