@@ -85,6 +85,8 @@ def make_thumbnails(data: ReportData, scores: ScoresInput, media_roots: list[str
     check = check_source(scores_job_record(scores.schema.metadata), scores.storage, media_roots, own.allowed_schemes)
     if check.holds_media and check.source is None:
         print(f"report: no thumbnails: {check.refused}")
+    elif check.refused and any(it["uri"] is None for it in items.values()):
+        print(f"report: {check.refused}")
     return make_item_thumbnails(list(items.values()), decode, scores.storage, media_roots, check)
 
 

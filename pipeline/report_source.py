@@ -92,7 +92,7 @@ def check_source(record: dict | None, storage: StorageConfig, media_roots: list[
     where = f"the manifest {job.manifest}"
     why = _policy(job.manifest, media_roots, schemes)
     if why is not None:
-        return SourceCheck(refused=f"the media is inside {where}, which the report does not read: {why}")
+        return SourceCheck(refused=f"{where} is not read ({why}): a row whose media was inside it has no preview")
     try:
         kind, files = _data_files(job.manifest, storage)
         media = None if kind == "webdataset" else media_column(pq.read_schema(
