@@ -12,6 +12,7 @@ import traceback
 # so `vrscore --help` stays fast and torch is never imported by jobs that don't need it.
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score_command", "score every row of a Parquet manifest with a checklist"),
+    "judge": ("jobs.judge_command", "judge pairs of items with a pairwise checklist, both orders; rank them per group"),
     "demo": ("jobs.demo", "make synthetic media and a tiny random model, then score them end to end"),
     "make-demo-model": ("jobs.demo_model_command", "build a tiny random-weight model of a supported family (offline)"),
     "filter": ("jobs.filter_command", "keep scored rows by conditions on scores, dimensions and questions"),
@@ -19,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("jobs.eval_command", "agreement of the scores with human pairwise preferences"),
     "report": ("jobs.report_command", "a self-contained HTML report of a scores output"),
     "fit": ("jobs.fit_command", "fit checklist weights to human preference pairs from the stored p_yes"),
+    "calibrate": ("jobs.calibrate_command", "fit per-question Platt or temperature calibration of p_yes to 0/1 labels"),
     "rescore": ("jobs.rescore_command", "recompute scores from the stored p_yes with another checklist (no model)"),
     "compare": ("jobs.compare_command", "score two media with one checklist and model and say which is better"),
 }

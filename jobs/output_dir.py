@@ -12,7 +12,9 @@ so are those of the model's files and chat template file (`actors/model_store.py
 re-exported or a template edited at the same path is a different job too.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
-One run at a time writes into an output (`jobs/output_lease.py`).
+One run at a time writes into an output (`jobs/output_lease.py`). A question's `calibration` is
+part of its checklist: a resume with another one is refused (one output, one calibration in
+`p_cal`); `vrscore rescore` applies a new calibration to finished scores.
 """
 from __future__ import annotations
 
@@ -22,12 +24,14 @@ import os
 import posixpath
 
 import fsspec
+from pydantic import ValidationError
 
 from jobs.output_lease import OutputLease, check_free
 from pipeline.manifest_fingerprint import FINGERPRINT_KEY, manifest_fingerprint
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import fsspec_filesystem, join, protocol_of
+from schemas.checklist import Checklist
 from schemas.job_config import JobConfig
 from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
@@ -123,40 +127,66 @@ def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_c
         diffs.append(f"the manifest files changed since the first run ({old_fp['files']} files, "
                      f"{old_fp['bytes']} bytes -> {new_fp['files']} files, {new_fp['bytes']} bytes, or the "
                      "same sizes with other ETags/mtimes): the same path now holds other rows")
+    old_checklists, new_checklists = _current_form(old_checklists), _current_form(new_checklists)
     if old_checklists != new_checklists:
         changed = sorted(k for k in set(old_checklists) | set(new_checklists)
                          if old_checklists.get(k) != new_checklists.get(k))
-        diffs.append(f"checklist for {', '.join(changed)} changed")
+        only = all(_uncalibrated(old_checklists.get(k)) == _uncalibrated(new_checklists.get(k)) for k in changed)
+        # A resume keeps one calibration per output: p_cal of two calibrations would mix in one column.
+        diffs.append(f"checklist for {', '.join(changed)} changed" + (
+            " (only its calibration: finish the run with the checklist it began with, then `vrscore rescore` "
+            "its output with the new one)" if only else ""))
     return diffs
+
+
+def _current_form(checklists: dict) -> dict:
+    """checklist.json entries as this version writes them: a field added since (a question's
+    `calibration`, null by default) is no change to an output begun before it."""
+    out = {}
+    for kind, checklist in checklists.items():
+        try:
+            out[kind] = Checklist.model_validate(checklist).model_dump(mode="json")
+        except ValidationError:
+            out[kind] = checklist  # not loadable now: compared as written
+    return out
+
+
+def _uncalibrated(checklist: dict | None) -> dict | None:
+    """A checklist.json entry without its questions' calibrations."""
+    if not isinstance(checklist, dict):
+        return checklist
+    questions = [{k: v for k, v in q.items() if k != "calibration"} if isinstance(q, dict) else q
+                 for q in checklist.get("questions", [])]
+    return {**checklist, "questions": questions}
 
 
 def _has_files(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return fs.exists(path) and bool(fs.find(path))
 
 
-def may_hold_rows(fs: fsspec.AbstractFileSystem, out: str) -> bool:
+def may_hold_rows(fs: fsspec.AbstractFileSystem, out: str, data_dir: str = SCORES_DIR) -> bool:
     """Whether `out` may hold committed rows: a checkpoint file other than a pending one (its ids
     would also be skipped by the next run), or data files that no checkpoint accounts for."""
     checkpoint = join(out, CHECKPOINT_DIR)
     if _has_files(fs, checkpoint):
         return any(not posixpath.basename(p).endswith(PENDING_SUFFIX) for p in fs.find(checkpoint))
-    return _has_files(fs, join(out, SCORES_DIR))
+    return _has_files(fs, join(out, data_dir))
 
 
 def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str,
-                 lease_owner: str | None = None) -> bool:
+                 lease_owner: str | None = None, data_dir: str = SCORES_DIR) -> bool:
     """Check `out` without writing (refused while another live run holds its lease). Returns
     True when it holds earlier output of the same job; False when it is new, or holds another
     job's start without a committed row (then `create_output` takes it over)."""
     check_free(fs, out, lease_owner)
     job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
-    scores = join(out, SCORES_DIR)
+    scores = join(out, data_dir)  # the rows: scores/, or pairs/ of a judge job
     if fs.exists(job_path):
         diffs = result_differences(
             json.loads(fs.cat_file(job_path)), json.loads(job_json),
             json.loads(fs.cat_file(checklist_path)) if fs.exists(checklist_path) else {}, json.loads(checklists_json),
         )
-        if diffs and may_hold_rows(fs, out):
+        if diffs and may_hold_rows(fs, out, data_dir):
             raise OutputMismatchError(
                 f"{out} holds scores of a different job ({'; '.join(diffs)}). "
                 "Use a new --out, or delete the old output to start over."
@@ -188,13 +218,14 @@ def create_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checkl
     fs.pipe_file(job_path, job_json.encode())
 
 
-def open_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str) -> tuple[OutputLease, bool]:
+def open_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str,
+                data_dir: str = SCORES_DIR) -> tuple[OutputLease, bool]:
     """Take the output's lease, check it again under the lease (another run may have started
     it since the first check) and create it when new. Returns (lease, resumed); the caller
     releases the lease when the job ends."""
     lease = OutputLease.acquire(fs, out)
     try:
-        resumed = check_output(fs, out, job_json, checklists_json, lease.owner)
+        resumed = check_output(fs, out, job_json, checklists_json, lease.owner, data_dir)
         if not resumed:
             create_output(fs, out, job_json, checklists_json)
     except BaseException:

@@ -41,6 +41,7 @@ class ItemScore:
     p_yes: dict[str, float] = field(default_factory=dict)  # question id -> p_yes
     # question id -> P(yes words) + P(no words) over the whole vocabulary (README: answer mass)
     answer_mass: dict[str, float] = field(default_factory=dict)
+    p_cal: dict[str, float] = field(default_factory=dict)  # calibrated question id -> p_cal (README: calibrate)
     rank: int | None = None  # 1 = best; set by rank(), None for failed items
     frame_times: list[float] | None = None  # seconds of the video frames the model saw; None for images
 
@@ -65,7 +66,8 @@ class ChecklistReward:
         self._scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_json,
                                        storage=storage.model_dump())
         self._schema = scores_schema(all_dimensions(checklists), checklists_json=checklists_json, model_id=model.model,
-                                     level_probs=any(c.has_ratings for c in checklists.values()))
+                                     level_probs=any(c.has_ratings for c in checklists.values()),
+                                     p_cal=any(c.has_calibration for c in checklists.values()))
         self._assembler = ScoreAssembler(checklists, self._schema)
 
     @classmethod
@@ -122,12 +124,13 @@ class ChecklistReward:
 
 def _item(index: int, row: dict, checklists: dict[str, Checklist]) -> ItemScore:
     checklist = checklists.get(row["checklist"])
-    dims, p_yes, mass = {}, {}, {}
+    dims, p_yes, mass, p_cal = {}, {}, {}, {}
     if checklist is not None and row["status"] == OK:
         dims = {d: row[dimension_column(d)] for d in checklist.dimensions}
         p_yes = dict(zip(checklist.question_ids, row["p_yes"]))
         mass = dict(zip(checklist.question_ids, row["answer_mass"]))
+        p_cal = {q: v for q, v in zip(checklist.question_ids, row.get("p_cal") or []) if v is not None}
     return ItemScore(index=index, uri=row["uri"], media_type=row["media_type"], status=row["status"],
                      error=row["error"], score=row["score"], score_soft=row["score_soft"],
-                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes, answer_mass=mass,
+                     checklist=row["checklist"], dimensions=dims, p_yes=p_yes, answer_mass=mass, p_cal=p_cal,
                      frame_times=row["frame_times"])
