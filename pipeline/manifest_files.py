@@ -28,7 +28,7 @@ from fsspec.spec import AbstractFileSystem
 
 from actors.file_fingerprint import file_version, summary
 from pipeline.storage import arrow_filesystem, fsspec_filesystem
-from pipeline.webdataset_shards import is_webdataset, webdataset_shards
+from pipeline.webdataset_shards import shard_root, webdataset_shards
 from schemas.embedded_media import MediaColumn, media_column
 from schemas.job_config import StorageConfig
 from schemas.manifest import ManifestError
@@ -96,7 +96,7 @@ def shards_fingerprint(fs: AbstractFileSystem, paths: list[str]) -> dict:
 
 def _open_shards(uri: str, shards: tuple[AbstractFileSystem, list[str]]) -> Manifest:
     fs, paths = shards
-    root = fs._strip_protocol(uri) if not is_webdataset(uri) else posixpath.dirname(paths[0])
+    root = shard_root(fs, uri, paths)
     files = tuple(ManifestFile(p, posixpath.relpath(p, root) if p != root else posixpath.basename(p)) for p in paths)
     return Manifest(uri=uri, kind="webdataset", filesystem=fs, files=files, schema=pa.schema([]),
                     fingerprint=shards_fingerprint(fs, paths), root=root)

@@ -86,19 +86,22 @@ def _as_id(schema: pa.Schema, column: str) -> pa.Schema:
     return pa.schema([schema.field(column).with_name("id")])
 
 
-def read_manifest(cfg: JobConfig, info: ManifestInfo, columns: list[str] | None = None) -> Dataset:
-    """The manifest's `columns` (default: the job's, `info.columns`), read from the files and
-    footers of `info.manifest`: a manifest of URIs by pipeline/parquet_source.py, with the types of
-    `manifest.read_schema`; one that holds the media by pipeline/embedded_source.py, and tar shards
-    by pipeline/webdataset_source.py, both in blocks sized by bytes."""
-    opened, columns = info.manifest, columns if columns is not None else info.columns
+def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None = None) -> Dataset:
+    """The manifest's `columns`, read from the files and footers of `info.manifest` (the manifest
+    is opened here when no `info` is given): a manifest of URIs by pipeline/parquet_source.py, with
+    the types of `manifest.read_schema` (integer ids become strings in the read itself, before Ray
+    Data's checkpoint filter compares them with the output's); one that holds the media by
+    pipeline/embedded_source.py, and tar shards by pipeline/webdataset_source.py, both in blocks
+    sized by bytes."""
+    opened = info.manifest if info is not None else open_manifest(cfg.manifest, cfg.storage, cfg.media_column)
+    id_column = info.id_column if info is not None else cfg.id_column
     if opened.kind == "webdataset":
         return ray.data.read_datasource(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
                                                          cfg.prompt_field, cfg.media_extensions, _block_bytes()))
     if opened.kind == "embedded":
-        keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, info.id_column)]  # type: ignore[union-attr]
+        keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, id_column)]  # type: ignore[union-attr]
         return ray.data.read_datasource(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
-                                                              info.id_column, keep, _block_bytes()))
+                                                              id_column, keep, _block_bytes()))
     return ray.data.read_datasource(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
 
 
@@ -162,7 +165,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
         raise ValueError("cfg.decode.resize_rule is unresolved: resolve the model's rule on the driver first "
                          "(pipeline.model_family.resolve_decode)")
     res = cfg.resources
-    ds = ds if ds is not None else read_manifest(cfg, info)
+    ds = ds if ds is not None else read_manifest(cfg, info.columns, info)
     by_rows = info.media is None and not info.webdataset
     # Rows of a URI manifest (a manifest holding the media comes in blocks sized by bytes, cut
     # by its own source: the decode pool is then sized by the CPUs alone).
@@ -203,6 +206,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
             min_size=res.scorer_actors, max_size=res.scorer_max_actors or res.scorer_actors,
             max_tasks_in_flight_per_actor=2,
         ),
+        # a vLLM engine split over GPUs holds them all: JobConfig makes this model.tensor_parallel_size then
         num_gpus=res.num_gpus_per_actor,
         num_cpus=res.num_cpus_per_actor,
         batch_size=res.batch_size,
