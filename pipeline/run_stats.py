@@ -6,17 +6,18 @@ time spent inside its tasks, from the stage's first task to the end of the run;
 per second of that span (how many tasks ran at once on average: for decode, how many
 actors were decoding). Busy time is Ray Data's per-operator task wall time
 (`Dataset.get_stats_summary()`); the time available is the actor pool's actor-seconds in
-that window (each actor from when it was ready to the end of the run), or for the read and
+that window (actor lifetimes), or for the read and
 write tasks one CPU per node (what the decode pool leaves them). A pool idles when its input
 is late or its output is held back, so the busiest stage is the one the others waited for;
 the scorers' idle share is their time waiting for frames. Counting from a stage's first batch
 leaves model loading out. `window_s` is the stage's [first, last] batch in seconds from the
-run's start; `decode_actors_max` the most decoders that were working at once.
+run's start; `decode_actors_max` the largest decode pool the run reached.
 
-The pool stages' windows and actors are what the stages report themselves, in wall-clock
-time (pipeline/stage_clock.py), on any number of nodes. The read and write windows come from
-Ray Data's block timestamps, each worker's monotonic clock: comparable on one node only, so on
-a multi-node cluster those two stages are given the run's own span.
+On one node the windows come from Ray Data's block timestamps and the actors' lifetimes from
+Ray's actor table. On several nodes the block timestamps (each node's monotonic clock) are not
+comparable: the pool stages' windows and actors are then what the stages report themselves, in
+wall-clock time (pipeline/stage_clock.py), each actor counted from when it was ready to the end
+of the run; the read and write stages are given the run's own span.
 """
 from __future__ import annotations
 
@@ -110,9 +111,13 @@ def bound_stage(figures: dict[str, dict[str, float]]) -> tuple[str | None, str]:
     return stage, _HINTS[stage].format(idle=1 - busy, busy=busy)
 
 
-def collect(summary: Any, run_start: float, run_end: float, nodes: int, clock: dict | None = None) -> dict[str, StageTime]:
-    """Per-stage times from a `DatasetStatsSummary` and the pool stages' own record (`clock`, as
-    `StageClock.read()` gives it: windows and actor spans in epoch seconds, pipeline/stage_clock.py)."""
+def collect(summary: Any, run_start: float, run_end: float, nodes: int, clock: dict | None = None,
+            actors: list[dict] | None = None) -> dict[str, StageTime]:
+    """Per-stage times from a `DatasetStatsSummary`, and on several nodes the pool stages' own
+    record (`clock`, as `StageClock.read()` gives it: windows and actor spans in epoch seconds,
+    pipeline/stage_clock.py); on one node Ray's actor table (`actors`: dicts with ActorClassName,
+    StartTime and EndTime in ms, as `ray._private.state.actors()`), whose EndTime is when the pool
+    let an idle actor go."""
     offset = time.time() - time.perf_counter()  # block timestamps are the workers' perf_counter
     stages: dict[str, StageTime] = {}
     todo = [summary]
@@ -133,6 +138,12 @@ def collect(summary: Any, run_start: float, run_end: float, nodes: int, clock: d
             if nodes > 1 or not run_start - 1 <= start <= end <= run_end + 1:
                 start, end = run_start, run_end  # clocks not comparable: the run's span
             t.start, t.end = min(t.start, start), max(t.end, end)
+    if actors is not None:
+        for name, cls in _POOL_CLASS.items():
+            spans = [(a["StartTime"] / 1000, (a["EndTime"] / 1000) or run_end) for a in actors
+                     if cls in str(a.get("ActorClassName", "")) and a["StartTime"] / 1000 >= run_start - 1]
+            stages.setdefault(name, StageTime()).actor_spans = spans
+        return stages
     clock = clock or {}
     for name, (start, end) in clock.get("windows", {}).items():
         if name in stages:  # the stage's own wall-clock window, right on any number of nodes
@@ -188,8 +199,13 @@ def record_run(ds: Any, fs: fsspec.AbstractFileSystem, out_dir: str, run_start: 
     try:
         summary = ds.get_stats_summary()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0)
-        record = ray.get(clock.read.remote()) if clock is not None else None
-        stages = collect(summary, run_start, run_end, max(1, nodes), record)
+        if nodes <= 1:  # one clock for every block: Ray Data's windows, the actor table's lifetimes
+            from ray._private import state  # the actor table without the dashboard's state API
+
+            stages = collect(summary, run_start, run_end, 1, actors=list(state.actors().values()))
+        else:  # several clocks: the stages' own record (no private API needed)
+            record = ray.get(clock.read.remote()) if clock is not None else None
+            stages = collect(summary, run_start, run_end, nodes, record)
         entry = run_entry(stages, max(1, nodes), run_start, run_end)
         append_run(fs, join(out_dir, STATS_FILE), entry)
     except Exception:
