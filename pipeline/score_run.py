@@ -26,7 +26,7 @@ from pipeline.output_dir import CHECKPOINT_DIR, SCORES_DIR, open_output
 from pipeline.output_stats import OutputScanner
 from pipeline.progress import JobProgress
 from pipeline.run_stats import record_run
-from pipeline.score_pipeline import ManifestInfo, build_score_dataset
+from pipeline.score_pipeline import ManifestInfo, build_score_dataset, cluster_shape
 from pipeline.scores_input import committed_files
 from pipeline.stage_clock import StageClock
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
@@ -93,7 +93,8 @@ def run_scoring(cfg: JobConfig, checklists: dict[str, Checklist], info: Manifest
         schema = as_written(out_fs, cfg.out, schema) if resumed else schema
         log.info("%s %s with %s", "resuming" if resumed else "scoring", cfg.manifest, cfg.model.model)
         fs, path = arrow_filesystem(join(cfg.out, SCORES_DIR), cfg.storage)
-        clock = StageClock.remote()  # the decode and score stages' own times, for stats.json
+        # the decode and score stages' own times, for stats.json where nodes' block stamps differ
+        clock = StageClock.remote() if cluster_shape()[1] > 1 else None
         with checkpointed(cfg):
             ds = build_score_dataset(cfg, checklists, info, schema, checklists_json, resuming=resumed, clock=clock)
             run_start = time.time()
