@@ -65,7 +65,8 @@ class ChecklistReward:
         self._scorer = ChecklistScorer(model.model_dump(), decode.model_dump(), checklists_json,
                                        storage=storage.model_dump())
         self._schema = scores_schema(all_dimensions(checklists), checklists_json=checklists_json, model_id=model.model,
-                                     level_probs=any(c.has_ratings for c in checklists.values()))
+                                     level_probs=any(c.has_ratings for c in checklists.values()),
+                                     normalized=any(c.aggregation.normalization for c in checklists.values()))
         self._assembler = ScoreAssembler(checklists, self._schema)
 
     @classmethod

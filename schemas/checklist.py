@@ -99,6 +99,24 @@ class Mask(_Strict):
     zeroes: list[str] = Field(..., description="Ids of the questions zeroed when the gating question is answered no.")
 
 
+class Moments(_Strict):
+    """A column's mean and standard deviation over a reference output's ok rows."""
+
+    mean: float = Field(..., description="Mean over the reference rows.")
+    std: float = Field(..., gt=0, description="Standard deviation over the reference rows (population, ddof 0); > 0.")
+
+
+class Normalization(_Strict):
+    """What `rescore --normalize-from` measured: z = (value - mean) / std for the score and each dimension."""
+
+    score: Moments = Field(..., description="Moments of `score` over the reference rows; gives `z_score`.")
+    dims: dict[str, Moments] = Field(
+        default_factory=dict, description="Dimension name -> moments of its `dim_<name>` column; gives `z_dim_<name>`."
+    )
+    reference: str = Field(..., description="The reference scores output (its Parquet data location) they come from.")
+    rows: int = Field(..., ge=2, description="Reference rows (status ok) the moments were computed over.")
+
+
 class Aggregation(_Strict):
     rule: Literal["mean", "mean_all", "linear"] = Field(
         ...,
@@ -122,6 +140,11 @@ class Aggregation(_Strict):
         description="linear rule only: id of the question whose p_yes is the alignment term (e.g. VQAScore's "
         "question with readout: absolute), in place of alignment_default and of a manifest column; that "
         "question is then not also a feature of the score or of any dimension.",
+    )
+    normalization: Normalization | None = Field(
+        None,
+        description="Reference moments of score and dimensions (`vrscore rescore --normalize-from`); when set, the "
+        "outputs carry z_score and z_dim_<name>. Computed for these weights: refitting or reweighting drops it.",
     )
 
 
@@ -162,6 +185,10 @@ class Checklist(_Strict):
                 raise ValueError(f"aggregation.alignment_from names unknown question id {source!r}")
         if not self.dimensions:
             raise ValueError("no question has a dimension: nothing would be scored")
+        norm = self.aggregation.normalization
+        if norm is not None and sorted(norm.dims) != sorted(self.dimensions):
+            raise ValueError(f"aggregation.normalization has moments for dimensions {sorted(norm.dims)}, the checklist "
+                             f"has {sorted(self.dimensions)}")
         return self
 
     @property
