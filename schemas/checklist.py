@@ -236,8 +236,8 @@ def dimension_column(name: str) -> str:
     return f"{DIMENSION_PREFIX}{snake}"
 
 
-def load_checklist_file(path: str | Path) -> Checklist:
-    """Load our YAML/JSON checklist format (local path)."""
+def read_checklist_data(path: str | Path) -> dict:
+    """The mapping a YAML/JSON checklist (or checklist addition) file holds (local path)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checklist file not found: {p}")
@@ -245,7 +245,12 @@ def load_checklist_file(path: str | Path) -> Checklist:
     data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     if not isinstance(data, dict):
         raise UserError(f"{p}: a checklist file must hold a mapping, got {type(data).__name__}")
-    return Checklist.model_validate(data)
+    return data
+
+
+def load_checklist_file(path: str | Path) -> Checklist:
+    """Load our YAML/JSON checklist format (local path)."""
+    return Checklist.model_validate(read_checklist_data(path))
 
 
 DEFAULTS_DIR = Path(__file__).parent / "checklists"
