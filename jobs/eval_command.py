@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
         raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
-    measures = ["score", "score_soft", *scores.dimension_columns]
+    measures = ["score", "score_soft", *scores.dimension_columns, *scores.z_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     scores.require_columns([args.key_column], "--key-column")
     mass = ["checklist", "answer_mass"] if "answer_mass" in scores.schema.names else []  # older outputs have none

@@ -46,9 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "margin: best vs worst of each group; all: every pair over the margin (default: dominance)")
     p.add_argument("--margin", type=float, default=0.0,
                    help="minimum gap of the total score between chosen and rejected (default 0)")
-    p.add_argument("--score-column", choices=("score", "score_soft"), default="score",
+    p.add_argument("--score-column", choices=("score", "score_soft", "z_score"), default="score",
                    help="total used for the margin and written as chosen/rejected_score: 'score' (hard "
-                   "answers, coarse) or 'score_soft' (p_yes, finer)")
+                   "answers, coarse), 'score_soft' (p_yes, finer) or 'z_score' (the score in standard deviations "
+                   "of a reference set, `rescore --normalize-from`: a margin that means the same for any model)")
     p.add_argument("--dimensions",
                    help="comma-separated dimensions the dominance rule compares (names or dim_ columns; "
                    "default: all)")

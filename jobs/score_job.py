@@ -32,7 +32,7 @@ from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import GENERATED_IDS, JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
-from schemas.scores import dimension_columns, scores_schema
+from schemas.scores import dimension_columns, is_z_column, scores_schema
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     # Rows reach the scorer in manifest order, however many decoders finish out of order: a
     # row's forward batch (and so its p_yes, to float rounding) does not depend on the timing.
     ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-    dim_cols = list(dimension_columns(dims).values())
+    dim_cols = list(dimension_columns(dims).values()) + [f.name for f in schema if is_z_column(f.name)]
     scanner = output_scanner(cfg, dim_cols)
     try:
         ds = build_score_dataset(cfg, checklists, info, schema, checklists_json, resuming=resumed)
