@@ -17,6 +17,8 @@ import argparse
 import functools
 import json
 
+import pyarrow as pa
+
 from jobs.fit_data import source_alignment_column
 from jobs.output_lease import check_free, output_lease
 from pipeline.normalization import reference_moments
@@ -106,8 +108,10 @@ def plan_reference(ref: ScoresInput, scores: ScoresInput, after: dict[str, Check
 def normalize(ref: ScoresInput, plan: dict[str, Checklist], alignment: str | None,
               after: dict[str, Checklist]) -> dict[str, Checklist]:
     """`after` with the reference's moments stored in each checklist (Ray is running)."""
-    schema = rescored_schema(ref.schema, plan, "{}")
-    rescored = ref.read().map_batches(Rescorer(ref.checklists, plan, schema, alignment), batch_format="pyarrow")
+    # only what the scores are recomputed from: a reference's other columns are never read
+    needed = ["id", "media_type", "status", "checklist", "p_yes", *([alignment] if alignment else [])]
+    schema = rescored_schema(pa.schema([ref.schema.field(c) for c in needed], metadata=ref.schema.metadata), plan, "{}")
+    rescored = ref.read(needed).map_batches(Rescorer(ref.checklists, plan, schema, alignment), batch_format="pyarrow")
     moments = reference_moments(rescored, plan, ref.data_uri)
     return {k: c.model_copy(update={"aggregation": c.aggregation.model_copy(update={"normalization": moments[k]})})
             for k, c in after.items()}

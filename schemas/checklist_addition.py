@@ -36,9 +36,9 @@ class ChecklistAddition(BaseModel):
         data = checklist.model_dump()
         data["name"] = checklist.name + self.name_suffix
         data["questions"] += [q.model_dump() for q in self.questions]
+        data["aggregation"]["normalization"] = None  # moments of the scores without these questions
         if self.alignment_from is not None:
             data["aggregation"]["alignment_from"] = self.alignment_from
-            data["aggregation"]["normalization"] = None  # moments of the scores without the term
         try:
             return Checklist.model_validate(data)
         except ValidationError as exc:
