@@ -133,8 +133,8 @@ def _item(index: int, row: dict, checklists: dict[str, Checklist]) -> ItemScore:
         dims = {d: row[dimension_column(d)] for d in checklist.dimensions}
         p_yes = dict(zip(checklist.question_ids, row["p_yes"]))
         mass = dict(zip(checklist.question_ids, row["answer_mass"]))
-        levels = {q.id: dict(zip(q.levels, probs)) for q, probs in zip(checklist.questions, row.get("level_probs") or [])
-                  if probs is not None}
+        stored = row.get("level_probs") or []  # only where the checklist rates
+        levels = {q.id: dict(zip(q.levels, probs)) for q, probs in zip(checklist.questions, stored) if probs is not None}
         if checklist.aggregation.normalization is not None:
             z_dims = {d: row[z_column(dimension_column(d))] for d in checklist.dimensions}
     return ItemScore(index=index, uri=row["uri"], media_type=row["media_type"], status=row["status"],

@@ -52,13 +52,14 @@ def reference_moments(rescored: Dataset, checklists: dict[str, Checklist], refer
     ok rows and a column that does not vary."""
     from ray.data.aggregate import Count, Mean, Std
 
-    columns = {"score": "score", **{d: c for c in checklists.values() for d, c in dimension_columns(c.dimensions).items()}}
+    columns = list(dict.fromkeys(["score", *(col for c in checklists.values()
+                                             for col in dimension_columns(c.dimensions).values())]))
     aggs = [Count()]
-    for col in dict.fromkeys(columns.values()):
+    for col in columns:
         aggs += [Count(col, ignore_nulls=True, alias_name=f"n:{col}"), Mean(col, alias_name=f"mean:{col}"),
                  Std(col, ddof=0, alias_name=f"std:{col}")]
     groups = (rescored.map_batches(_ok_rows, batch_format="pyarrow")
-              .select_columns(["media_type", *dict.fromkeys(columns.values())])
+              .select_columns(["media_type", *columns])
               .groupby("media_type").aggregate(*aggs).take_all())
     by_kind = {g["media_type"]: g for g in groups}
     out = {}
@@ -69,15 +70,18 @@ def reference_moments(rescored: Dataset, checklists: dict[str, Checklist], refer
             raise UserError(f"--normalize-from {reference}: {n} ok {kind} row(s) scored there; a mean and a "
                              f"standard deviation for {checklist.name!r} need at least two")
         cols = dimension_columns(checklist.dimensions)
-        wanted = {"score": "score", **{d: cols[d] for d in checklist.dimensions}}
-        moments = {}
-        for name, col in wanted.items():
+        wanted = [("score", "score"), *((d, cols[d]) for d in checklist.dimensions)]
+        moments, score = {}, None
+        for name, col in wanted:
             mean, std, count = g[f"mean:{col}"], g[f"std:{col}"], g[f"n:{col}"]
             if count != n or std is None or not np.isfinite(std) or std <= _ZERO_STD * max(1.0, abs(mean)):
-                what = f"dimension {name!r} ({col})" if name != "score" else "score"
+                what = f"dimension {name!r} ({col})" if col != "score" else "score"
                 raise UserError(f"--normalize-from {reference}: the {kind} rows' {what} has standard deviation "
                                  f"{std!r} over {count} of {n} ok rows: every reference item scores the same, so "
                                  "no z-score can be taken; use a reference set whose items differ")
-            moments[name] = Moments(mean=float(mean), std=float(std))
-        out[kind] = Normalization(score=moments.pop("score"), dims=moments, reference=reference, rows=n)
+            if col == "score":
+                score = Moments(mean=float(mean), std=float(std))
+            else:
+                moments[name] = Moments(mean=float(mean), std=float(std))
+        out[kind] = Normalization(score=score, dims=moments, reference=reference, rows=n)
     return out

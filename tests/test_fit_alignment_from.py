@@ -47,7 +47,8 @@ def test_the_alignment_weight_of_a_question_is_refitted():
     assert list(r["weights"]) == FEATURES and r["alignment_from"] == "matches"  # the question is the term only
     assert 9.0 < r["alignment_weight"] < 15.0  # planted 12, from the 2.3 it started at
     assert r["weights"]["sharp"] > 0.7 and r["weights"]["tidy"] < 0.2
-    assert fitted.aggregation.alignment_from == "matches" and fitted.aggregation.alignment_weight == r["alignment_weight"]
+    agg = fitted.aggregation
+    assert agg.alignment_from == "matches" and agg.alignment_weight == r["alignment_weight"]
     # the fitted checklist scores items as the fitted model: the question's own p_yes is the term
     expected = r["alignment_weight"] * p[:, 3].astype(np.float64) + np.where(p[:, :3] >= 0.5, 1.0, -1.0) @ \
         np.array([r["weights"][q] for q in FEATURES])
