@@ -5,7 +5,9 @@ raylet, object manager, workers, agents) listen on loopback only, and every conn
 carry Ray's authentication token (`RAY_AUTH_MODE=token`). The token is made for this process
 alone: a random 256-bit secret in a 0600 file inside a private (0700) temporary folder,
 passed to the Ray processes through `RAY_AUTH_TOKEN_PATH` and deleted at exit. The shared
-`~/.ray/auth_token` is neither read nor written.
+`~/.ray/auth_token` is neither read nor written. Its files (logs, sockets, spilled objects) live
+under a folder only the user can enter, `<RAY_TMPDIR or TMPDIR or /tmp>/vrscore-<uid>/ray`: Ray
+makes every folder it creates world-writable (0777), `/tmp/ray` included.
 
 Joining a cluster (`address` or RAY_ADDRESS) leaves authentication to that cluster, as Ray
 documents it: token mode comes from `RAY_AUTH_MODE=token`, the token from `RAY_AUTH_TOKEN`,
@@ -20,6 +22,8 @@ import logging
 import os
 import secrets
 import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +73,7 @@ def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int |
     else:
         _use_private_token()
         with _loopback_node():
-            ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), **kwargs)
+            ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), _temp_dir=private_temp_dir(), **kwargs)
         _check_loopback()
     from ray.data import DataContext
 
@@ -77,6 +81,32 @@ def init_ray(address: str | None = None, *, quiet: bool = False, num_cpus: int |
         _ray_data_console(logging.WARNING)
     if quiet:
         DataContext.get_current().enable_progress_bars = False
+
+
+def private_temp_dir() -> str:
+    """Ray's temp folder for a cluster of ours, inside `vrscore-<uid>` (0700, owned by this user).
+
+    Ray chmods every folder it makes to 0777, so the privacy must come from a parent it does
+    not make. The parent sits where Ray's own default would (RAY_TMPDIR, then TMPDIR on Linux,
+    then /tmp): its name is predictable, so one that exists is used only if it is a real folder
+    of this user that no one else can enter; anything else (another user's folder, a link) fails
+    closed."""
+    if "RAY_TMPDIR" in os.environ:
+        root = os.environ["RAY_TMPDIR"]
+    elif sys.platform.startswith("linux") and "TMPDIR" in os.environ:
+        root = os.environ["TMPDIR"]
+    else:
+        root = "/tmp" if sys.platform.startswith(("linux", "darwin")) else tempfile.gettempdir()
+    base = Path(root) / f"vrscore-{os.getuid()}"
+    try:
+        base.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or stat.S_IMODE(info.st_mode) & 0o077:
+        raise RuntimeError(f"{base} is not a private folder of this user (mode {stat.S_IMODE(info.st_mode):o}, "
+                           f"owner uid {info.st_uid}); remove it, or set RAY_TMPDIR to a folder of your own")
+    return str(base / "ray")
 
 
 def _use_private_token() -> None:

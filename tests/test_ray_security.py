@@ -40,7 +40,8 @@ class Worker:  # an actor: its process lives as long as this handle
         return os.getpid()
 worker = Worker.remote()
 print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "worker": ray.get(worker.pid.remote()),
-                  "token": os.environ.get("RAY_AUTH_TOKEN_PATH")}), flush=True)
+                  "token": os.environ.get("RAY_AUTH_TOKEN_PATH"),
+                  "session": ray._private.worker._global_node.get_session_dir_path()}), flush=True)
 sys.stdin.read()  # serve until the test closes stdin
 """
 
@@ -58,6 +59,7 @@ print("RAN AS", ray.get(whoami.remote(), timeout=60), flush=True)
 def host():
     """A process holding vrscore's local Ray, what it printed once up, and `stop`."""
     marker = Path(tempfile.mkdtemp(prefix="vrs", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    marker.chmod(0o1777)  # Ray's temp root is as open as /tmp is
     home = marker / "home"
     home.mkdir()
     env = job_env(marker, {"RAY_AUTH_MODE": "disabled", "HOME": str(home)})
@@ -124,6 +126,37 @@ def test_every_listening_socket_is_on_loopback(host):
     assert gcs_port in {port for _, port in listening}, (host["gcs"], listening)  # found what we look for
     outward = [(str(ip), port) for ip, port in listening if not ip.is_loopback]
     assert not outward, f"the local Ray listens beyond loopback: {outward}"
+
+
+def test_no_other_user_can_enter_the_ray_session_folder(host):
+    # Ray makes its session folders 0777 (logs, sockets, spilled objects): some folder above
+    # them must be this user's and closed to everyone else.
+    session = Path(host["session"])
+    assert (session / "logs").is_dir(), session  # the folder Ray really uses
+    assert stat.S_IMODE(session.stat().st_mode) & 0o007  # what makes the parent necessary
+    private = [p for p in session.parents
+               if p.stat().st_uid == os.getuid() and not stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert private, f"every folder above {session} is open to other users"
+
+
+@pytest.mark.parametrize("make", ["open", "link"])
+def test_a_temp_folder_that_is_not_private_fails_closed(tmp_path, monkeypatch, make):
+    from pipeline.ray_runtime import private_temp_dir
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    assert private_temp_dir() == str(tmp_path / f"vrscore-{os.getuid()}" / "ray")  # control: made private
+    assert stat.S_IMODE((tmp_path / f"vrscore-{os.getuid()}").stat().st_mode) == 0o700
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv("RAY_TMPDIR", str(other))
+    planted = other / f"vrscore-{os.getuid()}"
+    if make == "open":
+        planted.mkdir(mode=0o777)
+        planted.chmod(0o777)
+    else:
+        planted.symlink_to(tmp_path)
+    with pytest.raises(RuntimeError, match="not a private folder"):
+        private_temp_dir()
 
 
 def test_the_token_is_removed_at_exit(host):
