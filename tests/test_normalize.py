@@ -161,3 +161,5 @@ def test_refusals(outputs, tmp_path, ray_session, capsys):
                  "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "another-model" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not (tmp_path / "b" / "scores").exists()
+    assert main(["rescore", "--scores", str(outputs["scores"]), "--out", str(tmp_path / "d"), "--quiet"]) == 2
+    assert "--normalize-from" in capsys.readouterr().err
