@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("jobs.eval_command", "agreement of the scores with human pairwise preferences"),
     "report": ("jobs.report_command", "a self-contained HTML report of a scores output"),
     "fit": ("jobs.fit_command", "fit checklist weights to human preference pairs from the stored p_yes"),
+    "calibrate": ("jobs.calibrate_command", "fit per-question Platt or temperature calibration of p_yes to 0/1 labels"),
     "rescore": ("jobs.rescore_command", "recompute scores from the stored p_yes with another checklist (no model)"),
     "compare": ("jobs.compare_command", "score two media with one checklist and model and say which is better"),
 }

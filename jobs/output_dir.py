@@ -12,7 +12,9 @@ so are those of the model's files and chat template file (`actors/model_store.py
 re-exported or a template edited at the same path is a different job too.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
-One run at a time writes into an output (`jobs/output_lease.py`).
+One run at a time writes into an output (`jobs/output_lease.py`). A question's `calibration` is
+part of its checklist: a resume with another one is refused (one output, one calibration in
+`p_cal`); `vrscore rescore` applies a new calibration to finished scores.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import posixpath
 
 import fsspec
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from actors.file_fingerprint import file_version, summary
 from jobs.output_lease import OutputLease, check_free
@@ -30,6 +33,7 @@ from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
 from pipeline.webdataset_shards import webdataset_shards
+from schemas.checklist import Checklist
 from schemas.job_config import JobConfig
 from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
@@ -140,11 +144,37 @@ def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_c
         diffs.append(f"the manifest files changed since the first run ({old_fp['files']} files, "
                      f"{old_fp['bytes']} bytes -> {new_fp['files']} files, {new_fp['bytes']} bytes, or the "
                      "same sizes with other ETags/mtimes): the same path now holds other rows")
+    old_checklists, new_checklists = _current_form(old_checklists), _current_form(new_checklists)
     if old_checklists != new_checklists:
         changed = sorted(k for k in set(old_checklists) | set(new_checklists)
                          if old_checklists.get(k) != new_checklists.get(k))
-        diffs.append(f"checklist for {', '.join(changed)} changed")
+        only = all(_uncalibrated(old_checklists.get(k)) == _uncalibrated(new_checklists.get(k)) for k in changed)
+        # A resume keeps one calibration per output: p_cal of two calibrations would mix in one column.
+        diffs.append(f"checklist for {', '.join(changed)} changed" + (
+            " (only its calibration: finish the run with the checklist it began with, then `vrscore rescore` "
+            "its output with the new one)" if only else ""))
     return diffs
+
+
+def _current_form(checklists: dict) -> dict:
+    """checklist.json entries as this version writes them: a field added since (a question's
+    `calibration`, null by default) is no change to an output begun before it."""
+    out = {}
+    for kind, checklist in checklists.items():
+        try:
+            out[kind] = Checklist.model_validate(checklist).model_dump(mode="json")
+        except ValidationError:
+            out[kind] = checklist  # not loadable now: compared as written
+    return out
+
+
+def _uncalibrated(checklist: dict | None) -> dict | None:
+    """A checklist.json entry without its questions' calibrations."""
+    if not isinstance(checklist, dict):
+        return checklist
+    questions = [{k: v for k, v in q.items() if k != "calibration"} if isinstance(q, dict) else q
+                 for q in checklist.get("questions", [])]
+    return {**checklist, "questions": questions}
 
 
 def _has_files(fs: fsspec.AbstractFileSystem, path: str) -> bool:

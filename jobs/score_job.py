@@ -225,6 +225,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
                            model_id=cfg.model.model, job_json=job_json,
                            level_probs=any(c.has_ratings for c in checklists.values()),
+                           p_cal=any(c.has_calibration for c in checklists.values()),
                            normalized=any(c.aggregation.normalization for c in checklists.values()))
     out_fs = fsspec_filesystem(cfg.out, cfg.storage)
     resumed = check_output(out_fs, cfg.out, job_json, checklists_json)  # refuse a mismatch before any work

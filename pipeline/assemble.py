@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from pipeline.calibration import p_cal_rows
 from pipeline.normalization import z_scores
 from pipeline.weighting import aggregate
 from schemas import status
@@ -47,8 +48,11 @@ class ScoreAssembler:
             if self.alignment_column:
                 align = np.array([_float_or_nan(batch[self.alignment_column][i]) for i in rows])
             agg = aggregate(checklist, p, align)
+            p_cal = p_cal_rows(checklist, p) if "p_cal" in cols else None
             for j, i in enumerate(rows):
                 cols["p_yes"][i] = p[j].tolist()
+                if p_cal is not None:
+                    cols["p_cal"][i] = p_cal[j]
                 if "answer_mass" in cols:  # a resumed output begun without it goes on without it
                     cols["answer_mass"][i] = mass[j]
                 if "level_probs" in cols:

@@ -8,7 +8,8 @@
 Grammar: comparisons (<, <=, >, >=, ==, !=, chained), `and`, `or`, `not`, parentheses,
 numbers, strings, column names, `q.<question_id>`, the p_yes of that question in the row's own
 checklist (rows of one file can come from different checklists, e.g. images and videos), and
-`m.<question_id>`, that question's answer mass (the `answer_mass` column), and
+`m.<question_id>`, that question's answer mass (the `answer_mass` column), `c.<question_id>`, its
+calibrated probability (`p_cal`, null for a question without a calibration), and
 `l.<question_id>["<level>"]`, a rating question's probability of one level (`level_probs`; its
 expected value is `q.<question_id>`). z-scores (`z_score`, `z_dim_<name>`) are columns like any
 other. The text is parsed with Python's `ast` and only whitelisted nodes are compiled;
@@ -33,8 +34,8 @@ from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
 Evaluator = Callable[[pa.Table], pa.Array]
-# per-question prefixes: `q.<id>` reads p_yes, `m.<id>` reads answer_mass
-QUESTION_COLUMNS = {"q": "p_yes", "m": "answer_mass"}
+# per-question prefixes: `q.<id>` reads p_yes, `m.<id>` answer_mass, `c.<id>` p_cal (calibrated questions)
+QUESTION_COLUMNS = {"q": "p_yes", "m": "answer_mass", "c": "p_cal"}
 LEVEL_PREFIX, LEVEL_COLUMN = "l", "level_probs"  # l.<id>["<level>"] reads one level's probability
 _COMPARE = {ast.Lt: pc.less, ast.LtE: pc.less_equal, ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
             ast.Eq: pc.equal, ast.NotEq: pc.not_equal}
@@ -206,8 +207,9 @@ class _Compiler:
             raise FilterError(f"unknown question {prefix}.{qid}" + (f" (did you mean {prefix}.{hint[0]}?)" if hint else "")
                               + f"; questions of {', '.join(sorted(self.checklists))}: {', '.join(known)}")
         if column not in self.schema.names:
-            raise FilterError(f"{prefix}.{qid} reads the {column} column, which these scores do not have "
-                              "(written by a vrscore version before it); rescore cannot add it: score again")
+            why = ("(written only with a calibrated checklist: `vrscore calibrate`, then `rescore` with its checklist)"
+                   if prefix == "c" else "(written by a vrscore version before it); rescore cannot add it: score again")
+            raise FilterError(f"{prefix}.{qid} reads the {column} column, which these scores do not have {why}")
         self.columns.update(("checklist", column))
         return lambda t: question_value(t, column, index)
 
@@ -263,7 +265,10 @@ def question_value(table: pa.Table, column: str, index: dict[str, int]) -> pa.Ar
     lengths = np.diff(offsets)
     pos = np.array([index.get(n, -1) if n is not None else -1 for n in names], dtype=np.int64)
     valid = (pos >= 0) & (pos < lengths) & ~np.asarray(lists.is_null(), dtype=bool)
-    picked = lists.values.to_numpy(zero_copy_only=False)[offsets[:-1][valid] + pos[valid]]
+    at = np.where(valid, offsets[:-1] + pos, 0)
+    if len(lists.values):  # a null inside the list (p_cal of an uncalibrated question) is no value
+        valid &= ~np.asarray(lists.values.is_null(), dtype=bool)[at]
+    picked = lists.values.to_numpy(zero_copy_only=False)[at[valid]]
     out = np.zeros(len(pos))
     # values are stored as float32: widen through their shortest decimal form, so that a
     # stored 0.3 compares equal to the 0.3 a user types (not as 0.30000001192...).

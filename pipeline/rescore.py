@@ -3,9 +3,12 @@
 New weights, aggregation or masks change `score`, `score_soft` and `dim_*` only; the stored
 p_yes stay what the model answered. The new checklist's questions are found in the stored
 ones by id (same text) or by text, and p_yes/answer_mass/answers are rewritten in the new
-question order (an output without answer_mass, from a version before it, stays without). The sums are the library's own (`pipeline/weighting.aggregate`, as `vrscore score`
-runs it), so rescoring with the checklist the scores were made with gives back the same
-bits, and any change to the weighting rules reaches rescored outputs too.
+question order (an output without answer_mass, from a version before it, stays without).
+`p_cal` is recomputed from the raw p_yes with the new checklist's calibrations (written where
+one of them has a calibrated question, dropped otherwise). The sums are the library's own
+(`pipeline/weighting.aggregate`, as `vrscore score` runs it), so rescoring with the checklist
+the scores were made with gives back the same bits, and any change to the weighting rules
+reaches rescored outputs too.
 """
 from __future__ import annotations
 
@@ -13,19 +16,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.calibration import p_cal_rows
 from pipeline.normalization import z_scores
 from pipeline.weighting import aggregate
 from schemas.checklist import DIMENSION_PREFIX, Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json
-from schemas.scores import (BASE_FIELDS, LEVEL_PROBS_FIELD, META_JOB, META_MODEL, dimension_columns, is_z_column,
-                            scores_schema)
+from schemas.scores import (BASE_FIELDS, LEVEL_PROBS_FIELD, META_JOB, META_MODEL, P_CAL_FIELD, dimension_columns,
+                            is_z_column, scores_schema)
 from schemas.status import OK
 from schemas.user_error import UserError
 
 META_RESCORE = b"vrscore.rescore"
-RESCORED = {"checklist", "p_yes", "answer_mass", "answers", "score", "score_soft"}
+RESCORED = {"checklist", "p_yes", "p_cal", "answer_mass", "answers", "score", "score_soft"}
 MASS = "answer_mass"
 LEVELS = LEVEL_PROBS_FIELD.name
+P_CAL = P_CAL_FIELD.name
 
 
 def _norm(text: str) -> str:
@@ -66,13 +71,14 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
 def rescored_schema(source: pa.Schema, checklists: dict[str, Checklist], record_json: str) -> pa.Schema:
     """The scores schema for `checklists`, keeping every non-score column of `source`."""
     base = {f.name for f in BASE_FIELDS}
-    keep = [f for f in source if f.name not in base | {LEVELS} and not f.name.startswith(DIMENSION_PREFIX)
+    keep = [f for f in source if f.name not in base | {LEVELS, P_CAL} and not f.name.startswith(DIMENSION_PREFIX)
             and not is_z_column(f.name)]  # recomputed: a z-score of the old weights would be stale
     meta = source.metadata or {}
     schema = scores_schema(all_dimensions(checklists), keep, checklists_json=checklists_to_json(checklists),
                            model_id=meta[META_MODEL].decode() if META_MODEL in meta else None,
                            job_json=meta[META_JOB].decode() if META_JOB in meta else None,
                            level_probs=LEVELS in source.names,
+                           p_cal=any(c.has_calibration for c in checklists.values()),
                            normalized=any(c.aggregation.normalization for c in checklists.values()))
     if MASS not in source.names:  # scores of a version before the answer mass: nothing to carry
         schema = schema.remove(schema.get_field_index(MASS))
@@ -97,6 +103,7 @@ class Rescorer:
         checklist = np.asarray(batch["checklist"].to_pylist(), dtype=object)
         p_rows, answer_rows = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
         mass_rows, level_rows = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
+        cal_rows = np.full(n, None, dtype=object)
         values = {c: np.full(n, np.nan) for c in ["score", "score_soft", *self.dim_cols.values()]}
         values.update({f.name: np.full(n, np.nan) for f in self.schema if is_z_column(f.name)})
         for kind, (source, new, columns) in self.plans.items():
@@ -123,6 +130,9 @@ class Rescorer:
             if LEVELS in self.schema.names:  # the rating questions' distributions, in the new order
                 for i, levels in zip(rows, batch[LEVELS].take(pa.array(rows)).to_pylist()):
                     level_rows[i] = None if levels is None else [levels[c] for c in columns]
+            if P_CAL in self.schema.names:  # the new checklist's calibrations, from the raw p_yes
+                for i, cal in zip(rows, p_cal_rows(new, p)):
+                    cal_rows[i] = cal
             values["score"][rows], values["score_soft"][rows] = agg.score, agg.score_soft
             for dim, v in agg.dimensions.items():
                 values[self.dim_cols[dim]][rows] = v
@@ -132,6 +142,7 @@ class Rescorer:
                "p_yes": pa.array(list(p_rows), type=pa.list_(pa.float32())),
                MASS: pa.array(list(mass_rows), type=pa.list_(pa.float32())),
                LEVELS: pa.array(list(level_rows), type=LEVEL_PROBS_FIELD.type),
+               P_CAL: pa.array(list(cal_rows), type=P_CAL_FIELD.type),
                "answers": pa.array(list(answer_rows), type=pa.list_(pa.int8())),
                **{c: pa.array(v, mask=np.isnan(v), type=pa.float64()) for c, v in values.items()}}
         # Scores written before a column existed (frame_count, frame_times) get it as nulls.

@@ -7,6 +7,7 @@ into the same model by `schemas/visionreward_format.py`.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,31 @@ _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+CALIBRATION_EPS = 1e-6  # p_yes is clipped to [eps, 1 - eps] before its logit: a float32 p_yes can be 0 or 1
+
+
+class Calibration(_Strict):
+    """A yes/no question's calibration, fitted by `vrscore calibrate` from labels: p_cal =
+    sigmoid(a * logit(p_yes) + b), p_yes clipped to [1e-6, 1 - 1e-6]. It adds `p_cal` to the
+    scores; `p_yes`, `answers` and every score stay the raw model's."""
+
+    method: Literal["platt", "temperature"] = Field(
+        ..., description="'platt': slope a and intercept b fitted; 'temperature': one temperature T = 1/a, b = 0."
+    )
+    a: float = Field(
+        ..., description="Slope on logit(p_yes) (1/T for temperature scaling); a = 1 with b = 0 changes nothing."
+    )
+    b: float = Field(0.0, description="Intercept added to the scaled logit (platt only; 0 for temperature).")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Calibration":
+        if not (math.isfinite(self.a) and math.isfinite(self.b)):
+            raise ValueError(f"calibration a and b must be finite, got a={self.a}, b={self.b}")
+        if self.method == "temperature" and (self.b != 0 or self.a <= 0):
+            raise ValueError(f"temperature scaling has b = 0 and a = 1/T > 0, got a={self.a}, b={self.b}")
+        return self
 
 
 class Question(_Strict):
@@ -55,11 +81,18 @@ class Question(_Strict):
         description="This question's own user text, containing [[question]]; null = the checklist's "
         "prompt_template (e.g. a question that carries its own answer instruction).",
     )
+    calibration: Calibration | None = Field(
+        None,
+        description="yes_no only: the calibration `vrscore calibrate` fitted; when set, `score` and `rescore` "
+        "write this question's calibrated probability into `p_cal`. null = not calibrated.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "Question":
         if self.prompt_template is not None and QUESTION_PLACEHOLDER not in self.prompt_template:
             raise ValueError(f"question {self.id!r}: prompt_template must contain {QUESTION_PLACEHOLDER}")
+        if self.calibration is not None and self.answer != "yes_no":
+            raise ValueError(f"question {self.id!r}: calibration is for yes_no questions, not {self.answer!r}")
         if self.answer == "yes_no":
             if self.levels is not None or self.values is not None:
                 raise ValueError(f"question {self.id!r}: levels and values are for answer: rating")
@@ -207,6 +240,10 @@ class Checklist(_Strict):
     @property
     def has_ratings(self) -> bool:
         return any(q.answer == "rating" for q in self.questions)
+
+    @property
+    def has_calibration(self) -> bool:
+        return any(q.calibration is not None for q in self.questions)
 
     @property
     def uses_prompt(self) -> bool:

@@ -8,6 +8,9 @@ answer_mass (list<float32>, same order: P(yes words) + P(no words) under the sof
 whole vocabulary, where p_yes was read; absent from outputs of versions before it),
 level_probs (list<list<float32>>, only where a checklist has rating questions: per question its
 levels' probabilities, null for a yes/no question),
+p_cal (list<float32>, only where a checklist has a calibrated question, after p_yes: in the
+question order of p_yes, each calibrated question's p_yes after its `calibration`, null for a
+question without one; p_yes stays the model's raw answer),
 answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
 (null where the row's checklist lacks that dimension or the row failed), `z_score` and
 `z_dim_<name>` (float64, only where a checklist carries `aggregation.normalization`: the
@@ -51,6 +54,8 @@ BASE_FIELDS = [
 
 # Written only where a checklist has rating questions (`scores_schema(level_probs=True)`), after answer_mass.
 LEVEL_PROBS_FIELD = pa.field("level_probs", pa.list_(pa.list_(pa.float32())))
+# Written only where a checklist has calibrated questions (`scores_schema(p_cal=True)`), after p_yes.
+P_CAL_FIELD = pa.field("p_cal", pa.list_(pa.float32()))
 
 # z-scores of `score` and of each `dim_` column, written only where a checklist is normalised.
 Z_PREFIX = "z_"
@@ -76,7 +81,7 @@ def reserved_column(name: str) -> str | None:
     """Why vrscore itself writes a column of this name, into the output or between its stages;
     None when it never does. Every `dim_` name is reserved, not only the dimensions of the
     checklists in use: readers take any `dim_` column for a dimension, and `rescore` may add one."""
-    if name in {f.name for f in BASE_FIELDS} or name == LEVEL_PROBS_FIELD.name:
+    if name in {f.name for f in BASE_FIELDS} or name in (LEVEL_PROBS_FIELD.name, P_CAL_FIELD.name):
         return "is a column vrscore writes"
     if name.startswith(DIMENSION_PREFIX):
         return f"starts with {DIMENSION_PREFIX!r}, which vrscore keeps for its dimension columns"
@@ -119,9 +124,12 @@ def scores_schema(
     model_id: str | None = None,
     job_json: str | None = None,
     level_probs: bool = False,
+    p_cal: bool = False,
     normalized: bool = False,
 ) -> pa.Schema:
     fields = list(BASE_FIELDS)
+    if p_cal:
+        fields.insert([f.name for f in fields].index("p_yes") + 1, P_CAL_FIELD)
     if level_probs:
         fields.insert([f.name for f in fields].index("answer_mass") + 1, LEVEL_PROBS_FIELD)
     dim_cols = list(dimension_columns(dimensions).values())

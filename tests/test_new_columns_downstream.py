@@ -1,5 +1,6 @@
-"""The downstream commands read the columns of rating questions and normalised checklists:
-`filter` on z_score and a rating's level probability (`l.<id>["<level>"]`), `pairs --score-column
+"""The downstream commands read the columns of rating questions, calibrated and normalised checklists:
+`filter` on z_score, a rating's level probability (`l.<id>["<level>"]`) and a calibrated question's
+p_cal (`c.<id>`, no value for an uncalibrated one), `pairs --score-column
 z_score`, `eval`'s z measures, the report's rating section and z histograms, the Python API's
 level_probs and z-scores. The scores are assembled by the pipeline's own ScoreAssembler from
 made-up answers; each figure is recomputed here."""
@@ -26,7 +27,8 @@ from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
 LEVELS = ["bad", "poor", "fair", "good", "excellent"]
 CHECKLIST = Checklist.model_validate({
     "name": "rated", "media_type": "image",
-    "questions": [{"id": "sharp", "text": "Is it sharp?", "dimension": "quality"},
+    "questions": [{"id": "sharp", "text": "Is it sharp?", "dimension": "quality",
+                   "calibration": {"method": "platt", "a": 2.0, "b": 0.5}},
                   {"id": "bright", "text": "Is it bright?", "dimension": "quality", "weight": 0.5},
                   {"id": "overall", "text": "How good is it?", "dimension": "overall", "answer": "rating",
                    "levels": LEVELS}],
@@ -40,7 +42,7 @@ CHECKLISTS = {"image": CHECKLIST}
 def _table(n: int = 40, seed: int = 0) -> pa.Table:
     rng = np.random.default_rng(seed)
     schema = scores_schema(CHECKLIST.dimensions, checklists_json=checklists_to_json(CHECKLISTS), model_id="made-up",
-                           level_probs=True, normalized=True)
+                           level_probs=True, normalized=True, p_cal=True)
     levels = rng.dirichlet(np.ones(5), n).astype(np.float32)
     p = np.column_stack([rng.random((n, 2)), levels @ np.linspace(0, 1, 5)]).astype(np.float32)
     failed = np.arange(n) % 7 == 3
@@ -86,6 +88,14 @@ def test_filter_on_z_score_and_a_level_probability(scores, tmp_path, ray_session
                       and float(np.float32(r["level_probs"][2][4]).astype(str)) >= 0.2)
     assert kept == expected and 0 < len(kept) < len(_ok_rows())  # the level term decides some rows
     assert expected != sorted(r["id"] for r in _ok_rows() if r["z_score"] > 0)
+    where = "c.sharp > 0.6"
+    assert main(["filter", "--scores", str(scores), "--where", where, "--out", str(tmp_path / "c"), "--quiet"]) == 0
+    kept = sorted(pq.read_table(tmp_path / "c" / "scores")["id"].to_pylist())
+    expected = sorted(r["id"] for r in _ok_rows() if float(np.float32(r["p_cal"][0]).astype(str)) > 0.6)
+    assert kept == expected and 0 < len(kept) < len(_ok_rows())
+    assert main(["filter", "--scores", str(scores), "--where", "not c.bright < 0", "--out", str(tmp_path / "u"),
+                 "--quiet"]) == 0
+    assert pq.read_table(tmp_path / "u" / "scores").num_rows == 0  # no calibration, no value: not NaN, not kept
     for bad, message in (('l.overall["superb"] > 0', "has levels"), ('l.sharp["bad"] > 0', "rates"),
                          ("l.overall[4] > 0", "quoted word")):
         assert main(["filter", "--scores", str(scores), "--where", bad, "--out", str(tmp_path / "x"), "--quiet"]) == 2
