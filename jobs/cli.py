@@ -12,6 +12,7 @@ import traceback
 # so `vrscore --help` stays fast and torch is never imported by jobs that don't need it.
 COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("jobs.score_command", "score every row of a Parquet manifest with a checklist"),
+    "judge": ("jobs.judge_command", "judge pairs of items with a pairwise checklist, both orders; rank them per group"),
     "demo": ("jobs.demo", "make synthetic media and a tiny random model, then score them end to end"),
     "make-demo-model": ("jobs.demo_model_command", "build a tiny random-weight model of a supported family (offline)"),
     "filter": ("jobs.filter_command", "keep scored rows by conditions on scores, dimensions and questions"),

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.answer_mass import low_mass_warning, mass_lines, table_mass_means
+from pipeline.judge_input import is_judge_output
 from pipeline.preference_metrics import PreferenceMetrics, preference_metrics, score_differences
 from pipeline.scores_input import (
     ScoresInput,
@@ -49,7 +50,9 @@ left out of acc(-ties) and tau*.
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = JUDGMENTS_HELP
-    p.add_argument("--scores", required=True, help="output of `vrscore score` (DIR or DIR/scores; local path or URI)")
+    p.add_argument("--scores", required=True,
+                   help="output of `vrscore score` (DIR or DIR/scores) or of `vrscore judge` (DIR or DIR/pairs: its "
+                   "pairs matched with the human pairs, in either order); local path or URI")
     p.add_argument("--judgments", required=True,
                    help="human judgments: ImageReward test JSON, or Parquet of pairs (group, a_id, b_id, "
                    "preference) or rankings (group, id, rank)")
@@ -261,10 +264,14 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
     storage = storage_from_args(args)
-    scores = open_scores(args.scores, storage)
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
         raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
+    if is_judge_output(args.scores, storage):
+        from jobs.judged_eval_command import run_judged_eval
+
+        return run_judged_eval(args, storage, pairs)
+    scores = open_scores(args.scores, storage)
     measures = ["score", "score_soft", *scores.dimension_columns, *scores.z_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     scores.require_columns([args.key_column], "--key-column")

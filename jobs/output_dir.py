@@ -181,29 +181,29 @@ def _has_files(fs: fsspec.AbstractFileSystem, path: str) -> bool:
     return fs.exists(path) and bool(fs.find(path))
 
 
-def may_hold_rows(fs: fsspec.AbstractFileSystem, out: str) -> bool:
+def may_hold_rows(fs: fsspec.AbstractFileSystem, out: str, data_dir: str = SCORES_DIR) -> bool:
     """Whether `out` may hold committed rows: a checkpoint file other than a pending one (its ids
     would also be skipped by the next run), or data files that no checkpoint accounts for."""
     checkpoint = join(out, CHECKPOINT_DIR)
     if _has_files(fs, checkpoint):
         return any(not posixpath.basename(p).endswith(PENDING_SUFFIX) for p in fs.find(checkpoint))
-    return _has_files(fs, join(out, SCORES_DIR))
+    return _has_files(fs, join(out, data_dir))
 
 
 def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str,
-                 lease_owner: str | None = None) -> bool:
+                 lease_owner: str | None = None, data_dir: str = SCORES_DIR) -> bool:
     """Check `out` without writing (refused while another live run holds its lease). Returns
     True when it holds earlier output of the same job; False when it is new, or holds another
     job's start without a committed row (then `create_output` takes it over)."""
     check_free(fs, out, lease_owner)
     job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
-    scores = join(out, SCORES_DIR)
+    scores = join(out, data_dir)  # the rows: scores/, or pairs/ of a judge job
     if fs.exists(job_path):
         diffs = result_differences(
             json.loads(fs.cat_file(job_path)), json.loads(job_json),
             json.loads(fs.cat_file(checklist_path)) if fs.exists(checklist_path) else {}, json.loads(checklists_json),
         )
-        if diffs and may_hold_rows(fs, out):
+        if diffs and may_hold_rows(fs, out, data_dir):
             raise OutputMismatchError(
                 f"{out} holds scores of a different job ({'; '.join(diffs)}). "
                 "Use a new --out, or delete the old output to start over."
@@ -235,13 +235,14 @@ def create_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checkl
     fs.pipe_file(job_path, job_json.encode())
 
 
-def open_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str) -> tuple[OutputLease, bool]:
+def open_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklists_json: str,
+                data_dir: str = SCORES_DIR) -> tuple[OutputLease, bool]:
     """Take the output's lease, check it again under the lease (another run may have started
     it since the first check) and create it when new. Returns (lease, resumed); the caller
     releases the lease when the job ends."""
     lease = OutputLease.acquire(fs, out)
     try:
-        resumed = check_output(fs, out, job_json, checklists_json, lease.owner)
+        resumed = check_output(fs, out, job_json, checklists_json, lease.owner, data_dir)
         if not resumed:
             create_output(fs, out, job_json, checklists_json)
     except BaseException:

@@ -1,4 +1,5 @@
-"""`vrscore pairs --scores DIR --strategy dominance|margin|all --margin X --out OUT`.
+"""`vrscore pairs --scores DIR --strategy dominance|margin|all --margin X --out OUT`; on the
+output of `vrscore judge`, `vrscore pairs --scores OUT --min-margin X` (jobs/judged_pairs_command.py).
 
 Groups are formed in the cluster (`groupby(...).map_groups`); nothing but counts comes
 back to the driver. Outputs: OUT/pairs/*.parquet (schemas/pairs.py), on request
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.output_lease import check_free, output_lease
+from pipeline.judge_input import is_judge_output
 from pipeline.pair_mining import MAX_PAIRS_PER_GROUP, STRATEGIES, mine_pairs
 from pipeline.scores_input import (
     ScoresInput,
@@ -39,21 +41,29 @@ ROWS_PER_PARTITION = 250_000  # each shuffle partition is one task's worth of gr
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scores", required=True, help="output of `vrscore score` (DIR or DIR/scores; local path or URI)")
+    p.add_argument("--scores", required=True,
+                   help="output of `vrscore score` (DIR or DIR/scores) or of `vrscore judge` (DIR or DIR/pairs: "
+                   "then each judged pair is a candidate, see --min-margin); local path or URI")
     p.add_argument("--out", required=True, help="output directory (local path or URI)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="dominance",
+    p.add_argument("--strategy", choices=STRATEGIES,
                    help="dominance: chosen >= rejected on every dimension and > on one (VisionReward); "
                    "margin: best vs worst of each group; all: every pair over the margin (default: dominance)")
-    p.add_argument("--margin", type=float, default=0.0,
+    p.add_argument("--margin", type=float,
                    help="minimum gap of the total score between chosen and rejected (default 0)")
-    p.add_argument("--score-column", choices=("score", "score_soft", "z_score"), default="score",
+    p.add_argument("--min-margin", type=float,
+                   help="judge outputs only: keep a judged pair when both orders agree on every weighted question "
+                   "and |2 p_a - 1| >= this, p_a its questions' mean weighted by |weight| (default 0)")
+    p.add_argument("--manifest",
+                   help="judge outputs only: the manifest whose uri and media_type columns the DPO records name "
+                   "(default: the judge job's manifest)")
+    p.add_argument("--score-column", choices=("score", "score_soft", "z_score"),
                    help="total used for the margin and written as chosen/rejected_score: 'score' (hard "
                    "answers, coarse), 'score_soft' (p_yes, finer) or 'z_score' (the score in standard deviations "
                    "of a reference set, `rescore --normalize-from`: a margin that means the same for any model)")
     p.add_argument("--dimensions",
                    help="comma-separated dimensions the dominance rule compares (names or dim_ columns; "
                    "default: all)")
-    p.add_argument("--pairs-per-group", type=int, default=16,
+    p.add_argument("--pairs-per-group", type=int,
                    help="keep at most this many pairs per group, largest total gap first (dominance, all; "
                    f"0 = no cap below the hard cap of {MAX_PAIRS_PER_GROUP:,} per group that bounds a worker's "
                    "memory; margin gives at most one)")
@@ -139,15 +149,37 @@ def run_pairs(scores: ScoresInput, out: str, options: dict, formats: list[str], 
             "mean_dimension_gaps": {c: means.get(f"mean({gap_column(c)})") for c in dims}}
 
 
+SCORE_ONLY = ("strategy", "margin", "score_column", "dimensions", "pairs_per_group")
+JUDGE_ONLY = ("min_margin", "manifest")
+SCORE_DEFAULTS = {"strategy": "dominance", "margin": 0.0, "score_column": "score", "pairs_per_group": 16}
+
+
+def output_formats(spec: str) -> list[str]:
+    formats = [f.strip() for f in spec.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UserError(f"--format: unknown format {unknown[0]!r} (choose among {', '.join(FORMATS)})")
+    return formats
+
+
+def refuse_options(args: argparse.Namespace, names: tuple[str, ...], why: str) -> None:
+    given = [n for n in names if getattr(args, n) is not None]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} {why}")
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
     storage = storage_from_args(args)
+    if is_judge_output(args.scores, storage):
+        refuse_options(args, SCORE_ONLY, "is for score outputs; a judge output's pairs are kept by --min-margin")
+        return run_judged(args, storage)
+    refuse_options(args, JUDGE_ONLY, "is for judge outputs (`vrscore judge`)")
+    for name, value in SCORE_DEFAULTS.items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
     scores = open_scores(args.scores, storage)
-    formats = [f.strip() for f in args.format.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise UserError(f"--format: unknown format {unknown[0]!r} (choose among {', '.join(FORMATS)})")
+    formats = output_formats(args.format)
     if args.margin < 0 or args.pairs_per_group < 0:
         raise UserError("--margin and --pairs-per-group must be >= 0")
     if args.pairs_per_group > MAX_PAIRS_PER_GROUP:
@@ -173,3 +205,9 @@ def run(args: argparse.Namespace) -> int:
     extra = "".join(f"   {f}: {join(args.out, f)}/" for f in formats if f != "parquet")
     print(f"pairs: {join(args.out, PAIRS_DIR)}/{extra}")
     return 0
+
+
+def run_judged(args: argparse.Namespace, storage) -> int:
+    from jobs.judged_pairs_command import run_judged_pairs
+
+    return run_judged_pairs(args, storage, output_formats(args.format))

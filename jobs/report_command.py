@@ -13,7 +13,9 @@ import json
 
 import pyarrow as pa
 
+from pipeline.judge_input import is_judge_output, open_judged
 from pipeline.report_html import render_report
+from pipeline.report_judge import judge_partial, merge_judge, question_means, render_judge_report
 from pipeline.report_stats import (
     ITEM_FIELDS,
     ReportData,
@@ -37,7 +39,9 @@ from schemas.user_error import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scores", required=True, help="output of `vrscore score` (DIR or DIR/scores; local path or URI)")
+    p.add_argument("--scores", required=True,
+                   help="output of `vrscore score` (DIR or DIR/scores) or of `vrscore judge` (DIR: its position bias "
+                   "and consistency per question); local path or URI")
     p.add_argument("--out", required=True, help="the HTML file to write (local path or URI)")
     p.add_argument("--top-k", type=int, default=6,
                    help="items shown at each end of every measure (each with a thumbnail; default 6)")
@@ -85,6 +89,31 @@ def make_thumbnails(data: ReportData, scores: ScoresInput, media_roots: list[str
     return make_item_thumbnails(list(items.values()), decode, options, media_roots)
 
 
+def _judge_partial_row(batch: pa.Table, weights: list[float]) -> pa.Table:
+    return pa.table({"partial": [json.dumps(judge_partial(batch, weights))]})
+
+
+def run_judge_report(args: argparse.Namespace, storage) -> int:
+    """The report of a `vrscore judge` output: position bias and consistency (pipeline/report_judge.py)."""
+    from pipeline.ray_runtime import init_ray
+
+    judged = open_judged(args.scores, storage)
+    init_ray(args.ray_address, quiet=args.quiet)
+    fn = functools.partial(_judge_partial_row, weights=judged.weights)
+    rows = judged.read(["status", "error", "p_a", "position_bias", "consistent"]).map_batches(
+        fn, batch_format="pyarrow").iter_rows()
+    data = merge_judge([json.loads(r["partial"]) for r in rows], len(judged.weights))
+    page = render_judge_report(data, judged.checklist, source=judged.data_uri, model=judged.model_id)
+    with fsspec_filesystem(args.out, storage).open(args.out, "w", encoding="utf-8") as f:
+        f.write(page)
+    means = question_means(data)
+    print(f"report: {args.out}  ({sum(data['counts'].values())} pairs, {data['ok']} ok)")
+    for q, bias, consistent in zip(judged.checklist.questions, means["bias"], means["consistent"]):
+        if bias is not None:
+            print(f"  {q.id:<24} position bias {bias:+.4f}  consistent {100 * consistent:.1f}%")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
@@ -93,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     schemes = [s.strip().lower() for s in args.thumbnail_schemes.split(",") if s.strip()]
     own = report_decode_config(args.thumbnail_timeout, schemes)
     storage = storage_from_args(args)
+    if is_judge_output(args.scores, storage):
+        return run_judge_report(args, storage)
     scores = open_scores(args.scores, storage)
     init_ray(args.ray_address, quiet=args.quiet)
     data = collect_report_data(scores, args.top_k, args.bins)

@@ -29,8 +29,11 @@ def footer_actors(n_files: int) -> int:
     return max(1, min(MAX_FOOTER_ACTORS, math.ceil(n_files / FILES_PER_FOOTER_ACTOR)))
 
 
-def parquet_files(path: str, fs: pafs.FileSystem | None) -> list[str]:
-    """The data files of a Parquet file or directory (a listing; no footer is read)."""
+def parquet_files(path: str | list[str] | tuple[str, ...], fs: pafs.FileSystem | None) -> list[str]:
+    """The data files of a Parquet file or directory (a listing; no footer is read), or of a list of
+    files (as it is: pyarrow takes a one-file list for a tuple it cannot open)."""
+    if isinstance(path, (list, tuple)):
+        return list(path)
     return list(pq.ParquetDataset(path, filesystem=fs).files)
 
 

@@ -63,11 +63,14 @@ def row_sums(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | None = None) -> Aggregated:
+def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | None = None, *,
+              soft_dimensions: bool = False) -> Aggregated:
     """Scores for N items answered on `checklist`; p_yes is (N, Q) in checklist order.
 
     `alignment` (N,) is the external alignment probability for 'linear' checklists with an
     alignment term; NaN or None entries fall back to the checklist's `alignment_default`.
+    `soft_dimensions`: the dimensions take 2 p_yes - 1 as `score_soft` does (a judged pair's
+    dimensions, whose feature is 2 p_a - 1), not the hard answers.
     """
     p_yes = np.asarray(p_yes, dtype=np.float64)
     n, q = p_yes.shape
@@ -102,7 +105,7 @@ def aggregate(checklist: Checklist, p_yes: np.ndarray, alignment: np.ndarray | N
     dims = {}
     for name in checklist.dimensions:
         cols = np.array([i for i, qq in enumerate(checklist.questions) if qq.dimension == name])
-        dims[name] = combine(hard, cols, total=False)
+        dims[name] = combine(soft if soft_dimensions else hard, cols, total=False)
     return Aggregated(
         answers=answers,
         score=combine(hard, every, total=True),

@@ -19,6 +19,9 @@ from schemas.user_error import UserError
 
 PROMPT_PLACEHOLDER = "[[prompt]]"
 QUESTION_PLACEHOLDER = "[[question]]"
+# pairwise checklists: where the two media go in the user turn (the first shown, the second shown)
+FIRST_MEDIA_PLACEHOLDER = "[[media_1]]"
+SECOND_MEDIA_PLACEHOLDER = "[[media_2]]"
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -184,11 +187,35 @@ class Aggregation(_Strict):
 class Checklist(_Strict):
     name: str = Field(..., description="Name of the checklist, written into every output.")
     media_type: Literal["image", "video", "any"] = Field(..., description="Media kind the checklist is written for.")
+    mode: Literal["pointwise", "pairwise"] = Field(
+        "pointwise",
+        description="'pointwise': each question is asked about one item and answered yes or no (`vrscore score`). "
+        "'pairwise': each question is asked about two items shown in one prompt and answered with the position "
+        "of the better one (`first_words` / `second_words`, optionally `tie_words`; `vrscore judge`).",
+    )
     prompt_template: str = Field(
         QUESTION_PLACEHOLDER,
         description="User text sent to the model; [[question]] is replaced by the question text "
-        "(after [[prompt]] substitution). Use it to add an instruction such as 'Answer yes or no.'.",
+        "(after [[prompt]] substitution). Use it to add an instruction such as 'Answer yes or no.'. "
+        "pairwise only: [[media_1]] and [[media_2]] say where the first and second medium go, before "
+        "[[question]] (e.g. 'Image 1: [[media_1]] Image 2: [[media_2]] [[question]]'); without them both "
+        "media come first, then the text.",
     )
+    first_words: list[str] | None = Field(
+        None, description="pairwise only: the answer words naming the first medium (e.g. ['1']); each one token "
+        "of the model's tokenizer, pooled over its case forms and, without answer_prefix, the template's leading "
+        "space, as yes/no words are.")
+    second_words: list[str] | None = Field(
+        None, description="pairwise only: the answer words naming the second medium (e.g. ['2']).")
+    tie_words: list[str] | None = Field(
+        None, description="pairwise only, optional: words saying neither is better (e.g. ['tie']); then the "
+        "first, second and tie words are renormalised together and each order's tie mass counts half for each "
+        "item. Null = no tie answer.")
+    answer_prefix: str | None = Field(
+        None, description="pairwise only: text after the generation prompt that the answer word continues "
+        "(UnifiedReward answers 'Image 1 is better...': answer_prefix 'Image '); the words are read as the "
+        "tokenizer splits prefix + word, so the answer position is where the model writes the word's token. "
+        "It follows the model's own answer prefix (model.answer_prefix) when there is one.")
     system_prompt: str | None = Field(None, description="System message; null = the model's default.")
     questions: list[Question] = Field(..., min_length=1)
     aggregation: Aggregation
@@ -222,7 +249,52 @@ class Checklist(_Strict):
         if norm is not None and sorted(norm.dims) != sorted(self.dimensions):
             raise ValueError(f"aggregation.normalization has moments for dimensions {sorted(norm.dims)}, the checklist "
                              f"has {sorted(self.dimensions)}")
+        self._check_mode()
         return self
+
+    def _check_mode(self) -> None:
+        pair_fields = {"first_words": self.first_words, "second_words": self.second_words,
+                       "tie_words": self.tie_words, "answer_prefix": self.answer_prefix}
+        marks = [m for m in (FIRST_MEDIA_PLACEHOLDER, SECOND_MEDIA_PLACEHOLDER) if m in self.prompt_template]
+        if self.mode == "pointwise":
+            given = [k for k, v in pair_fields.items() if v is not None]
+            if given or marks:
+                raise ValueError(f"{', '.join(given + marks)} belong to mode: pairwise checklists")
+            return
+        word_sets = {k: v for k, v in pair_fields.items() if k.endswith("_words") and v is not None}
+        for name in ("first_words", "second_words"):
+            if not word_sets.get(name):
+                raise ValueError(f"a pairwise checklist needs {name} (e.g. ['1'] and ['2'])")
+        folded = {k: {w.strip().lower() for w in v} for k, v in word_sets.items()}
+        for k, v in word_sets.items():
+            if not v or any(not w.strip() for w in v):
+                raise ValueError(f"{k} must be non-empty words, got {v}")
+        shared = [(a, b) for a in folded for b in folded if a < b and folded[a] & folded[b]]
+        if shared:
+            raise ValueError(f"{shared[0][0]} and {shared[0][1]} share a word (case is pooled)")
+        if len(marks) == 1 or (marks and not (self.prompt_template.index(FIRST_MEDIA_PLACEHOLDER)
+                                              < self.prompt_template.index(SECOND_MEDIA_PLACEHOLDER)
+                                              < self.prompt_template.index(QUESTION_PLACEHOLDER))):
+            raise ValueError(f"a pairwise prompt_template has both {FIRST_MEDIA_PLACEHOLDER} and "
+                             f"{SECOND_MEDIA_PLACEHOLDER}, in that order, before {QUESTION_PLACEHOLDER}, or neither")
+        # the answer is a position, not yes/no: every question is read from the position words
+        odd = [q.id for q in self.questions if q.answer != "yes_no" or q.readout != "renormalised" or q.prompt_template]
+        if odd:
+            raise ValueError(f"pairwise questions are answered with the position words: questions {odd} set "
+                             "answer, readout or prompt_template, which pointwise questions use")
+        if self.masks or self.aggregation.alignment_from or self.aggregation.alignment_weight:
+            raise ValueError("a pairwise checklist takes no masks and no alignment term: each question compares "
+                             "the two items")
+
+    def media_texts(self) -> tuple[str, str, str]:
+        """pairwise: the prompt template's text before the first medium, between the two media, and after
+        the second (holding [[question]])."""
+        template = self.prompt_template
+        if FIRST_MEDIA_PLACEHOLDER not in template:
+            return "", "", template
+        before, rest = template.split(FIRST_MEDIA_PLACEHOLDER, 1)
+        between, after = rest.split(SECOND_MEDIA_PLACEHOLDER, 1)
+        return before, between, after
 
     @property
     def question_ids(self) -> list[str]:
@@ -251,12 +323,14 @@ class Checklist(_Strict):
         return any(PROMPT_PLACEHOLDER in t for t in texts)
 
     def render(self, prompt: str | None) -> list[str]:
-        """The user texts sent to the model for one item, in question order."""
+        """The user texts sent to the model for one item, in question order (pairwise: the text after
+        the second medium)."""
         if self.uses_prompt and prompt is None:
             raise ValueError(f"checklist {self.name!r} needs a prompt ([[prompt]]) and the row has none")
         out = []
+        template = self.media_texts()[2] if self.mode == "pairwise" else self.prompt_template
         for q in self.questions:
-            text = (q.prompt_template or self.prompt_template).replace(QUESTION_PLACEHOLDER, q.text.strip())
+            text = (q.prompt_template or template).replace(QUESTION_PLACEHOLDER, q.text.strip())
             out.append(text.replace(PROMPT_PLACEHOLDER, prompt) if prompt is not None else text)
         return out
 

@@ -78,6 +78,12 @@ class PreparedItem:
     media: MediaInput
     visual: Any
     sequences: list[np.ndarray]
+    shown_after: tuple = ()  # further media of the same prompt, prepared, in order (a pair's second item)
+
+    @property
+    def visuals(self) -> list[Any]:
+        """Every medium of the prompt as the family prepared it, in the order the prompt shows them."""
+        return [self.visual, *self.shown_after]
 
 
 @dataclass(eq=False)
@@ -209,19 +215,20 @@ class ChecklistEngine:
                           answers: Sequence[AnswerKind] | None = None) -> list[Readout]:
         _check_lengths(items, questions)
         kinds = self._kinds(answers, questions)
-        results = []
-        for item, qs in zip(items, questions):
-            prepared = self.prepare(item, qs)
-            media = self.family.media_kwargs([prepared.visual], self.device, self.dtype)
-            result = _empty(len(qs))
-            for q, seq in enumerate(prepared.sequences):
-                ids = torch.from_numpy(seq)[None].to(self.device)
-                out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
-                                 logits_to_keep=1, **self.family.token_types(ids), **media)
-                p_yes, mass, levels = read_kinds(out.logits[:, -1], [kinds[q]])
-                result.p_yes[q], result.answer_mass[q], result.level_probs[q] = p_yes[0], mass[0], levels[0]
-            results.append(_finished(result))
-        return results
+        return [self.reference_prepared(self.prepare(item, qs), kinds) for item, qs in zip(items, questions)]
+
+    @torch.inference_mode()
+    def reference_prepared(self, prepared: PreparedItem, kinds: Sequence[AnswerGroups]) -> Readout:
+        """One complete stock forward per question of a prepared prompt, question q read as kinds[q]."""
+        media = self.family.media_kwargs(prepared.visuals, self.device, self.dtype)
+        result = _empty(len(prepared.sequences))
+        for q, seq in enumerate(prepared.sequences):
+            ids = torch.from_numpy(seq)[None].to(self.device)
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False,
+                             logits_to_keep=1, **self.family.token_types(ids), **media)
+            p_yes, mass, levels = read_kinds(out.logits[:, -1], [kinds[q]])
+            result.p_yes[q], result.answer_mass[q], result.level_probs[q] = p_yes[0], mass[0], levels[0]
+        return _finished(result)
 
     # ---- fast path ----------------------------------------------------------------------
     @torch.inference_mode()
@@ -231,12 +238,19 @@ class ChecklistEngine:
             return self.readout_reference(items, questions, answers)
         _check_lengths(items, questions)
         kinds = self._kinds(answers, questions)
-        prepared = [self.prepare(item, qs) if qs else None for item, qs in zip(items, questions)]
+        return self.readout_prepared([self.prepare(item, qs) if qs else None for item, qs in zip(items, questions)],
+                                     kinds)
+
+    @torch.inference_mode()
+    def readout_prepared(self, prepared: list[PreparedItem | None], kinds: Sequence[AnswerGroups]) -> list[Readout]:
+        """The fast path on prepared prompts (None: a prompt without questions), question q of each
+        read as kinds[q]."""
+        prepared = list(prepared)
         prefix_lens = [common_prefix_length(p.sequences) if p else 0 for p in prepared]
-        results = [_empty(len(qs)) for qs in questions]
+        results = [_empty(len(p.sequences) if p else 0) for p in prepared]
         for i, (p, n) in enumerate(zip(prepared, prefix_lens)):
             if p and self._media_after(p, n):  # a template that puts the question before the media
-                results[i] = self.readout_reference([items[i]], [questions[i]], answers)[0]
+                results[i] = self.reference_prepared(p, kinds)
                 prepared[i] = None
         suffix_lens = [[len(s) - n for s in p.sequences] if p else [] for p, n in zip(prepared, prefix_lens)]
         if self.stateful:
@@ -282,7 +296,7 @@ class ChecklistEngine:
             ids[row, :n] = torch.from_numpy(item.sequences[0][:n])
             mask[row, :n] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        inputs = {**self.family.media_kwargs([it.visual for it in group], self.device, self.dtype),
+        inputs = {**self.family.media_kwargs([v for it in group for v in it.visuals], self.device, self.dtype),
                   **self.family.token_types(ids)}
         position_ids = self._prefix_positions(ids, mask, inputs)
         # no config: every layer keeps its whole prefix; sliding windows are applied by the masks
@@ -320,7 +334,7 @@ class ChecklistEngine:
         cannot reach it: every layer is causal)."""
         ids = torch.from_numpy(item.sequences[0][:n])[None].to(self.device)
         mask = torch.ones_like(ids)
-        inputs = {**self.family.media_kwargs([item.visual], self.device, self.dtype), **self.family.token_types(ids)}
+        inputs = {**self.family.media_kwargs(item.visuals, self.device, self.dtype), **self.family.token_types(ids)}
         position_ids = self._prefix_positions(ids, mask, inputs)
         cache = DynamicCache(config=self.model.config)
         self.model.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,

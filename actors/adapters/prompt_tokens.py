@@ -138,30 +138,47 @@ class PromptEncoder:
         # per media content: (the template rendered around sentinels, the system message's form)
         self._marked: dict[str, tuple[str, str | None]] = {}
 
-    def _render(self, content: dict, texts: Sequence[str], form: str | None) -> str:
+    def _user_content(self, content: Content, texts: Sequence[str]) -> list[dict]:
+        """The user turn's parts: `content`'s (its text parts replaced by `texts` after the question
+        and system prompt, where given), then the question."""
+        parts, k = [], self._base
+        for part in _parts(content):
+            if part.get("type") == "text":
+                parts.append({"type": "text", "text": texts[k] if k < len(texts) else part["text"]})
+                k += 1
+            else:
+                parts.append(part)
+        return parts + [{"type": "text", "text": texts[0]}]
+
+    @property
+    def _base(self) -> int:
+        """Index of the first text part of the content among the data texts (after question, system prompt)."""
+        return 1 if self.system_prompt is None else 2
+
+    def _render(self, content: Content, texts: Sequence[str], form: str | None) -> str:
         messages = [] if form is None else [system_message(texts[1], form)]
-        messages.append({"role": "user", "content": [content, {"type": "text", "text": texts[0]}]})
+        messages.append({"role": "user", "content": self._user_content(content, texts)})
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   chat_template=self.template, **self.template_kwargs) + self.answer_prefix
 
-    def render(self, content: dict, texts: Sequence[str]) -> str:
+    def render(self, content: Content, texts: Sequence[str]) -> str:
         """The chat of `texts` = [question] or [question, system prompt] (extra texts are ignored)."""
-        return self._render(content, texts, self._marked_template(content)[1])
+        return self._render(content, texts[:self._base], self._marked_template(content)[1])
 
-    def _marked_template(self, content: dict) -> tuple[str, str | None]:
-        key = repr(sorted(content.items()))
+    def _marked_template(self, content: Content) -> tuple[str, str | None]:
+        key = repr(content if isinstance(content, list) else sorted(content.items()))
         if key not in self._marked:
             if self.system_prompt is None:
-                self._marked[key] = (self._render(content, sentinels(1), None), None)
+                self._marked[key] = (self._render(content, sentinels(1 + len(_part_texts(content))), None), None)
             else:
                 self._marked[key] = self._system_form(content)
         return self._marked[key]
 
-    def _system_form(self, content: dict) -> tuple[str, str]:
+    def _system_form(self, content: Content) -> tuple[str, str]:
         """(marked template, form) for the first form whose rendering holds the system text once.
         A content the template does not treat as text shows no sentinel: it renders as nothing, or
         as a repr or JSON of the list, where the sentinel's private-use characters come out escaped."""
-        marks = sentinels(2)
+        marks = sentinels(2 + len(_part_texts(content)))
         found = {}
         for form in SYSTEM_FORMS:
             marked = self._render(content, marks, form)
@@ -171,8 +188,9 @@ class PromptEncoder:
         raise ValueError(f"the chat template renders the system prompt neither as a string nor as a list of text "
                          f"parts (times rendered: {found}); use another template or no system_prompt")
 
-    def segments(self, content: dict, question: str) -> list[tuple[str, bool]]:
+    def segments(self, content: Content, question: str) -> list[tuple[str, bool]]:
         texts = [question] if self.system_prompt is None else [question, self.system_prompt]
+        texts += _part_texts(content)
         marked, form = self._marked_template(content)
         return template_segments(lambda t: self._render(content, t, form), texts, marked)
 
@@ -183,7 +201,7 @@ class PromptEncoder:
         ids = self._encode(text)
         return bool(ids) and all(i in self._cuts.values() for i in (ids[0], ids[-1]))
 
-    def _splice(self, content: dict, placeholder: str, expansion: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _splice(self, content: Content, placeholder: str, expansion: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(placeholder ids, expansion ids) as they appear in any whole prompt, or None.
 
         Each side is closed either by an added token that both texts end in on that side, or by
@@ -222,11 +240,11 @@ class PromptEncoder:
         else:
             found = [(text.find(c), -len(c), text.find(c) + len(c)) for c in self._cuts if c in text]
             context = text[:min(found)[2]] if found else None
-        if context is None or any(mark in context for mark in sentinels(2)):
+        if context is None or _SENTINEL_RE.search(context):
             return None
         return context
 
-    def rendered_placeholder(self, content: dict, placeholder: str | Sequence[str]) -> str:
+    def rendered_placeholder(self, content: Content, placeholder: str | Sequence[str]) -> str:
         """The placeholder text to replace: `placeholder` itself, or of several (in order of
         preference) the first that the template renders, the last when it renders none."""
         if isinstance(placeholder, str):
@@ -234,26 +252,63 @@ class PromptEncoder:
         marked = self._marked_template(content)[0]
         return next((p for p in placeholder if p in marked), placeholder[-1])
 
-    def sequences(self, content: dict, questions: Sequence[str],
-                  layout: tuple[str | Sequence[str], str]) -> list[np.ndarray]:
-        placeholder, expansion = self.rendered_placeholder(content, layout[0]), layout[1]
-        splice = self._splice(content, placeholder, expansion)
+    def sequences(self, content: Content, questions: Sequence[str],
+                  layout: tuple[str | Sequence[str], str] | list[tuple[str | Sequence[str], str]]) -> list[np.ndarray]:
+        """One token sequence per question. `layout`: the media's (placeholder, expansion), or a list of
+        them, one per media part of `content` in order (two media in one prompt: a pairwise question)."""
+        layouts = layout if isinstance(layout, list) else [layout]
+        placeholders = [self.rendered_placeholder(content, lay[0]) for lay in layouts]
+        expansions = [lay[1] for lay in layouts]
+        splices = [self._splice(content, p, e) for p, e in zip(placeholders, expansions)]
         out = []
         for q in questions:
             segments = self.segments(content, q)
-            found = sum(s.count(placeholder) for s, is_data in segments if not is_data)
-            if found != 1:
-                raise ValueError(f"expected exactly one media placeholder {placeholder!r} in the chat "
-                                 f"template's rendering, found {found}")
-            if splice is None:
-                segments = [(s if is_data else s.replace(placeholder, expansion), is_data) for s, is_data in segments]
-                out.append(encode_segments(self.tokenizer, segments, self.forbidden))
+            for placeholder in dict.fromkeys(placeholders):
+                found = sum(s.count(placeholder) for s, is_data in segments if not is_data)
+                if found != placeholders.count(placeholder):
+                    raise ValueError(f"expected {placeholders.count(placeholder)} media placeholder(s) {placeholder!r} "
+                                     f"in the chat template's rendering, found {found}")
+            if any(splice is None for splice in splices):
+                out.append(encode_segments(self.tokenizer, _expanded(segments, placeholders, expansions), self.forbidden))
                 continue
-            holder, expanded = splice
             ids = encode_segments(self.tokenizer, segments, self.forbidden)
-            # data makes no added token, so the placeholder's ids occur once, where the template put them
-            at = [i for i in np.flatnonzero(ids == holder[0]) if np.array_equal(ids[i:i + len(holder)], holder)]
-            if len(at) != 1:
-                raise ValueError(f"media placeholder {placeholder!r} found {len(at)} times in the prompt's tokens")
-            out.append(np.concatenate([ids[:at[0]], expanded, ids[at[0] + len(holder):]]).astype(np.int64))
+            pieces, pos = [], 0
+            for placeholder, (holder, expanded) in zip(placeholders, splices):
+                # data makes no added token, so each placeholder's ids occur where the template put them
+                at = [i for i in np.flatnonzero(ids == holder[0]) if np.array_equal(ids[i:i + len(holder)], holder)]
+                if len(at) != placeholders.count(placeholder):
+                    raise ValueError(f"media placeholder {placeholder!r} found {len(at)} times in the prompt's tokens")
+                start = next(i for i in at if i >= pos)
+                pieces += [ids[pos:start], expanded]
+                pos = start + len(holder)
+            out.append(np.concatenate(pieces + [ids[pos:]]).astype(np.int64))
         return out
+
+
+# The media content of a prompt: one media part, or a list of parts (media, and text parts that are data).
+Content = dict | list
+
+
+def _parts(content: Content) -> list[dict]:
+    return content if isinstance(content, list) else [content]
+
+
+def _part_texts(content: Content) -> list[str]:
+    return [part["text"] for part in _parts(content) if part.get("type") == "text"]
+
+
+def _expanded(segments: list[tuple[str, bool]], placeholders: list[str], expansions: list[str]) -> list[tuple[str, bool]]:
+    """`segments` with the template's placeholders replaced, in order of appearance, by `expansions`."""
+    out, k = [], 0
+    for text, is_data in segments:
+        if is_data:
+            out.append((text, True))
+            continue
+        done = ""
+        while k < len(placeholders) and placeholders[k] in text:
+            at = text.index(placeholders[k])
+            done += text[:at] + expansions[k]
+            text = text[at + len(placeholders[k]):]
+            k += 1
+        out.append((done + text, False))
+    return out

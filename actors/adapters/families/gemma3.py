@@ -35,6 +35,8 @@ class Gemma3Media:
 class Gemma3Family:
     """Family module of `gemma3` (see `actors/adapters/family.py`)."""
 
+    # media kinds of which one prompt may show two (a pairwise question: tests/test_judge_families.py)
+    two_media = ("image",)
     media_types = ("image",)
     resize_rule = "fit_within"  # the processor resizes to its square itself
     position_rule = "1d"

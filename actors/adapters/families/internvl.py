@@ -38,6 +38,8 @@ def _json(checkpoint: str, name: str) -> dict | None:
 class InternVLFamily:
     """Family module of `internvl` (see `actors/adapters/family.py`)."""
 
+    # media kinds of which one prompt may show two (a pairwise question: tests/test_judge_families.py)
+    two_media = ("image", "video")
     media_types = ("image", "video")
     resize_rule = "fit_within"  # the processor tiles the source image itself
     position_rule = "1d"

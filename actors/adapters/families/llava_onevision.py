@@ -62,6 +62,8 @@ def unpadded_features(height: int, width: int, patches: int, scale_h: int, scale
 class LlavaOnevisionFamily:
     """Family module of `llava_onevision` (see `actors/adapters/family.py`)."""
 
+    # media kinds of which one prompt may show two (a pairwise question: tests/test_judge_families.py)
+    two_media = ("image", "video")
     media_types = ("image", "video")
     resize_rule = "fit_within"  # the processor tiles the source image itself
     position_rule = "1d"

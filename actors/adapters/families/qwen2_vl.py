@@ -31,6 +31,8 @@ class QwenMedia:
 class Qwen2VLFamily:
     """Family module of `qwen2_vl` and `qwen2_5_vl` (see `actors/adapters/family.py`)."""
 
+    # media kinds of which one prompt may show two (a pairwise question: tests/test_judge_families.py)
+    two_media = ("image", "video")
     media_types = ("image", "video")
     resize_rule = "smart_resize"
     position_rule = "mrope"

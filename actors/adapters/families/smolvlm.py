@@ -62,6 +62,7 @@ class SmolVLMFamily:
     def __init__(self, checkpoint: str, config, tokenizer, decode: DecodeConfig):
         smol = config.model_type == "smolvlm"
         self.media_types = ("image", "video") if smol else ("image",)
+        self.two_media = self.media_types  # tests/test_judge_families.py
         vision = config.vision_config
         self.seq = _json(checkpoint, "processor_config.json").get(
             "image_seq_len", (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2)
