@@ -19,7 +19,7 @@ from pipeline.storage import fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import JobConfig
-from schemas.scores import dimension_columns, scores_schema
+from schemas.scores import dimension_columns, is_z_column, scores_schema
 
 log = logging.getLogger(__name__)
 
@@ -110,11 +110,12 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
                            model_id=cfg.model.model, job_json=job_json,
                            level_probs=any(c.has_ratings for c in checklists.values()),
-                           p_cal=any(c.has_calibration for c in checklists.values()))
+                           p_cal=any(c.has_calibration for c in checklists.values()),
+                           normalized=any(c.aggregation.normalization for c in checklists.values()))
     # refuse a mismatch before any work (and before Ray starts); checked again under the lease
     check_output(fsspec_filesystem(cfg.out, cfg.storage), cfg.out, job_json, checklists_json)
     init_ray(ray_address, quiet=quiet, verbose=verbose)
-    dim_cols = list(dimension_columns(dims).values())
+    dim_cols = list(dimension_columns(dims).values()) + [f.name for f in schema if is_z_column(f.name)]
     scanner = output_scanner(cfg, dim_cols)
     run = run_scoring(cfg, checklists, info, schema, checklists_json, job_json, scanner,
                       progress_interval=progress_interval, quiet=quiet)
