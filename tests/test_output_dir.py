@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import output_lease
+from pipeline import output_lease
 from pipeline.output_dir import (RESUME_RULES, OutputMismatchError, check_output, create_output, job_record,
                              normalise_local_path, normalised_config, open_output, result_differences)
 from pipeline.output_lease import OutputBusyError, OutputLease

@@ -14,7 +14,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from jobs import output_lease
+from pipeline import output_lease
 from pipeline.output_lease import LEASE_FILE, OutputBusyError, OutputLease
 from pipeline.process_identity import process_identity
 
