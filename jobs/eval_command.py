@@ -264,14 +264,15 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.ray_runtime import init_ray
 
     storage = storage_from_args(args)
+    judged = is_judge_output(args.scores, storage)
+    scores = None if judged else open_scores(args.scores, storage)  # the output is checked before the judgments are read
     pairs = load_judgments(args.judgments, storage)
     if not len(pairs.h):
         raise UserError(f"{args.judgments}: no judged pairs (every group has fewer than two items)")
-    if is_judge_output(args.scores, storage):
+    if judged:
         from jobs.judged_eval_command import run_judged_eval
 
         return run_judged_eval(args, storage, pairs)
-    scores = open_scores(args.scores, storage)
     measures = ["score", "score_soft", *scores.dimension_columns, *scores.z_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     scores.require_columns([args.key_column], "--key-column")
