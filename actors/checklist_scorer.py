@@ -106,7 +106,9 @@ class ChecklistScorer:
 
     def _score(self, kind: str, items: list[MediaInput], questions: list[list[str]]) -> list[Readout]:
         adapter = self.adapters[kind]
-        return adapter.readout(items, questions, self.kinds[kind]) if self.model_cfg.share_prefix \
+        # vLLM batches either way; share_prefix only switches its prefix caching (set at load)
+        batched = self.model_cfg.share_prefix or self.model_cfg.engine == "vllm"
+        return adapter.readout(items, questions, self.kinds[kind]) if batched \
             else adapter.readout_reference(items, questions, self.kinds[kind])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -129,6 +131,7 @@ class ChecklistScorer:
                     media_type=kind,
                     fps=_known(batch["fps"][i]),
                     duration=_known(batch["video_duration"][i]),
+                    times=_times(batch, i) if kind == "video" else None,
                     resized=self._final[kind],
                 )
                 for i in rows
@@ -203,6 +206,12 @@ def frames_final(decode: DecodeConfig, adapter) -> bool:
         raise ValueError(f"the decode stage sizes frames by {decode.resize_rule!r}, but the model takes {own!r} "
                          "(pipeline/model_family.py resolves the model's rule on the driver)")
     return frames_are_final(decode.resize_rule, own)
+
+
+def _times(batch: dict[str, np.ndarray], i: int) -> tuple[float, ...] | None:
+    """Row i's frame times (the decode stage's `frame_times`), None where there are none."""
+    times = batch["frame_times"][i] if "frame_times" in batch else None
+    return None if times is None or len(times) == 0 else tuple(float(t) for t in times)
 
 
 def _known(value: float) -> float | None:

@@ -211,8 +211,8 @@ def _serve(conn: Connection) -> None:
             continue
         fps, duration = (None if np.isnan(v) else float(v) for v in (out.fps, out.duration))
         frames = np.ascontiguousarray(out.frames)
-        # Microseconds: exact enough for any frame rate, and a short header.
-        times = [round(t, 6) for t in out.times] if out.times else None
+        # Not rounded: the scorer writes them into prompts exactly as the stock processors compute them.
+        times = list(out.times) if out.times else None
         wire.send(conn, {"ok": True, "shape": [int(v) for v in frames.shape], "fps": fps, "duration": duration,
                          "times": times},
                   frames.reshape(-1))

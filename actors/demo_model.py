@@ -72,6 +72,13 @@ PRESETS: dict[str, _Preset] = {
         vision=dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, window_size=56),
         vocab_size=None, initializer_range=0.2, dtype=torch.float32,
     ),
+    # `tiny` with 32-wide attention heads: vLLM's CPU attention takes head sizes 32, 64, 80 and up, not 16.
+    "tiny_hd32": _Preset(
+        text=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, mrope_section=[4, 6, 6]),
+        vision=dict(depth=2, embed_dim=32, num_heads=2, mlp_ratio=2, window_size=56),
+        vocab_size=None, initializer_range=0.2, dtype=torch.float32,
+    ),
     "bench": _Preset(
         text=dict(hidden_size=512, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=8,
                   num_key_value_heads=2, mrope_section=[8, 12, 12]),

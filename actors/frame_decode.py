@@ -42,7 +42,7 @@ class DecodedMedia(NamedTuple):
     frames: np.ndarray  # (T, H, W, 3) uint8, C order
     fps: float  # rate of the sampled frames; NaN for images
     duration: float = math.nan  # the video's length in seconds (`video_duration`); NaN for images or unknown
-    times: tuple[float, ...] = ()  # each frame's start time in seconds from the first frame's; () for images
+    times: tuple[float, ...] = ()  # each frame's time in seconds: its index / the average rate; () for images
 
 
 def _detail(exc: BaseException) -> str:
@@ -183,5 +183,8 @@ def decode_video(data: bytes, cfg: DecodeConfig, spec: FramesSpec, threads: int 
     # The scorer takes frames of a model-size rule as they are: never pass on another size.
     if frames.shape[1:] != (height, width, 3):
         raise MediaError(st.DECODE_ERROR, f"decord returned frames of {frames.shape[1:]}, expected {(height, width, 3)}")
-    times = tuple(float(t) for t in starts[indices] - starts[0])
+    # As transformers' video readers give a processor the frames' times (`VideoMetadata.timestamps`
+    # = frames_indices / fps), which Qwen3-VL, SmolVLM and GLM-4.1V write into the prompt: on a
+    # constant-rate video, each frame's start time; the start times where the rate is unknown.
+    times = tuple(float(t) for t in (indices / avg_fps if avg_fps > 0 else starts[indices] - starts[0]))
     return DecodedMedia(np.ascontiguousarray(frames), fps, video_duration(n_total, avg_fps), times)

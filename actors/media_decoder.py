@@ -21,8 +21,9 @@ Output columns, added to all input columns:
   video_duration float64: the video's length in seconds (frame count / avg_fps, as transformers'
                 video readers give it to a processor); NaN for images, failures and videos
                 without a frame rate
-  frame_times   object array of float32 arrays: each video frame's time in seconds from the
-                first frame; an empty array for images and failures
+  frame_times   object array of float64 arrays: each video frame's time in seconds (its index /
+                the average rate, as transformers' readers give a processor); an empty array for
+                images and failures
 A batch with a `media_bytes` column (a manifest that holds the media, schemas/embedded_media.py)
 is decoded from those bytes, with no read; the column is dropped from the output, so the bytes
 go no further than this stage.
@@ -91,7 +92,7 @@ class MediaDecoder:
 
         reads = {i: read(i) for i in todo[: self.read_ahead]}
         for i in range(n):
-            frames[i], shapes[i], times[i] = b"", np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+            frames[i], shapes[i], times[i] = b"", np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float64)
         for k, i in enumerate(todo):
             if k + self.read_ahead < len(todo):
                 j = todo[k + self.read_ahead]
@@ -104,7 +105,7 @@ class MediaDecoder:
                 status[i], error[i] = exc.status, exc.message
                 continue
             frames[i], shapes[i], fps[i], duration[i] = out.data, np.array(out.shape, dtype=np.int32), out.fps, out.duration
-            times[i] = np.array(out.times, dtype=np.float32)
+            times[i] = np.array(out.times, dtype=np.float64)  # float32 only in the output: prompts use them
         return {**batch, "status": status, "error": error, "frames": frames, "frames_shape": shapes, "fps": fps,
                 "video_duration": duration, "frame_times": times}
 

@@ -5,6 +5,9 @@
 #   benchmarks/gpu_check.sh --device cpu --dry-run --out x   # tiny shapes on CPU: the CI check
 #   benchmarks/gpu_check.sh --bundle                         # here, with network: build the bundle
 #
+# Where vLLM is installed it then runs benchmarks/engines.py (our engine vs vLLM, ~3 min) into
+# engines.json ($VRSCORE_ENGINES_OUT).
+#
 # Needs on the GPU machine: python3 with torch (CUDA) and transformers. No Ray, no decord,
 # no network. What else the model layer imports (pydantic, Pillow) and the VisionReward
 # question lists travel in the bundle, build/gpu_bundle/ (gitignored, about 25 MiB): wheels
@@ -42,4 +45,12 @@ if [[ -d "$BUNDLE/visionreward" ]]; then
         --image-qa "$BUNDLE/visionreward/VisionReward_image_qa_select.txt")
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-exec timeout 470 "$PY" "$ROOT/benchmarks/gpu_check.py" "${QA[@]}" "$@"
+timeout 470 "$PY" "$ROOT/benchmarks/gpu_check.py" "${QA[@]}" "$@"
+# One short step more where the machine has vLLM: our engine against vLLM (prefix caching on and off)
+# on the same images, benchmarks/engines.py's quick setting on the GPU; skipped without vLLM or on --dry-run.
+if [[ " $* " != *" --dry-run "* ]] && "$PY" -c "import vllm" 2>/dev/null; then
+    timeout 300 "$PY" "$ROOT/benchmarks/engines.py" --device cuda --items 8 --repeats 1 \
+        --out "${VRSCORE_ENGINES_OUT:-engines.json}" || echo "gpu_check: benchmarks/engines.py failed (rc $?)" >&2
+else
+    echo "gpu_check: vLLM not installed (or --dry-run): benchmarks/engines.py skipped" >&2
+fi

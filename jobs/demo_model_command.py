@@ -15,8 +15,9 @@ RANDOM_WEIGHTS_WARNING = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="where to save the model (save_pretrained layout)")
-    p.add_argument("--preset", default="tiny", choices=["tiny", "bench", "qwen2_vl_2b"],
-                   help="tiny: ~0.2M params (tests, demo); bench: CPU benchmark size; qwen2_vl_2b: real 2B shapes")
+    p.add_argument("--preset", default="tiny", choices=["tiny", "tiny_hd32", "bench", "qwen2_vl_2b"],
+                   help="tiny: ~0.2M params (tests, demo); tiny_hd32: tiny with 32-wide heads (Qwen2-VL/2.5-VL, "
+                   "for vLLM's CPU attention); bench: CPU benchmark size; qwen2_vl_2b: real 2B shapes")
     p.add_argument("--family", default="qwen2_vl", choices=list(FAMILIES),
                    help="config.model_type of the model; families other than Qwen2-VL/2.5-VL come in preset tiny only")
     p.add_argument("--seed", type=int, default=0)

@@ -24,22 +24,19 @@ import os
 import posixpath
 
 import fsspec
-import pyarrow.parquet as pq
 from pydantic import ValidationError
 
-from actors.file_fingerprint import file_version, summary
 from jobs.output_lease import OutputLease, check_free
+from pipeline.manifest_fingerprint import FINGERPRINT_KEY, manifest_fingerprint
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
-from pipeline.storage import arrow_filesystem, fsspec_filesystem, join, protocol_of
-from pipeline.webdataset_shards import webdataset_shards
+from pipeline.storage import fsspec_filesystem, join, protocol_of
 from schemas.checklist import Checklist
 from schemas.job_config import JobConfig
 from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
 
 SCORES_DIR, CHECKLIST_FILE, JOB_FILE, CHECKPOINT_DIR = "scores", "checklist.json", "job.json", "_checkpoint"
-FINGERPRINT_KEY = "manifest_fingerprint"
 # Dotted JobConfig keys a resume may change -> whether a change to or from 0 is still refused.
 # The manifest's fingerprint, a key of job.json beside the config's, is compared on its own.
 RESUME_RULES = resume_rules(JobConfig)
@@ -77,25 +74,11 @@ def normalised_config(cfg: JobConfig) -> JobConfig:
                                   "out": normalise_local_path(cfg.out), "model": model})
 
 
-def manifest_fingerprint(cfg: JobConfig) -> dict:
-    """Files, bytes and the digest (actors/file_fingerprint.py) of the manifest's data files:
-    the files Parquet reads, listed once (no data is read)."""
-    shards = webdataset_shards(cfg.manifest, cfg.storage)
-    if shards is not None:  # WebDataset: the tar shards
-        fs, files = shards
-        return summary([file_version(file, fs.info(file)) for file in files])
-    fs = fsspec_filesystem(cfg.manifest, cfg.storage)
-    arrow_fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    root = fs._strip_protocol(cfg.manifest)
-    return summary([file_version(os.path.relpath(file, root) if file != root else "", fs.info(file))
-                    for file in sorted(pq.ParquetDataset(path, filesystem=arrow_fs).files)])
-
-
 def job_record(cfg: JobConfig) -> str:
     """What job.json (and the scores' metadata) hold: the normalised config plus the manifest
     fingerprint."""
     record = json.loads(cfg.model_dump_json())
-    record[FINGERPRINT_KEY] = manifest_fingerprint(cfg)
+    record[FINGERPRINT_KEY] = manifest_fingerprint(cfg.manifest, cfg.storage)
     return json.dumps(record, indent=2)
 
 

@@ -23,8 +23,9 @@ from pipeline.report_stats import (
     histogram_edges,
     merge,
 )
+from pipeline.report_source import check_source
 from pipeline.report_thumbnails import make_thumbnails as make_item_thumbnails
-from pipeline.report_thumbnails import report_decode_config, thumbnail_decode_config
+from pipeline.report_thumbnails import report_decode_config, scores_job_record, thumbnail_decode_config
 from pipeline.scores_input import (
     ScoresInput,
     add_ray_arguments,
@@ -32,7 +33,7 @@ from pipeline.scores_input import (
     open_scores,
     storage_from_args,
 )
-from pipeline.storage import fsspec_filesystem, storage_options
+from pipeline.storage import fsspec_filesystem
 from schemas.checklist import Checklist
 from schemas.job_config import DecodeConfig
 from schemas.user_error import UserError
@@ -80,12 +81,17 @@ def collect_report_data(scores: ScoresInput, k: int, bins: int) -> ReportData:
 def make_thumbnails(data: ReportData, scores: ScoresInput, media_roots: list[str], own: DecodeConfig) -> dict[str, str]:
     """Item id -> JPEG data URI (or why there is none), decoded in the cluster by the decode
     stage with the report's limits `own`, narrowed by the scoring job's
-    (`pipeline/report_thumbnails.py`)."""
+    (`pipeline/report_thumbnails.py`); media that was inside the manifest is read back from it
+    when it is unchanged (`pipeline/report_source.py`)."""
     items = {it["id"]: it for side in (data.top, data.bottom) for by_col in side.values()
              for lst in by_col.values() for it in lst}
     decode = thumbnail_decode_config(scores.schema.metadata, own)
-    options = {p: storage_options(scores.storage, p) for p in ("s3", "s3a")}
-    return make_item_thumbnails(list(items.values()), decode, options, media_roots)
+    check = check_source(scores_job_record(scores.schema.metadata), scores.storage, media_roots, own.allowed_schemes)
+    if check.holds_media and check.source is None:
+        print(f"report: no thumbnails: {check.refused}")
+    elif check.refused and any(it["uri"] is None for it in items.values()):
+        print(f"report: {check.refused}")
+    return make_item_thumbnails(list(items.values()), decode, scores.storage, media_roots, check)
 
 
 def _judge_partial_row(batch: pa.Table, weights: list[float]) -> pa.Table:

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 from actors.answer_readout import THINKING_ANSWER_PREFIXES, resolve_readout
+from actors.adapters.vllm_support import check_vllm_family, vllm_missing
 from actors.model_store import is_remote
 from pipeline.resize_policy import MODEL_SIZE_RULES
 from pipeline.storage import fsspec_filesystem
@@ -168,6 +169,13 @@ def resolve_decode(model: ModelConfig, decode: DecodeConfig, storage: StorageCon
     if config is None:
         raise ModelFamilyError(f"{model.model} has no config.json: not a saved transformers model")
     where = f"{model.model} (model_type {config.get('model_type')!r})"
+    if model.engine == "vllm":  # before any actor starts: the engine refuses these at load too
+        try:
+            check_vllm_family(config.get("model_type"), model.model)
+        except ValueError as exc:
+            raise ModelFamilyError(str(exc)) from None
+        if vllm_missing():
+            raise ModelFamilyError(vllm_missing())
     rule = model_rule(config, where)
     grid = None
     if rule in MODEL_SIZE_RULES:

@@ -4,7 +4,6 @@ resources: read -> validate -> decode (CPU actors) -> score (model actors) -> as
 from __future__ import annotations
 
 import functools
-import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns, ma
 from pipeline.null_columns import nulls_as_none
 from pipeline.parquet_reader import read_parquet
 from pipeline.storage import arrow_filesystem, storage_options
-from pipeline.webdataset_shards import is_webdataset, webdataset_shards
+from pipeline.webdataset_shards import shard_root, webdataset_shards
 from pipeline.webdataset_source import WebDatasetSource
 from schemas import manifest, status
 from schemas.checklist import Checklist
@@ -109,9 +108,8 @@ def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None 
     holds the media (`info.media`) is read by pipeline/embedded_source.py, in blocks sized by bytes."""
     if info is not None and info.webdataset:
         fs, shards = webdataset_shards(cfg.manifest, cfg.storage)  # type: ignore[misc]
-        root = fs._strip_protocol(cfg.manifest) if not is_webdataset(cfg.manifest) else posixpath.dirname(shards[0])
-        return ray.data.read_datasource(WebDatasetSource(fs, shards, root, cfg.prompt_field, cfg.media_extensions,
-                                                         _block_bytes()))
+        return ray.data.read_datasource(WebDatasetSource(fs, shards, shard_root(fs, cfg.manifest, shards),
+                                                         cfg.prompt_field, cfg.media_extensions, _block_bytes()))
     fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
     if info is not None and info.media is not None:
         keep = [c for c in columns if c not in (*_EMBEDDED_OWN, info.media.name, info.id_column)]
@@ -222,6 +220,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
             min_size=res.scorer_actors, max_size=res.scorer_max_actors or res.scorer_actors,
             max_tasks_in_flight_per_actor=2,
         ),
+        # a vLLM engine split over GPUs holds them all: JobConfig makes this model.tensor_parallel_size then
         num_gpus=res.num_gpus_per_actor,
         num_cpus=res.num_cpus_per_actor,
         batch_size=res.batch_size,

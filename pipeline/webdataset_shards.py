@@ -2,6 +2,7 @@
 (pipeline/webdataset_source.py reads them). No Ray here: job.json's fingerprint lists them too."""
 from __future__ import annotations
 
+import posixpath
 import re
 
 from fsspec.spec import AbstractFileSystem
@@ -40,6 +41,11 @@ def list_shards(fs: AbstractFileSystem, manifest: str) -> list[str]:
     if is_webdataset(manifest):
         return [fs._strip_protocol(p) for p in expand_braces(manifest)]
     return sorted(p for p in fs.find(fs._strip_protocol(manifest)) if p.endswith(".tar"))
+
+
+def shard_root(fs: AbstractFileSystem, manifest: str, shards: list[str]) -> str:
+    """What shard names are relative to: the folder named, else the first shard's folder."""
+    return posixpath.dirname(shards[0]) if is_webdataset(manifest) else fs._strip_protocol(manifest)
 
 
 def webdataset_shards(manifest: str, storage: StorageConfig) -> tuple[AbstractFileSystem, list[str]] | None:

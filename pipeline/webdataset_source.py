@@ -63,7 +63,7 @@ class ShardReader:
     def read(self, shard: str) -> Iterator[pa.Table]:
         rows: list[dict] = []
         size = 0
-        for row in self._samples(shard):
+        for row in self.samples(shard):
             rows.append(row)
             size += len(row[BYTES_COLUMN] or b"")
             if size >= self._block_bytes:
@@ -72,8 +72,13 @@ class ShardReader:
         if rows:
             yield _table(rows)
 
-    def _samples(self, shard: str) -> Iterator[dict]:
-        name = posixpath.relpath(shard, self._root) if shard != self._root else posixpath.basename(shard)
+    def name(self, shard: str) -> str:
+        """The shard as rows name it (their `uri` is `<name>/<key>.<ext>`): relative to the root."""
+        return posixpath.relpath(shard, self._root) if shard != self._root else posixpath.basename(shard)
+
+    def samples(self, shard: str) -> Iterator[dict]:
+        """The shard's rows one by one (dicts of the source's columns), in the shard's order."""
+        name = self.name(shard)
         key, members = None, {}
         try:
             with self._fs.open(shard, "rb") as f, tarfile.open(fileobj=f, mode="r|*") as tar:

@@ -124,6 +124,44 @@ class ModelConfig(_Strict):
         "auto", description="'auto' = bfloat16 on GPU, float32 on CPU (bf16 on CPU is slower and noisier)."
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="'auto' = cuda when a GPU is visible to the actor.")
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="What runs the model. 'transformers': vrscore's own engine (one prefix forward per item, "
+        "the questions packed against its cache; any registered family). 'vllm': vLLM's LLM class in the "
+        "scorer actor, one prompt per (item, question) with the same token ids and answer pooling, prefix "
+        "caching per share_prefix; runs models across several GPUs (tensor_parallel_size). Needs the "
+        "optional extra (pip install 'vrscore[vllm]') and a family vLLM loads (docs/cluster.md). Scores of the "
+        "two engines agree to float rounding, not bit for bit, so a resume keeps the engine.",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1,
+        description="engine=vllm only: GPUs one model copy is split over (tensor parallelism); each scorer "
+        "actor reserves this many GPUs. 1 = one GPU (or the CPU).",
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1,
+        description="engine=vllm on GPU: the share of each GPU's memory vLLM may take for weights, activations "
+        "and its KV cache. Lower it where other processes share the GPU. May change on resume.",
+        json_schema_extra=resume_may_change("memory only"),
+    )
+    vllm_cpu_kv_cache_gib: int = Field(
+        1, ge=1,
+        description="engine=vllm on CPU: GiB of memory for vLLM's KV cache (VLLM_CPU_KVCACHE_SPACE, whole GiB). A few "
+        "items' prompts need far less than 1 GiB; more lets more questions stay cached. May change on resume.",
+        json_schema_extra=resume_may_change("memory only"),
+    )
+    vllm_max_model_len: int = Field(
+        16384, ge=256,
+        description="engine=vllm: the longest prompt (template, media tokens, question) vLLM accepts; it sizes "
+        "vLLM's buffers at start-up. A longer prompt fails its row. May change on resume.",
+        json_schema_extra=resume_may_change("a bound on prompt length; no score depends on it"),
+    )
+    vllm_enforce_eager: bool | None = Field(
+        None,
+        description="engine=vllm: run without CUDA graphs or compilation. None = eager on CPU (start-up in "
+        "seconds rather than minutes), graphs on GPU. May change on resume.",
+        json_schema_extra=resume_may_change("speed only"),
+    )
     attn_implementation: str = Field("sdpa", description="transformers attention backend ('sdpa' or 'eager'; 'flash_attention_2' only with "
         "share_prefix=False, since the shared-prefix path needs a 4D attention mask).")
     trust_remote_code: bool = Field(
@@ -176,7 +214,8 @@ class ModelConfig(_Strict):
     share_prefix: bool = Field(
         True,
         description="Encode each item's media and prompt prefix once and run only the question "
-        "suffixes against its key/value cache. False = one full forward per question (reference path).",
+        "suffixes against its key/value cache. False = one full forward per question (reference path). "
+        "With engine=vllm: vLLM's automatic prefix caching on or off.",
     )
     token_budget: int = Field(
         16384,
@@ -231,7 +270,8 @@ class ResourcesConfig(_Strict):
     num_gpus_per_actor: float = Field(
         0.0, ge=0, description="GPUs per scorer actor; 1 on a GPU cluster, 0.5 packs two actors per GPU. 0 = "
         "the scorer runs on CPU, where model.dtype 'auto' is float32 (bfloat16 on GPU): a resume may change "
-        "it, but not to or from 0.",
+        "it, but not to or from 0. With model.engine=vllm and tensor_parallel_size > 1: that many (one model "
+        "copy split over them).",
         json_schema_extra=resume_may_change("speed and memory only, while the scorer stays on GPU (or on CPU)",
                                             except_to_or_from_zero=True),
     )
@@ -368,4 +408,17 @@ class JobConfig(_Strict):
     @model_validator(mode="after")
     def _check_carried_columns(self) -> JobConfig:
         check_carried_columns(self.keep_columns, self.alignment_column)  # before any work, not at the write
+        return self
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> JobConfig:
+        model, gpus = self.model, self.resources.num_gpus_per_actor
+        if model.engine != "vllm":
+            if model.tensor_parallel_size != 1:
+                raise ValueError("model.tensor_parallel_size needs model.engine=vllm (vrscore's own engine runs "
+                                 "one model copy per GPU)")
+        elif model.tensor_parallel_size > 1 and gpus != model.tensor_parallel_size:
+            raise ValueError(f"model.tensor_parallel_size={model.tensor_parallel_size} splits each model copy over "
+                             f"that many GPUs: set resources.num_gpus_per_actor={model.tensor_parallel_size} "
+                             f"(got {gpus:g})")
         return self

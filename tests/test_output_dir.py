@@ -56,6 +56,8 @@ MAY_CHANGE = {
     "out", "max_error_fraction",
     "decode.worker_nice", "decode.timeout_s",
     "model.token_budget", "model.systemic_failure_batches", "model.cache_dir", "model.min_answer_mass",
+    "model.vllm_gpu_memory_utilization", "model.vllm_cpu_kv_cache_gib", "model.vllm_max_model_len",
+    "model.vllm_enforce_eager",
     *(f"resources.{name}" for name in ResourcesConfig.model_fields),
 }
 

@@ -13,9 +13,15 @@ from schemas.job_config import DecodeConfig, ModelConfig
 def load_adapter(model: ModelConfig, decode: DecodeConfig, system_prompt: str | None = None) -> ChecklistAdapter:
     """Load `model.model` (local path or hub id) with the family module of its model_type, or on
     the generic path (reference forwards through its own processor) for other image-text-to-text
-    models."""
+    models; in vLLM (`actors/adapters/vllm_engine.py`) with model.engine=vllm."""
     config = AutoConfig.from_pretrained(model.model, trust_remote_code=model.trust_remote_code)
     family = family_class(config.model_type)
+    if model.engine == "vllm":
+        from actors.adapters.vllm_engine import VllmChecklistEngine
+        from actors.adapters.vllm_support import check_vllm_family
+
+        check_vllm_family(config.model_type, model.model)  # also refuses the generic path: vLLM needs our family's prompts
+        return VllmChecklistEngine(model, decode, family, system_prompt)
     if family is not None:
         return ChecklistEngine(model, decode, family, system_prompt)
     if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES or \

@@ -20,6 +20,11 @@ class MediaInput:
         used for Qwen2.5-VL's temporal positions; None = unknown.
     duration: the whole video's length in seconds, as transformers' video readers report it
         (frame count / average frame rate), which SmolVLM writes into its prompt; None = unknown.
+    times: each frame's time in seconds from the video's first frame (the decode stage's
+        `frame_times`): what the processors that write times into the prompt (Qwen3-VL, SmolVLM,
+        GLM-4.1V) compute from the video metadata (`frames_indices / fps`) of the frames taken.
+        Frames of 'uniform:N' or of 'fps:F' on a clip whose rate F does not divide are not
+        k / fps apart; None = unknown: frame k at k / fps, as the processors assume then.
     resized: True when the frames are already at the model's input size, resized from the
         source by the decode stage with the same rule and settings. The adapter then takes
         them as they are: resizing a resized frame is not always a no-op (rounding can push
@@ -32,6 +37,13 @@ class MediaInput:
     fps: float | None = None
     resized: bool = False
     duration: float | None = None
+    times: tuple[float, ...] | None = None
+
+    def seconds(self, default_fps: float) -> list[float]:
+        """Each frame's time: `times` when known, else k / fps (`default_fps` when that is unknown)."""
+        if self.times is not None:
+            return [float(t) for t in self.times]
+        return [k / (self.fps or default_fps) for k in range(len(self.frames))]
 
     def __post_init__(self) -> None:
         if self.media_type not in MEDIA_TYPES:
@@ -46,6 +58,8 @@ class MediaInput:
             raise ValueError(f"fps must be positive, got {self.fps}")
         if self.duration is not None and not self.duration > 0:
             raise ValueError(f"duration must be positive, got {self.duration}")
+        if self.times is not None and len(self.times) != f.shape[0]:
+            raise ValueError(f"times must give one time per frame: {len(self.times)} times for {f.shape[0]} frames")
 
 
 @dataclass(frozen=True)

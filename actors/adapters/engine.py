@@ -42,12 +42,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoTokenizer, DynamicCache
+from transformers import AutoModelForImageTextToText, DynamicCache
 
-from actors.adapters.base import YES_NO, AnswerKind, MediaInput, Readout
-from actors.adapters.chat_template import answer_groups, answer_token_ids, ends_in_text, template_readout
+from actors.adapters.base import AnswerKind, MediaInput, Readout
+from actors.adapters.checklist_prompts import ChecklistPrompts, PreparedItem
 from actors.adapters.devices import resolve_device, resolve_dtype
-from actors.adapters.family import Family
 from actors.adapters.packing import (
     AnswerGroups,
     additive_mask,
@@ -58,7 +57,6 @@ from actors.adapters.packing import (
     read_kinds,
     within_window,
 )
-from actors.adapters.prompt_tokens import PromptEncoder
 from schemas.job_config import DecodeConfig, ModelConfig
 
 # Attention implementations that take the suffix forward's block-diagonal 4D mask as is.
@@ -68,22 +66,6 @@ ATTENTION_LAYERS = frozenset({"full_attention", "sliding_attention", "chunked_at
 # Answer positions per LM-head call on the fast path: bounds the whole-vocabulary logits held
 # at once (64 x 152k float32 = 39 MB) whatever the batch.
 HEAD_ROWS = 64
-
-
-@dataclass(eq=False)
-class PreparedItem:
-    """One item as both paths feed it to the model: its media as the family prepared them and one
-    full token sequence (template, laid-out media tokens, question, generation prompt) per question."""
-
-    media: MediaInput
-    visual: Any
-    sequences: list[np.ndarray]
-    shown_after: tuple = ()  # further media of the same prompt, prepared, in order (a pair's second item)
-
-    @property
-    def visuals(self) -> list[Any]:
-        """Every medium of the prompt as the family prepared it, in the order the prompt shows them."""
-        return [self.visual, *self.shown_after]
 
 
 @dataclass(eq=False)
@@ -110,29 +92,13 @@ class ChecklistEngine:
             raise ValueError(f"share_prefix needs an attention implementation that takes a 4D mask "
                              f"{MASKABLE_ATTENTION}, got {model.attn_implementation!r}; "
                              "use one of those or share_prefix=False")
+        text = ChecklistPrompts(model, decode, family_class, system_prompt)
+        self.text = text
+        config, self.tokenizer, self.family, self.prompts = text.config, text.tokenizer, text.family, text.prompts
+        self.template_kwargs, self.answer_prefix = text.template_kwargs, text.answer_prefix
+        self.answer_ids, self.num_yes, self.leading_space = text.answer_ids, text.num_yes, text.leading_space
+        self.pad_id = text.pad_id
         remote = model.trust_remote_code
-        config = AutoConfig.from_pretrained(model.model, trust_remote_code=remote)
-        self.tokenizer = AutoTokenizer.from_pretrained(model.model, trust_remote_code=remote)
-        # checked before the weights load, so a wrong setting fails in seconds
-        self.family: Family = family_class(model.model, config, self.tokenizer, decode)
-        # the template's options and the answer prefix, as the driver recorded them in job.json
-        template, model = template_readout(self.tokenizer, model, config.model_type)
-        self.template_kwargs, self.answer_prefix = model.chat_template_kwargs, model.answer_prefix
-        self.prompts = PromptEncoder(self.tokenizer, template, system_prompt, model.chat_template_kwargs,
-                                     model.answer_prefix or "")
-        for media_type in self.family.media_types:  # a template that loses the system prompt fails here, not per item
-            self.prompts.segments(self.family.media_content(media_type), "?")
-        leading = model.answer_leading_space
-        if leading is None:
-            probe = self.prompts.render(self.family.media_content(self.family.media_types[0]), ["?", "."])
-            leading = ends_in_text(probe, self.tokenizer)
-        self.answer_ids = answer_token_ids(self.tokenizer, model.yes_words + model.no_words, leading, model.model)
-        self.num_yes = len(model.yes_words)
-        if len(set(self.answer_ids)) != len(self.answer_ids):
-            raise ValueError(f"yes_words {model.yes_words} and no_words {model.no_words} share a token")
-        self.leading_space = leading
-        # any id will do for padding: padded positions are masked out
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
         self.model = AutoModelForImageTextToText.from_pretrained(
             model.model, config=config, dtype=self.dtype, attn_implementation=model.attn_implementation,
@@ -163,14 +129,7 @@ class ChecklistEngine:
     # ---- inputs -------------------------------------------------------------------------
     def prepare(self, item: MediaInput, questions: Sequence[str]) -> PreparedItem:
         """Media tensors and the token sequence of every question of `item`."""
-        if item.media_type not in self.family.media_types:
-            raise ValueError(f"{self.model_id} takes {' and '.join(self.family.media_types)}, not {item.media_type}")
-        visual = self.family.prepare_media(item)
-        # the question and system prompt are data: only the template's own markers become
-        # control tokens, and only the template's placeholder is laid out as media
-        sequences = self.prompts.sequences(self.family.media_content(item.media_type), questions,
-                                           self.family.media_layout(visual))
-        return PreparedItem(item, visual, sequences)
+        return self.text.prepare(item, questions)
 
     def _capped(self, logits: torch.Tensor) -> torch.Tensor:
         if self.softcap:  # as the model's own forward does (Gemma): cap * tanh(logits / cap)
@@ -179,17 +138,10 @@ class ChecklistEngine:
 
     def answer_groups(self, kind: AnswerKind) -> AnswerGroups:
         """The token ids `kind` is read from (ValueError for a level that is not one token)."""
-        return answer_groups(self.tokenizer, kind, self.answer_ids, self.num_yes, self.leading_space, self.model_id)
+        return self.text.answer_groups(kind)
 
     def _kinds(self, answers: Sequence[AnswerKind] | None, questions: Sequence[Sequence[str]]) -> list[AnswerGroups]:
-        """Per question index, the token ids it is read from; every item's questions must match `answers`."""
-        if answers is None:  # items may then ask different numbers of questions
-            return [self.answer_groups(YES_NO)] * max(map(len, questions), default=0)
-        wrong = [len(qs) for qs in questions if len(qs) != len(answers)]
-        if wrong:
-            raise ValueError(f"got {len(answers)} answer kinds for an item with {wrong[0]} questions")
-        groups = {kind: self.answer_groups(kind) for kind in dict.fromkeys(answers)}
-        return [groups[kind] for kind in answers]
+        return self.text.kinds(answers, questions)
 
     def _read(self, hidden: torch.Tensor, kinds: Sequence[AnswerGroups]) -> tuple[np.ndarray, np.ndarray, list]:
         """(p_yes, answer mass, level probabilities) of final hidden states (rows, width) at answer

@@ -42,8 +42,7 @@ class Glm4vFamily(Qwen2VLFamily):
         per_frame = grid_h * grid_w // self.spec.merge_size**2
         if media.item.media_type == "image":
             return image, image * per_frame
-        fps = media.item.fps or DEFAULT_VIDEO_FPS
-        seconds = [k / fps for k in range(len(media.item.frames))][::self.spec.temporal_patch_size][:grid_t]
+        seconds = media.item.seconds(DEFAULT_VIDEO_FPS)[::self.spec.temporal_patch_size][:grid_t]
         seconds += [seconds[-1]] * (grid_t - len(seconds))
         block = "".join(f"{self.image_begin}{image * per_frame}{self.image_end}{int(s)}" for s in seconds)
         return self.placeholders["video"], block

@@ -16,10 +16,11 @@ training, every later position shifted); 5.25 collapses the pair again in
 `get_text_with_replacements`. The published layout is the trained one, so it is the one built
 here, on every transformers version (tests/test_family_qwen3.py checks it against that rule).
 
-Timestamps follow `Qwen3VLProcessor._calculate_timestamps`: frame k of the decoded frames is at
-k / fps seconds (the frames are evenly spaced from the start of the sampled span; transformers'
-default 24 fps when the rate is unknown), padded with the last frame to whole temporal patches,
-and each patch is stamped with the mean of its first and last frame's time.
+Timestamps follow `Qwen3VLProcessor._calculate_timestamps` given the video's metadata: each
+frame's own time (`MediaInput.times`, the decode stage's `frame_times`; the processor's
+`frames_indices / fps`), else k / fps (transformers' default 24 fps when the rate is unknown),
+padded with the last frame to whole temporal patches, and each patch is stamped with the mean of
+its first and last frame's time.
 Deepstack features and interleaved M-RoPE happen inside the model's own prefix forward.
 """
 from __future__ import annotations
@@ -27,10 +28,9 @@ from __future__ import annotations
 from actors.adapters.families.qwen2_vl import DEFAULT_VIDEO_FPS, Qwen2VLFamily, QwenMedia
 
 
-def patch_timestamps(frames: int, fps: float, temporal: int) -> list[float]:
-    """The time of each temporal patch of `frames` frames sampled at `fps`."""
-    times = [k / fps for k in range(frames)]
-    times += [times[-1]] * (-frames % temporal)
+def patch_timestamps(seconds: list[float], temporal: int) -> list[float]:
+    """The time of each temporal patch of frames at `seconds`."""
+    times = list(seconds) + [seconds[-1]] * (-len(seconds) % temporal)
     return [(times[i] + times[i + temporal - 1]) / 2 for i in range(0, len(times), temporal)]
 
 
@@ -49,8 +49,7 @@ class Qwen3VLFamily(Qwen2VLFamily):
         pad = self.placeholders["video"]
         grid_t, grid_h, grid_w = media.visual.grid_thw
         per_frame = grid_h * grid_w // self.spec.merge_size**2
-        stamps = patch_timestamps(len(media.item.frames), media.item.fps or DEFAULT_VIDEO_FPS,
-                                  self.spec.temporal_patch_size)
+        stamps = patch_timestamps(media.item.seconds(DEFAULT_VIDEO_FPS), self.spec.temporal_patch_size)
         block = "".join(f"<{s:.1f} seconds>{self.vision_start}{pad * per_frame}{self.vision_end}" for s in stamps[:grid_t])
         # the published rule: the template's marked placeholder as a whole, else the bare pad
         return (f"{self.vision_start}{pad}{self.vision_end}", pad), block

@@ -4,8 +4,9 @@ An image goes through the stock PIL image processor (split into `<row_i_col_j>` 
 larger than one view, then a global view), laid out as the processors write it. SmolVLM takes
 video too: frames resized to the square view (the stock video processor resizes twice with
 torchvision; once here), after an intro line that gives the frame count in words and the
-duration, each frame behind `Frame from MM:SS:`. Frame times are i / fps (fps unknown: 24, as
-transformers assumes). The duration is the video's, in whole seconds, where the decode stage
+duration, each frame behind `Frame from MM:SS:`. Frame times are the frames' own
+(`MediaInput.times`, the stock processor's `VideoMetadata.timestamps`), else i / fps (fps unknown:
+24, as transformers assumes). The duration is the video's, in whole seconds, where the decode stage
 read it from the container (`MediaInput.duration`: frame count / average frame rate, what
 transformers' video readers hand the stock processor as `VideoMetadata.duration`); the last
 frame's whole second where it is unknown, as the stock processor falls back
@@ -98,7 +99,7 @@ class SmolVLMFamily:
         global_view = self._view(self.glob) + self.fake
         if media.item.media_type == "video":  # processing_smolvlm.replace_video_token
             n = len(media.pixel_values)
-            seconds = [i / (media.item.fps or DEFAULT_VIDEO_FPS) for i in range(n)]
+            seconds = media.item.seconds(DEFAULT_VIDEO_FPS)
             duration = int(media.item.duration if media.item.duration is not None else seconds[-1])
             text = (f"You are provided the following series of {num2words(n)} frames "
                     f"from a {timedelta(seconds=duration)} [H:MM:SS] video.\n")
