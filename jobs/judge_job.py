@@ -27,7 +27,7 @@ from jobs.output_dir import (CHECKPOINT_DIR, JOB_FILE, OutputMismatchError, job_
 from pipeline.answer_mass import JUDGE_CAUSES, JUDGE_HEADING, low_mass_warning, mass_by_question, mass_lines
 from pipeline.bradley_terry import write_items
 from pipeline.judge_pipeline import build_judge_dataset
-from pipeline.judge_plan import build_plan, decode_counts, given_pairs
+from pipeline.judge_plan import build_plan, decode_counts, given_pairs, shuffle_partitions, unit_partitions
 from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.pair_schedule import pairs_from_groups
 from pipeline.ray_runtime import init_ray
@@ -130,7 +130,8 @@ def _plan(cfg: JobConfig, opts: JudgeOptions, info) -> pa.Table:
                           for x, a in zip(own, pairs["a"].to_pylist())]
                 pairs = pairs.set_column(pairs.schema.get_field_index(col), col, pa.array(filled, pa.string()))
     else:
-        ds = pairs_from_groups(read_manifest(cfg, info.columns, info), opts.schedule, opts.seed)
+        ds = pairs_from_groups(read_manifest(cfg, info.columns, info), opts.schedule, opts.seed,
+                               num_partitions=shuffle_partitions(items.num_rows))
         tables = [t for t in ds.iter_batches(batch_format="pyarrow") if t.num_rows]
         if not tables:
             raise UserError("no pairs to judge: the manifest's 'group' column has no group of 2 or more items")
@@ -187,7 +188,8 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
             id_column="id", checkpoint_path=ckpt_path if ckpt_fs is not None else os.path.abspath(ckpt_path),
             delete_checkpoint_on_success=False, override_filesystem=ckpt_fs)
         if pending.num_rows:
-            ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, resuming=resumed)
+            ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, resuming=resumed,
+                                     unit_partitions=unit_partitions(pending))
             run_start = time.time()
             ds.write_parquet(path, filesystem=fs, schema=schema)
             recorded = record_run(ds, out_fs, cfg.out, run_start) is not None
@@ -200,7 +202,8 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
         if out_fs.exists(items_dir):  # refitted from all committed pairs on every run
             out_fs.rm(items_dir, recursive=True)
         items_fs, items_path = arrow_filesystem(items_dir, cfg.storage)
-        write_items(files, items_path, opts.bt_l2, items_fs, [abs(q.weight) for q in checklist.questions])
+        write_items(files, items_path, opts.bt_l2, items_fs, [abs(q.weight) for q in checklist.questions],
+                    num_partitions=shuffle_partitions(plan.num_rows))
     finally:
         ctx.checkpoint_config = None
         lease.release()
