@@ -1,4 +1,5 @@
-"""Telling a broken model or device apart from bad items, in the scorer stage.
+"""Telling a broken model or device apart from bad items, in the scorer stage (and the pair judge
+stage of `vrscore judge`, actors/pair_judge.py, which applies the same rules to pairs).
 
 A bad item fails alone: its row gets `score_error` and the job goes on. A lost CUDA context,
 an out-of-memory device or a corrupted model fails every item, and marking each row
