@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
 
         return run_judged_eval(args, storage, pairs)
     scores = open_scores(args.scores, storage)
-    measures = ["score", "score_soft", *scores.dimension_columns]
+    measures = ["score", "score_soft", *scores.dimension_columns, *scores.z_columns]
     init_ray(args.ray_address, quiet=args.quiet)
     scores.require_columns([args.key_column], "--key-column")
     mass = ["checklist", "answer_mass"] if "answer_mass" in scores.schema.names else []  # older outputs have none

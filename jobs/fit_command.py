@@ -73,7 +73,8 @@ def not_enough_groups(pairs: Pairs, folds: np.ndarray | None) -> str | None:
 
 def fit_media(kind: str, checklist: Checklist, data: MediaPairs, args: argparse.Namespace) -> tuple[Checklist, dict]:
     """One media type's fit, its held-out figures and the fitted checklist."""
-    report: dict = {"checklist": checklist.name, "l2": args.l2}
+    report: dict = {"checklist": checklist.name, "l2": args.l2,
+                    "alignment_from": checklist.aggregation.alignment_from}
     n_scored = len(data.pairs)
     if n_scored > args.max_pairs:
         keep = np.sort(np.random.default_rng(args.seed).choice(n_scored, args.max_pairs, replace=False))

@@ -56,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest",
                    help="judge outputs only: the manifest whose uri and media_type columns the DPO records name "
                    "(default: the judge job's manifest)")
-    p.add_argument("--score-column", choices=("score", "score_soft"),
+    p.add_argument("--score-column", choices=("score", "score_soft", "z_score"),
                    help="total used for the margin and written as chosen/rejected_score: 'score' (hard "
-                   "answers, coarse) or 'score_soft' (p_yes, finer)")
+                   "answers, coarse), 'score_soft' (p_yes, finer) or 'z_score' (the score in standard deviations "
+                   "of a reference set, `rescore --normalize-from`: a margin that means the same for any model)")
     p.add_argument("--dimensions",
                    help="comma-separated dimensions the dominance rule compares (names or dim_ columns; "
                    "default: all)")

@@ -67,10 +67,11 @@ def _partial_row(batch: pa.Table, edges: dict, checklists: dict[str, Checklist],
 def collect_report_data(scores: ScoresInput, k: int, bins: int) -> ReportData:
     from ray.data.aggregate import Max, Min
 
-    measures = ["score", "score_soft", *scores.dimension_columns]
+    measures = ["score", "score_soft", *scores.dimension_columns, *scores.z_columns]
     ranges = scores.read(measures).aggregate(*(agg(c) for c in measures for agg in (Min, Max)))
     edges = {c: histogram_edges(ranges[f"min({c})"], ranges[f"max({c})"], bins) for c in measures}
-    mass = ["answer_mass"] if "answer_mass" in scores.schema.names else []  # older outputs have none
+    # older outputs have no answer_mass; only checklists with rating questions write level_probs
+    mass = [c for c in ("answer_mass", "level_probs") if c in scores.schema.names]
     columns = list(dict.fromkeys([*ITEM_FIELDS, "checklist", "status", "error", "p_yes", *mass, "answers", *measures]))
     fn = functools.partial(_partial_row, edges=edges, checklists=scores.checklists_by_name, k=k)
     rows = scores.read(columns).map_batches(fn, batch_format="pyarrow").iter_rows()

@@ -23,7 +23,7 @@ from pipeline.storage import storage_options
 from schemas.checklist import Checklist, dimension_column
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import DecodeConfig, ModelConfig, StorageConfig
-from schemas.scores import scores_schema
+from schemas.scores import scores_schema, z_column
 from schemas.status import OK
 
 
@@ -41,6 +41,11 @@ class ItemScore:
     p_yes: dict[str, float] = field(default_factory=dict)  # question id -> p_yes
     # question id -> P(yes words) + P(no words) over the whole vocabulary (README: answer mass)
     answer_mass: dict[str, float] = field(default_factory=dict)
+    # rating question id -> {level word: probability}, worst to best (its p_yes is the expected value)
+    level_probs: dict[str, dict[str, float]] = field(default_factory=dict)
+    # with a normalised checklist (`rescore --normalize-from`): the score's and each dimension's z-score
+    z_score: float | None = None
+    z_dimensions: dict[str, float] = field(default_factory=dict)
     p_cal: dict[str, float] = field(default_factory=dict)  # calibrated question id -> p_cal (README: calibrate)
     rank: int | None = None  # 1 = best; set by rank(), None for failed items
     frame_times: list[float] | None = None  # seconds of the video frames the model saw; None for images
@@ -67,7 +72,8 @@ class ChecklistReward:
                                        storage=storage.model_dump())
         self._schema = scores_schema(all_dimensions(checklists), checklists_json=checklists_json, model_id=model.model,
                                      level_probs=any(c.has_ratings for c in checklists.values()),
-                                     p_cal=any(c.has_calibration for c in checklists.values()))
+                                     p_cal=any(c.has_calibration for c in checklists.values()),
+                                     normalized=any(c.aggregation.normalization for c in checklists.values()))
         self._assembler = ScoreAssembler(checklists, self._schema)
 
     @classmethod
@@ -124,13 +130,19 @@ class ChecklistReward:
 
 def _item(index: int, row: dict, checklists: dict[str, Checklist]) -> ItemScore:
     checklist = checklists.get(row["checklist"])
-    dims, p_yes, mass, p_cal = {}, {}, {}, {}
+    dims, p_yes, mass, levels, z_dims, p_cal = {}, {}, {}, {}, {}, {}
     if checklist is not None and row["status"] == OK:
         dims = {d: row[dimension_column(d)] for d in checklist.dimensions}
         p_yes = dict(zip(checklist.question_ids, row["p_yes"]))
         mass = dict(zip(checklist.question_ids, row["answer_mass"]))
         p_cal = {q: v for q, v in zip(checklist.question_ids, row.get("p_cal") or []) if v is not None}
+        stored = row.get("level_probs") or []  # only where the checklist rates
+        levels = {q.id: dict(zip(q.levels, probs)) for q, probs in zip(checklist.questions, stored) if probs is not None}
+        if checklist.aggregation.normalization is not None:
+            z_dims = {d: row[z_column(dimension_column(d))] for d in checklist.dimensions}
     return ItemScore(index=index, uri=row["uri"], media_type=row["media_type"], status=row["status"],
                      error=row["error"], score=row["score"], score_soft=row["score_soft"],
                      checklist=row["checklist"], dimensions=dims, p_yes=p_yes, answer_mass=mass, p_cal=p_cal,
+                     level_probs=levels,
+                     z_score=row.get("z_score") if z_dims else None, z_dimensions=z_dims,
                      frame_times=row["frame_times"])

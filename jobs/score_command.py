@@ -21,7 +21,8 @@ def add_console_args(p: argparse.ArgumentParser) -> None:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="Parquet manifest (file or directory; local path or URI)")
     p.add_argument("--checklist", action="append",
-                   help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt; repeat for one per media kind")
+                   help="'default', a YAML/JSON checklist, or a VisionReward *_qa.txt; repeat for one per media kind; "
+                   "a checklist addition (a file with `adds_to`, or 'visionreward-alignment') adds questions to one")
     p.add_argument("--weights", action="append", help="VisionReward weight file for each *_qa.txt checklist, in order")
     p.add_argument("--dimensions", help="VisionReward dimensions.json (question text -> dimension)")
     p.add_argument("--model", help="transformers model id, local path, or fsspec URI of a saved checkpoint "

@@ -32,7 +32,7 @@ from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import GENERATED_IDS, JobConfig
 from schemas.manifest import STRING_READ_TYPE, ManifestError
-from schemas.scores import dimension_columns, scores_schema
+from schemas.scores import dimension_columns, is_z_column, scores_schema
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,8 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     schema = scores_schema(dims, info.keep_fields, checklists_json=checklists_json,
                            model_id=cfg.model.model, job_json=job_json,
                            level_probs=any(c.has_ratings for c in checklists.values()),
-                           p_cal=any(c.has_calibration for c in checklists.values()))
+                           p_cal=any(c.has_calibration for c in checklists.values()),
+                           normalized=any(c.aggregation.normalization for c in checklists.values()))
     out_fs = fsspec_filesystem(cfg.out, cfg.storage)
     resumed = check_output(out_fs, cfg.out, job_json, checklists_json)  # refuse a mismatch before any work
     init_ray(ray_address, quiet=quiet, verbose=verbose)
@@ -248,7 +249,7 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
     # Rows reach the scorer in manifest order, however many decoders finish out of order: a
     # row's forward batch (and so its p_yes, to float rounding) does not depend on the timing.
     ordered, ctx.execution_options.preserve_order = ctx.execution_options.preserve_order, True
-    dim_cols = list(dimension_columns(dims).values())
+    dim_cols = list(dimension_columns(dims).values()) + [f.name for f in schema if is_z_column(f.name)]
     scanner = output_scanner(cfg, dim_cols)
     try:
         ds = build_score_dataset(cfg, checklists, info, schema, checklists_json, resuming=resumed)

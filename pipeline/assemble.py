@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.calibration import p_cal_rows
+from pipeline.normalization import z_scores
 from pipeline.weighting import aggregate
 from schemas import status
 from schemas.checklist import Checklist
@@ -61,6 +62,9 @@ class ScoreAssembler:
                 cols["score_soft"][i] = float(agg.score_soft[j])
                 for dim, values in agg.dimensions.items():
                     cols[self.dim_cols[dim]][i] = float(values[j])
+            for col, values in z_scores(checklist, agg.score, agg.dimensions).items():
+                for j, i in enumerate(rows):
+                    cols[col][i] = float(values[j])
         return pa.Table.from_pydict(cols, schema=self.schema)
 
 

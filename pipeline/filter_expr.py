@@ -3,11 +3,16 @@
     dim_quality >= 0.2 and q.hands_correct >= 0.5
     not (score < 0 or media_type == "video")
     m.hands_correct >= 0.5
+    z_score > 1 and l.overall["excellent"] >= 0.5
 
 Grammar: comparisons (<, <=, >, >=, ==, !=, chained), `and`, `or`, `not`, parentheses,
 numbers, strings, column names, `q.<question_id>`, the p_yes of that question in the row's own
 checklist (rows of one file can come from different checklists, e.g. images and videos), and
-`m.<question_id>`, that question's answer mass (the `answer_mass` column). The text is parsed with Python's `ast` and only whitelisted nodes are compiled;
+`m.<question_id>`, that question's answer mass (the `answer_mass` column), `c.<question_id>`, its
+calibrated probability (`p_cal`, null for a question without a calibration), and
+`l.<question_id>["<level>"]`, a rating question's probability of one level (`level_probs`; its
+expected value is `q.<question_id>`). z-scores (`z_score`, `z_dim_<name>`) are columns like any
+other. The text is parsed with Python's `ast` and only whitelisted nodes are compiled;
 nothing is ever evaluated as Python.
 
 Nulls follow SQL: a comparison with a missing value (a failed row's score, a question the
@@ -29,8 +34,9 @@ from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
 Evaluator = Callable[[pa.Table], pa.Array]
-# per-question prefixes: `q.<id>` reads p_yes, `m.<id>` reads answer_mass
-QUESTION_COLUMNS = {"q": "p_yes", "m": "answer_mass"}
+# per-question prefixes: `q.<id>` reads p_yes, `m.<id>` answer_mass, `c.<id>` p_cal (calibrated questions)
+QUESTION_COLUMNS = {"q": "p_yes", "m": "answer_mass", "c": "p_cal"}
+LEVEL_PREFIX, LEVEL_COLUMN = "l", "level_probs"  # l.<id>["<level>"] reads one level's probability
 _COMPARE = {ast.Lt: pc.less, ast.LtE: pc.less_equal, ast.Gt: pc.greater, ast.GtE: pc.greater_equal,
             ast.Eq: pc.equal, ast.NotEq: pc.not_equal}
 
@@ -166,8 +172,14 @@ class _Compiler:
             return self.column(node.id)
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in QUESTION_COLUMNS:
             return "number", self.question(node.value.id, node.attr)
-        raise FilterError(f"{self.source(node)!r} is not allowed: "
-                          "use numbers, strings, column names, q.<question_id> or m.<question_id>")
+        if (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
+                and isinstance(node.value.value, ast.Name) and node.value.value.id == LEVEL_PREFIX):
+            if not (isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str)):
+                raise FilterError(f"{self.source(node)!r}: name the level as a quoted word, e.g. "
+                                  f'{LEVEL_PREFIX}.{node.value.attr}["excellent"]')
+            return "number", self.level(node.value.attr, node.slice.value)
+        raise FilterError(f"{self.source(node)!r} is not allowed: use numbers, strings, column names, "
+                          f'q.<question_id>, m.<question_id> or {LEVEL_PREFIX}.<question_id>["<level>"]')
 
     def column(self, name: str) -> tuple[str, Evaluator]:
         if name not in self.schema.names:
@@ -195,10 +207,53 @@ class _Compiler:
             raise FilterError(f"unknown question {prefix}.{qid}" + (f" (did you mean {prefix}.{hint[0]}?)" if hint else "")
                               + f"; questions of {', '.join(sorted(self.checklists))}: {', '.join(known)}")
         if column not in self.schema.names:
-            raise FilterError(f"{prefix}.{qid} reads the {column} column, which these scores do not have "
-                              "(written by a vrscore version before it); rescore cannot add it: score again")
+            why = ("(written only with a calibrated checklist: `vrscore calibrate`, then `rescore` with its checklist)"
+                   if prefix == "c" else "(written by a vrscore version before it); rescore cannot add it: score again")
+            raise FilterError(f"{prefix}.{qid} reads the {column} column, which these scores do not have {why}")
         self.columns.update(("checklist", column))
         return lambda t: question_value(t, column, index)
+
+
+    def level(self, qid: str, word: str) -> Evaluator:
+        """A rating question's probability of level `word`, in every checklist that rates `qid`."""
+        index: dict[str, tuple[int, int]] = {}
+        for name, c in self.checklists.items():
+            q = next((q for q in c.questions if q.id == qid and q.answer == "rating"), None)
+            if q is not None:
+                folded = [w.strip().lower() for w in q.levels or []]
+                if word.strip().lower() not in folded:
+                    raise FilterError(f'{LEVEL_PREFIX}.{qid}["{word}"]: {qid!r} of {name!r} has levels '
+                                      f"{q.levels}")
+                index[name] = (c.question_ids.index(qid), folded.index(word.strip().lower()))
+        if not index:
+            rated = sorted({q.id for c in self.checklists.values() for q in c.questions if q.answer == "rating"})
+            raise FilterError(f"{LEVEL_PREFIX}.{qid}: no checklist of these scores rates a question {qid!r} "
+                              f"(rating questions: {', '.join(rated) or 'none'})")
+        if LEVEL_COLUMN not in self.schema.names:
+            raise FilterError(f"{LEVEL_PREFIX}.{qid} reads the {LEVEL_COLUMN} column, which these scores do not have")
+        self.columns.update(("checklist", LEVEL_COLUMN))
+        return lambda t: level_value(t, index)
+
+
+def level_value(table: pa.Table, index: dict[str, tuple[int, int]]) -> pa.Array:
+    """One level's probability per row: `index` maps checklist name -> (question, level) position;
+    null where the row's checklist does not rate that question or the row has no levels."""
+    outer = table[LEVEL_COLUMN].combine_chunks()
+    inner = outer.values
+    names = table["checklist"].to_pylist()
+    q_pos = np.array([index.get(n, (-1, -1))[0] if n is not None else -1 for n in names], dtype=np.int64)
+    l_pos = np.array([index.get(n, (-1, -1))[1] if n is not None else -1 for n in names], dtype=np.int64)
+    outer_off = outer.offsets.to_numpy()
+    valid = (q_pos >= 0) & (q_pos < np.diff(outer_off)) & ~np.asarray(outer.is_null(), dtype=bool)
+    q_at = np.where(valid, outer_off[:-1] + q_pos, 0)
+    inner_off = inner.offsets.to_numpy()
+    inner_null = np.asarray(inner.is_null(), dtype=bool) if len(inner) else np.zeros(0, dtype=bool)
+    valid &= ~inner_null[q_at] if len(inner) else False
+    valid &= l_pos < (inner_off[q_at + 1] - inner_off[q_at]) if len(inner) else False
+    picked = inner.values.to_numpy(zero_copy_only=False)[inner_off[q_at[valid]] + l_pos[valid]]
+    out = np.zeros(len(q_pos))
+    out[valid] = picked.astype(np.float32).astype(str).astype(np.float64)  # as question_value: typed 0.3 == 0.3
+    return pa.array(out, mask=~valid, type=pa.float64())
 
 
 def question_value(table: pa.Table, column: str, index: dict[str, int]) -> pa.Array:
@@ -210,7 +265,10 @@ def question_value(table: pa.Table, column: str, index: dict[str, int]) -> pa.Ar
     lengths = np.diff(offsets)
     pos = np.array([index.get(n, -1) if n is not None else -1 for n in names], dtype=np.int64)
     valid = (pos >= 0) & (pos < lengths) & ~np.asarray(lists.is_null(), dtype=bool)
-    picked = lists.values.to_numpy(zero_copy_only=False)[offsets[:-1][valid] + pos[valid]]
+    at = np.where(valid, offsets[:-1] + pos, 0)
+    if len(lists.values):  # a null inside the list (p_cal of an uncalibrated question) is no value
+        valid &= ~np.asarray(lists.values.is_null(), dtype=bool)[at]
+    picked = lists.values.to_numpy(zero_copy_only=False)[at[valid]]
     out = np.zeros(len(pos))
     # values are stored as float32: widen through their shortest decimal form, so that a
     # stored 0.3 compares equal to the 0.3 a user types (not as 0.30000001192...).

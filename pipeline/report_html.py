@@ -10,7 +10,7 @@ import io
 import numpy as np
 
 from pipeline.answer_mass import LOW_MASS, low_mass_warning
-from pipeline.report_stats import Histogram, ReportData, mass_means
+from pipeline.report_stats import Histogram, ReportData, level_means, mass_means
 from schemas.checklist import Checklist
 from schemas.status import OK
 
@@ -131,6 +131,30 @@ def _yes_rates(data: ReportData, checklists: dict[str, Checklist]) -> str:
     return "".join(parts)
 
 
+def _ratings(data: ReportData, checklists: dict[str, Checklist]) -> str:
+    """Each rating question's mean level distribution and expected value (its mean p_yes)."""
+    means = level_means(data)
+    if not means:
+        return ""
+    parts = ["<h2>Rating questions</h2>"]
+    for name, by_q in means.items():
+        checklist = checklists[name]
+        questions = {q.id: (i, q) for i, q in enumerate(checklist.questions)}
+        rows = []
+        for qid, probs in by_q.items():
+            i, q = questions[qid]
+            expected = data.p_yes_sum[name][i] / data.answered[name] if name in data.answered else float("nan")
+            cells = "".join(f'<td class="num" title="mean P({_e(w)})">{_e(w)}: {p:.3f}</td>'
+                            for w, p in zip(q.levels or [], probs))
+            rows.append(f'<tr><td><code>{_e(qid)}</code><div class="qtext">{_e(q.text)}</div></td>'
+                        f'<td class="num">{expected:.3f}</td>{cells}</tr>')
+        parts.append(f"<h3>{_e(name)} <span class='meta'>&middot; {data.level_rows[name]} scored items</span></h3>"
+                     "<table><tr><th>question</th><th title='mean of the expected value of the levels values "
+                     "(p_yes)'>expected value</th><th colspan='99'>mean level probabilities, worst to best</th></tr>"
+                     + "".join(rows) + "</table>")
+    return "".join(parts)
+
+
 def _errors(data: ReportData) -> str:
     errors = {s: n for s, n in data.status_counts.items() if s != OK}
     if not errors:
@@ -179,6 +203,7 @@ def render_report(data: ReportData, checklists: dict[str, Checklist], thumbs: di
     if warning:
         head += f"<p class='warn'>{_e(warning)}</p>"
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(checklists)}
-    body = head + _distributions(data, colors) + _yes_rates(data, checklists) + _errors(data) + _extremes(data, thumbs)
+    body = (head + _distributions(data, colors) + _yes_rates(data, checklists) + _ratings(data, checklists)
+            + _errors(data) + _extremes(data, thumbs))
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>vrscore report</title>"
             f"<style>{CSS}</style></head><body><main>{body}</main></body></html>\n")

@@ -40,6 +40,9 @@ class ReportData:
     mass_sum: dict[str, list[float]] = field(default_factory=dict)
     mass_rows: dict[str, int] = field(default_factory=dict)
     answered: dict[str, int] = field(default_factory=dict)  # checklist name -> ok rows
+    # checklist name -> rating question id -> per-level sum of level_probs, and the rows it sums
+    level_sum: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    level_rows: dict[str, int] = field(default_factory=dict)
     # checklist name -> measure -> items, best (top) or worst (bottom) first. Per checklist:
     # an image's and a video's scores are not on one scale.
     top: dict[str, dict[str, list[dict]]] = field(default_factory=dict)
@@ -58,8 +61,8 @@ def batch_partial(batch: pa.Table, edges: dict[str, list[float]], checklists: di
     """The partial report of one batch. `edges`: measure column -> global bin edges;
     `checklists` by name."""
     statuses = batch["status"].to_pylist()
-    out: dict = {"rows": batch.num_rows, "status": {}, "examples": {}, "hist": {}, "yes": {}, "mass": {}, "top": {},
-                 "bottom": {}}
+    out: dict = {"rows": batch.num_rows, "status": {}, "examples": {}, "hist": {}, "yes": {}, "mass": {}, "levels": {},
+                 "top": {}, "bottom": {}}
     for s, e in zip(statuses, batch["error"].to_pylist()):
         out["status"][s] = out["status"].get(s, 0) + 1
         if s != OK and e and s not in out["examples"]:
@@ -92,6 +95,12 @@ def batch_partial(batch: pa.Table, edges: dict[str, list[float]], checklists: di
             if len(masses):
                 mass = pc.list_flatten(masses).to_numpy(zero_copy_only=False).reshape(len(masses), -1)
                 out["mass"][name] = [mass.astype(np.float64).sum(axis=0).tolist(), len(masses)]
+        rated = [(i, q.id) for i, q in enumerate(checklist.questions) if q.answer == "rating"]
+        if rated and "level_probs" in batch.column_names:
+            levels = pc.drop_null(batch["level_probs"].take(pa.array(rows, type=pa.int64()))).to_pylist()
+            if levels:
+                out["levels"][name] = [{qid: np.sum([r[i] for r in levels], axis=0, dtype=np.float64).tolist()
+                                        for i, qid in rated}, len(levels)]
     return out
 
 
@@ -130,6 +139,11 @@ def merge(partials: list[dict], edges: dict[str, list[float]], k: int) -> Report
         for name, (mass_sum, n) in p.get("mass", {}).items():
             data.mass_sum[name] = _add(data.mass_sum.get(name), mass_sum)
             data.mass_rows[name] = data.mass_rows.get(name, 0) + n
+        for name, (sums, n) in p.get("levels", {}).items():
+            acc = data.level_sum.setdefault(name, {})
+            for qid, level_sums in sums.items():
+                acc[qid] = _add(acc.get(qid), level_sums)
+            data.level_rows[name] = data.level_rows.get(name, 0) + n
         for side, merged in (("top", data.top), ("bottom", data.bottom)):
             for name, by_col in p[side].items():
                 for col, items in by_col.items():
@@ -146,6 +160,12 @@ def mass_means(data: ReportData, checklists: dict[str, Checklist]) -> dict[str, 
     """Checklist name -> question id -> mean answer mass over its ok rows that have one."""
     return {name: dict(zip(checklists[name].question_ids, (s / data.mass_rows[name] for s in sums)))
             for name, sums in data.mass_sum.items()}
+
+
+def level_means(data: ReportData) -> dict[str, dict[str, list[float]]]:
+    """Checklist name -> rating question id -> mean probability of each level over its ok rows."""
+    return {name: {qid: [v / data.level_rows[name] for v in sums] for qid, sums in by_q.items()}
+            for name, by_q in data.level_sum.items()}
 
 
 def _add(acc: list | None, more: list) -> list:

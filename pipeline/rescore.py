@@ -17,11 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.calibration import p_cal_rows
+from pipeline.normalization import z_scores
 from pipeline.weighting import aggregate
 from schemas.checklist import DIMENSION_PREFIX, Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json
 from schemas.scores import (BASE_FIELDS, LEVEL_PROBS_FIELD, META_JOB, META_MODEL, P_CAL_FIELD, dimension_columns,
-                            scores_schema)
+                            is_z_column, scores_schema)
 from schemas.status import OK
 from schemas.user_error import UserError
 
@@ -70,13 +71,15 @@ def match_questions(source: Checklist, new: Checklist) -> np.ndarray:
 def rescored_schema(source: pa.Schema, checklists: dict[str, Checklist], record_json: str) -> pa.Schema:
     """The scores schema for `checklists`, keeping every non-score column of `source`."""
     base = {f.name for f in BASE_FIELDS}
-    keep = [f for f in source if f.name not in base | {LEVELS, P_CAL} and not f.name.startswith(DIMENSION_PREFIX)]
+    keep = [f for f in source if f.name not in base | {LEVELS, P_CAL} and not f.name.startswith(DIMENSION_PREFIX)
+            and not is_z_column(f.name)]  # recomputed: a z-score of the old weights would be stale
     meta = source.metadata or {}
     schema = scores_schema(all_dimensions(checklists), keep, checklists_json=checklists_to_json(checklists),
                            model_id=meta[META_MODEL].decode() if META_MODEL in meta else None,
                            job_json=meta[META_JOB].decode() if META_JOB in meta else None,
                            level_probs=LEVELS in source.names,
-                           p_cal=any(c.has_calibration for c in checklists.values()))
+                           p_cal=any(c.has_calibration for c in checklists.values()),
+                           normalized=any(c.aggregation.normalization for c in checklists.values()))
     if MASS not in source.names:  # scores of a version before the answer mass: nothing to carry
         schema = schema.remove(schema.get_field_index(MASS))
     return schema.with_metadata({**schema.metadata, META_RESCORE: record_json.encode()})
@@ -102,6 +105,7 @@ class Rescorer:
         mass_rows, level_rows = np.full(n, None, dtype=object), np.full(n, None, dtype=object)
         cal_rows = np.full(n, None, dtype=object)
         values = {c: np.full(n, np.nan) for c in ["score", "score_soft", *self.dim_cols.values()]}
+        values.update({f.name: np.full(n, np.nan) for f in self.schema if is_z_column(f.name)})
         for kind, (source, new, columns) in self.plans.items():
             checklist[media == kind] = new.name
             rows = np.flatnonzero(scored & (media == kind))
@@ -132,6 +136,8 @@ class Rescorer:
             values["score"][rows], values["score_soft"][rows] = agg.score, agg.score_soft
             for dim, v in agg.dimensions.items():
                 values[self.dim_cols[dim]][rows] = v
+            for col, v in z_scores(new, agg.score, agg.dimensions).items():
+                values[col][rows] = v
         out = {"checklist": pa.array(checklist.tolist(), type=pa.string()),
                "p_yes": pa.array(list(p_rows), type=pa.list_(pa.float32())),
                MASS: pa.array(list(mass_rows), type=pa.list_(pa.float32())),

@@ -31,7 +31,7 @@ from pipeline.storage import storage_from_args  # noqa: F401  (re-exported)
 from schemas.checklist import DIMENSION_PREFIX, Checklist
 from schemas.checklist_set import check_unique_names
 from schemas.job_config import StorageConfig
-from schemas.scores import META_MODEL, read_checklists_metadata
+from schemas.scores import META_MODEL, is_z_column, read_checklists_metadata
 from schemas.user_error import UserError
 
 if TYPE_CHECKING:
@@ -74,6 +74,11 @@ class ScoresInput:
     @property
     def dimension_columns(self) -> list[str]:
         return [n for n in self.schema.names if n.startswith(DIMENSION_PREFIX)]
+
+    @property
+    def z_columns(self) -> list[str]:
+        """z_score and z_dim_* (`rescore --normalize-from`), where the scores have them."""
+        return [n for n in self.schema.names if is_z_column(n)]
 
     @property
     def model_id(self) -> str | None:

@@ -3,7 +3,9 @@
 P(a preferred over b) = sigmoid(w . (x_a - x_b)), no intercept. x holds one feature per
 scored question (the hard answer +1/-1, or 2*p_yes - 1 with features "soft"), with the
 checklist's masks applied by `pipeline/weighting.py` itself (a masked question is 0), plus
-the alignment value where the checklist has an alignment term. Upstream fits this by SGD
+the alignment value where the checklist has an alignment term: a manifest column's, or with
+`aggregation.alignment_from` that question's p_yes (then the question is the term, not also a
+feature; its weight is refitted, since another model's P(Yes) is on another scale). Upstream fits this by SGD
 and zeroes negative weights after each pass; here the same constrained problem is solved
 to its optimum by L-BFGS-B with bounds (w >= 0 unless negative weights are allowed):
 
@@ -22,20 +24,24 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from pipeline.weighting import aggregate
-from schemas.checklist import Aggregation, Checklist, Question
+from schemas.checklist import Aggregation, Checklist
 
 Features = Literal["hard", "soft"]
 
 
 def fitted_question_ids(checklist: Checklist) -> list[str]:
-    """Questions that get a weight: those with a dimension. Gate-only questions (dimension
-    null) just mask others and carry no coefficient, as upstream's presence questions."""
-    return [q.id for q in checklist.questions if q.dimension is not None]
+    """Questions that get a weight: those with a dimension, but the alignment question. Gate-only
+    questions (dimension null) just mask others and carry no coefficient, as upstream's presence
+    questions; the alignment question's value is the alignment term (weighted by alignment_weight)."""
+    source = checklist.aggregation.alignment_from
+    return [q.id for q in checklist.questions if q.dimension is not None and q.id != source]
 
 
 def has_alignment(checklist: Checklist) -> bool:
+    """Whether the fit has an alignment term: a linear checklist with an alignment weight, or one
+    whose alignment comes from a question (fitted even from a weight of 0)."""
     agg = checklist.aggregation
-    return agg.rule == "linear" and agg.alignment_weight != 0.0
+    return agg.rule == "linear" and (agg.alignment_weight != 0.0 or agg.alignment_from is not None)
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,15 @@ def _one_question_dimensions(checklist: Checklist) -> Checklist:
     """The checklist with each question alone in its own dimension, unit weight, linear rule:
     aggregate's dimension scores are then exactly the masked hard answers, by the library's
     own mask rule (whatever it is), with no copy of it here."""
-    questions = [Question(id=q.id, text=q.text, dimension=q.id, weight=1.0) for q in checklist.questions]
+    # each question keeps how it is read: a rating enters as 2v - 1, as in `aggregate`
+    questions = [q.model_copy(update={"dimension": q.id, "weight": 1.0}) for q in checklist.questions]
     return checklist.model_copy(update={"questions": questions, "aggregation": Aggregation(rule="linear")})
 
 
 def item_features(checklist: Checklist, p_yes: np.ndarray, features: Features = "hard",
                   alignment: np.ndarray | None = None) -> np.ndarray:
-    """(N, F) float64 in `FeatureLayout.of(checklist)` order for N items answered on `checklist`."""
+    """(N, F) float64 in `FeatureLayout.of(checklist)` order for N items answered on `checklist`.
+    `alignment` (the manifest column's) is not read where the checklist takes it from a question."""
     p = np.asarray(p_yes, dtype=np.float64)
     dims = aggregate(_one_question_dimensions(checklist), p).dimensions
     ids = fitted_question_ids(checklist)
@@ -90,6 +98,8 @@ def item_features(checklist: Checklist, p_yes: np.ndarray, features: Features = 
     if not has_alignment(checklist):
         return hard
     default = checklist.aggregation.alignment_default
+    if checklist.aggregation.alignment_from is not None:  # as `aggregate` reads it
+        alignment = p[:, col[checklist.aggregation.alignment_from]]
     align = np.full(len(p), default) if alignment is None else np.asarray(alignment, dtype=np.float64)
     return np.column_stack([np.where(np.isnan(align), default, align), hard])
 
@@ -158,7 +168,8 @@ def fitted_checklist(checklist: Checklist, layout: FeatureLayout, w: np.ndarray)
     """`checklist` with the fitted weights and the rule that ranks items as the fitted model
     does: linear, intercept 0, same masks, so score = w . x exactly (hard features give
     `score`, soft ones `score_soft`). Gate-only questions weigh 0; an alignment weight that
-    was not fitted is kept."""
+    was not fitted is kept, and so is the question it comes from (`alignment_from`). A stored
+    normalisation is dropped: its moments are those of the old weights' scores."""
     fitted = layout.question_weights(w)
     questions = [q.model_copy(update={"weight": fitted.get(q.id, 0.0)}) for q in checklist.questions]
     agg = checklist.aggregation
@@ -166,6 +177,6 @@ def fitted_checklist(checklist: Checklist, layout: FeatureLayout, w: np.ndarray)
     if alignment is None:
         alignment = agg.alignment_weight if agg.rule == "linear" else 0.0
     aggregation = Aggregation(rule="linear", intercept=0.0, alignment_weight=alignment,
-                              alignment_default=agg.alignment_default)
+                              alignment_default=agg.alignment_default, alignment_from=agg.alignment_from)
     return checklist.model_copy(update={"name": f"{checklist.name}+fit", "questions": questions,
                                         "aggregation": aggregation})

@@ -135,6 +135,24 @@ class Mask(_Strict):
     zeroes: list[str] = Field(..., description="Ids of the questions zeroed when the gating question is answered no.")
 
 
+class Moments(_Strict):
+    """A column's mean and standard deviation over a reference output's ok rows."""
+
+    mean: float = Field(..., description="Mean over the reference rows.")
+    std: float = Field(..., gt=0, description="Standard deviation over the reference rows (population, ddof 0); > 0.")
+
+
+class Normalization(_Strict):
+    """What `rescore --normalize-from` measured: z = (value - mean) / std for the score and each dimension."""
+
+    score: Moments = Field(..., description="Moments of `score` over the reference rows; gives `z_score`.")
+    dims: dict[str, Moments] = Field(
+        default_factory=dict, description="Dimension name -> moments of its `dim_<name>` column; gives `z_dim_<name>`."
+    )
+    reference: str = Field(..., description="The reference scores output (its Parquet data location) they come from.")
+    rows: int = Field(..., ge=2, description="Reference rows (status ok) the moments were computed over.")
+
+
 class Aggregation(_Strict):
     rule: Literal["mean", "mean_all", "linear"] = Field(
         ...,
@@ -158,6 +176,11 @@ class Aggregation(_Strict):
         description="linear rule only: id of the question whose p_yes is the alignment term (e.g. VQAScore's "
         "question with readout: absolute), in place of alignment_default and of a manifest column; that "
         "question is then not also a feature of the score or of any dimension.",
+    )
+    normalization: Normalization | None = Field(
+        None,
+        description="Reference moments of score and dimensions (`vrscore rescore --normalize-from`); when set, the "
+        "outputs carry z_score and z_dim_<name>. Computed for these weights: refitting or reweighting drops it.",
     )
 
 
@@ -222,6 +245,10 @@ class Checklist(_Strict):
                 raise ValueError(f"aggregation.alignment_from names unknown question id {source!r}")
         if not self.dimensions:
             raise ValueError("no question has a dimension: nothing would be scored")
+        norm = self.aggregation.normalization
+        if norm is not None and sorted(norm.dims) != sorted(self.dimensions):
+            raise ValueError(f"aggregation.normalization has moments for dimensions {sorted(norm.dims)}, the checklist "
+                             f"has {sorted(self.dimensions)}")
         self._check_mode()
         return self
 
@@ -320,8 +347,8 @@ def dimension_column(name: str) -> str:
     return f"{DIMENSION_PREFIX}{snake}"
 
 
-def load_checklist_file(path: str | Path) -> Checklist:
-    """Load our YAML/JSON checklist format (local path)."""
+def read_checklist_data(path: str | Path) -> dict:
+    """The mapping a YAML/JSON checklist (or checklist addition) file holds (local path)."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checklist file not found: {p}")
@@ -329,7 +356,12 @@ def load_checklist_file(path: str | Path) -> Checklist:
     data = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     if not isinstance(data, dict):
         raise UserError(f"{p}: a checklist file must hold a mapping, got {type(data).__name__}")
-    return Checklist.model_validate(data)
+    return data
+
+
+def load_checklist_file(path: str | Path) -> Checklist:
+    """Load our YAML/JSON checklist format (local path)."""
+    return Checklist.model_validate(read_checklist_data(path))
 
 
 DEFAULTS_DIR = Path(__file__).parent / "checklists"

@@ -4,11 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from schemas.checklist import Checklist, default_checklist, load_checklist_file
+from schemas.checklist import DEFAULTS_DIR, Checklist, default_checklist, read_checklist_data
+from schemas.checklist_addition import ChecklistAddition, is_addition, load_addition
 from schemas.user_error import UserError
 from schemas.visionreward_format import load_visionreward
 
 MEDIA_TYPES = ("image", "video")
+# Shipped checklist additions, by the name --checklist takes (schemas/checklist_addition.py).
+SHIPPED_ADDITIONS = {"visionreward-alignment": DEFAULTS_DIR / "visionreward_image_alignment.yaml"}
 
 
 def resolve_checklists(
@@ -24,10 +27,12 @@ def resolve_checklists(
 def resolve_checklist_sources(
     specs: list[str], weights: list[str] | None = None, dimensions: str | None = None
 ) -> tuple[dict[str, Checklist], dict[str, str]]:
-    """`resolve_checklists` and, per media kind, the spec it came from (for messages)."""
+    """`resolve_checklists` and, per media kind, the spec it came from (for messages). A checklist
+    addition (a shipped name or a file with `adds_to`) joins its kind's checklist once all are loaded."""
     weights = list(weights or [])
     out: dict[str, Checklist] = {}
     sources: dict[str, str] = {}
+    additions: list[tuple[str, ChecklistAddition]] = []
 
     def put(kind: str, checklist: Checklist, source: str) -> None:
         if kind in out:
@@ -40,13 +45,20 @@ def resolve_checklist_sources(
                 if kind not in out:
                     put(kind, default_checklist(kind), f"--checklist default ({kind})")
             continue
+        if spec in SHIPPED_ADDITIONS:
+            additions.append((spec, load_addition(read_checklist_data(SHIPPED_ADDITIONS[spec]), spec)))
+            continue
         suffix = Path(spec).suffix.lower()
         if suffix == ".txt":
             if not weights:
                 raise UserError(f"{spec}: a VisionReward question list needs its weight file (--weights)")
             checklist = load_visionreward(spec, weights.pop(0), dimensions)
         elif suffix in (".yaml", ".yml", ".json"):
-            checklist = load_checklist_file(spec)
+            data = read_checklist_data(spec)
+            if is_addition(data):
+                additions.append((spec, load_addition(data, spec)))
+                continue
+            checklist = Checklist.model_validate(data)
         else:
             raise UserError(f"{spec}: unknown checklist format (expected .yaml, .yml, .json or VisionReward .txt)")
         kinds = MEDIA_TYPES if checklist.media_type == "any" else (checklist.media_type,)
@@ -54,6 +66,11 @@ def resolve_checklist_sources(
             put(kind, checklist, spec)
     if weights:
         raise UserError(f"unused weight files {weights}: each belongs to one VisionReward *_qa.txt checklist")
+    for spec, addition in additions:
+        kind = addition.adds_to
+        if kind not in out:
+            raise UserError(f"{spec} adds questions to the {kind} checklist, and no {kind} checklist is given")
+        out[kind], sources[kind] = addition.apply(out[kind], spec), f"{sources[kind]} + {spec}"
     if not out:
         raise UserError("no checklist given")
     check_unique_names(out, sources)

@@ -357,8 +357,9 @@ class JobConfig(_Strict):
         default_factory=lambda: ["default"],
         description="Checklists, one per media kind: 'default' (ours, for images and videos), a "
         "YAML/JSON file in our format (its media_type says which kind it scores), or a VisionReward "
-        "*_qa.txt (paired in order with `weights`). Rows of a kind with no checklist become "
-        "'unsupported_media' rows.",
+        "*_qa.txt (paired in order with `weights`); plus checklist additions (a file with `adds_to`, or "
+        "'visionreward-alignment'), which add questions to their kind's checklist. Rows of a kind with no "
+        "checklist become 'unsupported_media' rows.",
         json_schema_extra=BY_CONTENT,
     )
     weights: list[str] = Field(

@@ -12,7 +12,9 @@ p_cal (list<float32>, only where a checklist has a calibrated question, after p_
 question order of p_yes, each calibrated question's p_yes after its `calibration`, null for a
 question without one; p_yes stays the model's raw answer),
 answers (list<int8>, +1/-1), score, score_soft, one float64 `dim_<name>` per dimension
-(null where the row's checklist lacks that dimension or the row failed), then any
+(null where the row's checklist lacks that dimension or the row failed), `z_score` and
+`z_dim_<name>` (float64, only where a checklist carries `aggregation.normalization`: the
+value minus the reference mean, over the reference standard deviation), then any
 carried-through manifest columns. The checklists, model id and job config travel in the
 Parquet schema metadata and in checklist.json / job.json beside the data.
 """
@@ -55,6 +57,19 @@ LEVEL_PROBS_FIELD = pa.field("level_probs", pa.list_(pa.list_(pa.float32())))
 # Written only where a checklist has calibrated questions (`scores_schema(p_cal=True)`), after p_yes.
 P_CAL_FIELD = pa.field("p_cal", pa.list_(pa.float32()))
 
+# z-scores of `score` and of each `dim_` column, written only where a checklist is normalised.
+Z_PREFIX = "z_"
+Z_SCORE = "z_score"
+
+
+def z_column(column: str) -> str:
+    """'score' -> 'z_score', 'dim_quality' -> 'z_dim_quality'."""
+    return Z_PREFIX + column
+
+
+def is_z_column(name: str) -> bool:
+    return name == Z_SCORE or name.startswith(Z_PREFIX + DIMENSION_PREFIX)
+
 # Columns the stages add to a batch between the read and the write (the decode stage's frames,
 # their shape, the video's fps and duration, actors/media_decoder.py; an embedded item's bytes
 # and why a source could not read them, schemas/embedded_media.py): a manifest column of one
@@ -70,6 +85,8 @@ def reserved_column(name: str) -> str | None:
         return "is a column vrscore writes"
     if name.startswith(DIMENSION_PREFIX):
         return f"starts with {DIMENSION_PREFIX!r}, which vrscore keeps for its dimension columns"
+    if is_z_column(name):
+        return "is a z-score column vrscore writes for normalised checklists"
     if name in STAGE_COLUMNS:
         return "is a column the decode stage adds to each row"
     return None
@@ -108,13 +125,17 @@ def scores_schema(
     job_json: str | None = None,
     level_probs: bool = False,
     p_cal: bool = False,
+    normalized: bool = False,
 ) -> pa.Schema:
     fields = list(BASE_FIELDS)
     if p_cal:
         fields.insert([f.name for f in fields].index("p_yes") + 1, P_CAL_FIELD)
     if level_probs:
         fields.insert([f.name for f in fields].index("answer_mass") + 1, LEVEL_PROBS_FIELD)
-    fields += [pa.field(c, pa.float64()) for c in dimension_columns(dimensions).values()]
+    dim_cols = list(dimension_columns(dimensions).values())
+    fields += [pa.field(c, pa.float64()) for c in dim_cols]
+    if normalized:
+        fields += [pa.field(z_column(c), pa.float64()) for c in ["score", *dim_cols]]
     fields += list(keep_fields or [])
     meta = {META_VERSION: FORMAT_VERSION.encode()}
     if checklists_json is not None:
