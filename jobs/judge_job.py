@@ -236,9 +236,12 @@ def _summary(fs, files: list[str], decodes: dict, out: str, seconds: float, ques
     errors: dict[str, int] = {}
     bias_sum = bias_n = cons_sum = 0.0
     mass_sum = {name: np.zeros(len(question_ids)) for name in MASS_FIELDS}
+    mass_rows = dict.fromkeys(MASS_FIELDS, 0)
     for f in files:
         with fs.open(f, "rb") as fh:
-            t = pq.read_table(fh, columns=["status", "position_bias", "consistent", *MASS_FIELDS])
+            pf = pq.ParquetFile(fh)
+            mass_fields = [c for c in MASS_FIELDS if c in pf.schema_arrow.names]  # not in files of an earlier version
+            t = pf.read(columns=["status", "position_bias", "consistent", *mass_fields])
         rows += t.num_rows
         for s in t["status"].to_pylist():
             ok += s == OK
@@ -247,10 +250,13 @@ def _summary(fs, files: list[str], decodes: dict, out: str, seconds: float, ques
         flat_bias = pc.list_flatten(t["position_bias"]).to_numpy(zero_copy_only=False)
         flat_cons = pc.list_flatten(t["consistent"]).to_numpy(zero_copy_only=False)
         bias_sum, bias_n, cons_sum = bias_sum + float(flat_bias.sum()), bias_n + len(flat_bias), cons_sum + float(flat_cons.sum())
-        for name in MASS_FIELDS:  # null on failed rows: ok rows only
-            values = pc.list_flatten(pc.drop_null(t[name])).to_numpy(zero_copy_only=False).astype(np.float64)
+        for name in mass_fields:  # null on failed rows: ok rows only
+            masses = pc.drop_null(t[name])
+            values = pc.list_flatten(masses).to_numpy(zero_copy_only=False).astype(np.float64)
             mass_sum[name] += values.reshape(-1, len(question_ids)).sum(axis=0)
-    mass = {f"order {name[-2:]}": mass_by_question(question_ids, mass_sum[name] / ok) for name in MASS_FIELDS} if ok else {}
+            mass_rows[name] += len(masses)
+    mass = {f"order {name[-2:]}": mass_by_question(question_ids, mass_sum[name] / mass_rows[name])
+            for name in MASS_FIELDS if mass_rows[name]}
     return JudgeSummary(rows, ok, errors, decodes, bias_sum / bias_n if bias_n else None,
                         cons_sum / bias_n if bias_n else None, out, seconds, files, mass)
 

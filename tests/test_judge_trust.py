@@ -125,3 +125,26 @@ def test_bad_pairs_stay_row_errors_however_many_batches(faulty):
         out = judge(_unit(black=frozenset({1})))
         assert out["status"].to_pylist() == ["score_error"] * 2 and "this pair is bad" in out["error"][0].as_py()
     assert judge(_unit(3, black=frozenset({3})))["status"].to_pylist() == ["ok", "ok", "score_error"]
+
+
+def test_the_summary_means_the_mass_of_ok_pairs_and_reads_files_without_it(tmp_path):
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from jobs.judge_job import _summary
+    from schemas.judge_output import pairs_schema
+
+    schema = pairs_schema(["d"])
+    ok = {"id": "x", "a": "a", "b": "b", "status": "ok", "p_first_ab": [0.5, 0.5], "position_bias": [0.0, 0.1],
+          "consistent": [True, False], "answer_mass_ab": [0.2, 0.9], "answer_mass_ba": [0.4, 0.7]}
+    failed = {"id": "y", "a": "a", "b": "c", "status": "decode_error", "error": "item 'c': bad"}
+    pq.write_table(pa.Table.from_pylist([ok, failed], schema=schema), tmp_path / "new.parquet")
+    older = schema.remove(schema.get_field_index("answer_mass_ab")).remove(schema.get_field_index("answer_mass_ba"))
+    pq.write_table(pa.Table.from_pylist([{**ok, "id": "z"}], schema=older), tmp_path / "old.parquet")
+    files = [str(tmp_path / "new.parquet"), str(tmp_path / "old.parquet")]
+    got = _summary(fsspec.filesystem("file"), files, {}, str(tmp_path), 1.0, ["sharp", "fox"])
+    assert (got.pairs, got.ok) == (3, 2)
+    assert got.answer_mass == {"order ab": pytest.approx({"sharp": 0.2, "fox": 0.9}),
+                               "order ba": pytest.approx({"sharp": 0.4, "fox": 0.7})}
+    text = got.format()
+    assert "order ab:  sharp 0.200  fox 0.900" in text and "lowest sharp of order ab: 0.2" in text
