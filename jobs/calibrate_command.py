@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
-from jobs.output_lease import check_free, output_lease
+from pipeline.output_lease import check_free, output_lease
 from pipeline.calibration import ECE_BINS, calibrate_question
 from pipeline.labels_join import FAILED_ROW, OPTIONAL, REFUSED, REQUIRED, label_counts, labelled_answers
 from pipeline.parquet_reader import read_parquet

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.output_lease import check_free, output_lease
+from pipeline.output_lease import check_free, output_lease
 from pipeline.filter_expr import RowFilter, parse_filter
 from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
                                    open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,

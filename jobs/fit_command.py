@@ -19,7 +19,7 @@ import yaml
 
 from jobs.eval_command import JUDGMENTS_HELP, load_judgments
 from jobs.fit_data import MediaPairs, assemble, collect_judged_rows, source_alignment_column
-from jobs.output_lease import check_free, output_lease
+from pipeline.output_lease import check_free, output_lease
 from pipeline.fit_validation import (cross_validate, evaluate, grouped_folds, learning_curve, summarise,
                                      untrainable_folds)
 from pipeline.preference_metrics import preference_metrics, score_differences

@@ -1,7 +1,7 @@
 """`vrscore judge`: config -> plan -> run -> items -> summary.
 
 The output directory, its lease, job.json, checklist.json and Ray Data's checkpoint are the score
-job's (jobs/output_dir.py), with the rows in OUT/pairs/; the judge's own options (pairs file and its
+job's (pipeline/output_dir.py), with the rows in OUT/pairs/; the judge's own options (pairs file and its
 fingerprint, schedule, seed, Bradley-Terry prior) are recorded under job.json's "judge" key and a
 resume must match them. The plan (OUT/plan/) is written once by the first run and read by every run.
 """
@@ -22,13 +22,13 @@ from ray.data.checkpoint import CheckpointConfig
 
 from actors.file_fingerprint import file_version, summary
 from actors.model_store import pin_model
-from jobs.output_dir import (CHECKPOINT_DIR, JOB_FILE, OutputMismatchError, job_record, may_hold_rows,
-                             normalised_config, normalise_local_path, open_output, check_output)
 from pipeline.answer_mass import JUDGE_CAUSES, JUDGE_HEADING, low_mass_warning, mass_by_question, mass_lines
 from pipeline.bradley_terry import write_items
 from pipeline.judge_pipeline import build_judge_dataset
 from pipeline.judge_plan import build_plan, decode_counts, given_pairs, shuffle_partitions, unit_partitions
 from pipeline.model_family import resolve_decode, resolve_readout_config
+from pipeline.output_dir import (CHECKPOINT_DIR, JOB_FILE, OutputMismatchError, check_output, job_record,
+                                 may_hold_rows, normalise_local_path, normalised_config, open_output)
 from pipeline.pair_schedule import pairs_from_groups
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import STATS_FILE, record_run

@@ -12,7 +12,7 @@ import argparse
 import functools
 import json
 
-from jobs.output_lease import check_free, output_lease
+from pipeline.output_lease import check_free, output_lease
 from pipeline.judge_input import JudgeInput, open_judged
 from pipeline.judged_pairs import dpo_candidates, with_manifest_uris
 from pipeline.parquet_reader import read_parquet

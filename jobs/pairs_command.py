@@ -15,8 +15,8 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.output_lease import check_free, output_lease
 from pipeline.judge_input import is_judge_output
+from pipeline.output_lease import check_free, output_lease
 from pipeline.pair_mining import MAX_PAIRS_PER_GROUP, STRATEGIES, mine_pairs
 from pipeline.scores_input import (
     ScoresInput,

@@ -20,8 +20,8 @@ import json
 import pyarrow as pa
 
 from jobs.fit_data import source_alignment_column
-from jobs.output_lease import check_free, output_lease
 from pipeline.normalization import reference_moments
+from pipeline.output_lease import check_free, output_lease
 from pipeline.rescore import META_RESCORE, Rescorer, match_questions, rescored_schema
 from pipeline.scores_input import (CHECKLIST_FILE, SCORES_DIR, ScoresInput, add_ray_arguments, add_storage_arguments,
                                    open_scores, refuse_existing_output, storage_from_args, write_empty_if_missing,

@@ -7,7 +7,8 @@ A Datasource of our own rather than `read_parquet`, for three reasons:
 - blocks are cut by bytes, not rows: a read task yields tables of at most `block_bytes` of
   media (a single larger item is a block of its own), so a few hundred large videos never
   make one 2 GB block;
-- the driver only lists files and reads footers: the bytes are read by the read tasks.
+- the driver only lists files and reads footers (once, pipeline/manifest_files.py): the bytes
+  are read by the read tasks.
 
 Each output table has the string columns a job reads (id, uri, media_type, prompt, group, then
 the kept ones) plus `media_bytes`, which the decode stage consumes and drops.
@@ -20,10 +21,11 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from pipeline.manifest_files import ManifestFile, parquet_paths
+from pipeline.parquet_source import open_parquet
 from schemas import manifest
 from schemas.embedded_media import BYTES_COLUMN, MediaColumn, embedded_media_type, row_id
 from schemas.job_config import GENERATED_IDS
@@ -31,17 +33,14 @@ from schemas.job_config import GENERATED_IDS
 _STRINGS = ("media_type", "prompt", "group")
 
 
-def _open(fs: pafs.FileSystem | None, path: str) -> pq.ParquetFile:
-    return pq.ParquetFile(fs.open_input_file(path) if fs is not None else path)
-
-
 class EmbeddedParquetSource(Datasource):
-    """`files` are (path, name relative to the manifest) pairs; `id_column` is the column of the
-    ids (None: 'id') or GENERATED_IDS; `keep` are the other columns carried (kept, alignment)."""
+    """`files` are the manifest's, with their footers (pipeline/manifest_files.py); `id_column` is
+    the column of the ids (None: 'id') or GENERATED_IDS; `keep` are the other columns carried
+    (kept, alignment)."""
 
-    def __init__(self, files: list[tuple[str, str]], fs: pafs.FileSystem | None, media: MediaColumn,
+    def __init__(self, files: tuple[ManifestFile, ...], fs: pafs.FileSystem | None, media: MediaColumn,
                  id_column: str | None, keep: list[str], block_bytes: int):
-        self._files, self._fs = files, fs
+        self._files = files
         # What each read task carries: the reader, not the list of every file.
         self._reader = RowGroupReader(fs, media, id_column or "id", keep, block_bytes)
 
@@ -51,15 +50,12 @@ class EmbeddedParquetSource(Datasource):
     def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
                        data_context=None) -> list[ReadTask]:
         tasks = []
-        for path, name in self._files:
-            meta = _open(self._fs, path).metadata  # the footer only
+        for file in self._files:  # footers read once, on the driver, when the manifest was opened
             first = 0
-            for group in range(meta.num_row_groups):
-                rows = meta.row_group(group).num_rows
+            for group, (rows, size) in enumerate(zip(file.row_groups, file.row_group_bytes)):
                 tasks.append(ReadTask(
-                    lambda r=self._reader, p=path, n=name, g=group, f=first: r.read(p, n, g, f),
-                    BlockMetadata(num_rows=rows, size_bytes=meta.row_group(group).total_byte_size,
-                                  exec_stats=None, input_files=[path]),
+                    lambda r=self._reader, p=file.path, n=file.name, g=group, f=first: r.read(p, n, g, f),
+                    BlockMetadata(num_rows=rows, size_bytes=size, exec_stats=None, input_files=[file.path]),
                     per_task_row_limit=per_task_row_limit))
                 first += rows
         return tasks
@@ -75,7 +71,7 @@ class RowGroupReader:
         self._keep, self._block_bytes = keep, block_bytes
 
     def read(self, path: str, name: str, group: int, first_row: int) -> Iterator[pa.Table]:
-        pf = _open(self._fs, path)
+        pf = open_parquet(self._fs, path)
         names = set(pf.schema_arrow.names)
         wanted = [self._media.name, *(c for c in _STRINGS if c in names), *self._keep]
         if self._id_column != GENERATED_IDS:
@@ -131,10 +127,11 @@ class RowGroupReader:
 
 
 def manifest_files(path: str, fs: pafs.FileSystem | None) -> list[tuple[str, str]]:
-    """(path, name relative to the manifest) of each data file, in a stable order."""
-    files = sorted(pq.ParquetDataset(path, filesystem=fs).files)
+    """(path, name relative to the manifest) of each data file, in a stable order (a listing: no
+    file is opened; a score job takes them from its opened manifest, pipeline/manifest_files.py)."""
     root = path.rstrip("/")
-    return [(f, posixpath.relpath(f, root) if f != root else posixpath.basename(f)) for f in files]
+    return [(f, posixpath.relpath(f, root) if f != root else posixpath.basename(f))
+            for f in sorted(parquet_paths(path, fs))]
 
 
 def embedded_columns(schema: pa.Schema, media: MediaColumn, id_column: str | None, *, needs_prompt: bool,

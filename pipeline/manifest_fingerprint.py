@@ -3,12 +3,8 @@ so that a resume refuses a manifest edited in place, and what the report checks 
 media back from a manifest that holds it. Files are listed, never read."""
 from __future__ import annotations
 
-import os
-
-import pyarrow.parquet as pq
-
-from actors.file_fingerprint import file_version, summary
-from pipeline.storage import arrow_filesystem, fsspec_filesystem
+from pipeline.manifest_files import fingerprint, parquet_paths, shards_fingerprint
+from pipeline.storage import arrow_filesystem
 from pipeline.webdataset_shards import webdataset_shards
 from schemas.job_config import StorageConfig
 
@@ -18,13 +14,10 @@ FINGERPRINT_KEY = "manifest_fingerprint"
 
 def manifest_fingerprint(manifest: str, storage: StorageConfig) -> dict:
     """Files, bytes and the digest of the manifest's data files: the tar shards of a WebDataset,
-    else the files Parquet reads, listed once."""
+    else the files Parquet reads, listed once (the value `Manifest.fingerprint` holds, for a score
+    job that opened its manifest, pipeline/manifest_files.py)."""
     shards = webdataset_shards(manifest, storage)
     if shards is not None:
-        fs, files = shards
-        return summary([file_version(file, fs.info(file)) for file in files])
-    fs = fsspec_filesystem(manifest, storage)
+        return shards_fingerprint(*shards)
     arrow_fs, path = arrow_filesystem(manifest, storage)
-    root = fs._strip_protocol(manifest)
-    return summary([file_version(os.path.relpath(file, root) if file != root else "", fs.info(file))
-                    for file in sorted(pq.ParquetDataset(path, filesystem=arrow_fs).files)])
+    return fingerprint(manifest, storage, parquet_paths(path, arrow_fs))

@@ -2,9 +2,9 @@
 
 Ray Data 2.60 reads every Parquet footer on a pool of actors, 32 of them by default: 32 new
 worker processes per `read_parquet`, whatever the number of files. On a small node that is
-seconds of start-up for a manifest of one file, paid twice per job (id check, then the
-scoring read). One actor reads up to 128 footers concurrently, so the pool is sized to the
-file count instead. A user's own RAY_DATA_PARQUET_FOOTER_NUM_ACTORS still wins.
+seconds of start-up for an input of one file. One actor reads up to 128 footers concurrently,
+so the pool is sized to the file count instead. (A score job reads its manifest from the
+footers it read once, pipeline/parquet_source.py, not with `read_parquet`.) A user's own RAY_DATA_PARQUET_FOOTER_NUM_ACTORS still wins.
 """
 from __future__ import annotations
 

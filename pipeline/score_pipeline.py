@@ -4,22 +4,21 @@ resources: read -> validate -> decode (CPU actors) -> score (model actors) -> as
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 from ray.data import ActorPoolStrategy, DataContext, Dataset
 
 from pipeline.assemble import ScoreAssembler
 from pipeline.decode_pool import decode_pool
-from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns, manifest_files
+from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns
+from pipeline.manifest_files import Manifest, open_manifest
 from pipeline.null_columns import nulls_as_none
-from pipeline.parquet_reader import read_parquet
-from pipeline.storage import arrow_filesystem, storage_options
-from pipeline.webdataset_shards import shard_root, webdataset_shards
+from pipeline.parquet_source import ParquetManifestSource
+from pipeline.stage_clock import timed
+from pipeline.storage import storage_options
 from pipeline.webdataset_source import WebDatasetSource
 from schemas import manifest, status
 from schemas.checklist import Checklist
@@ -29,45 +28,38 @@ from schemas.job_config import GENERATED_IDS, JobConfig
 
 @dataclass(frozen=True)
 class ManifestInfo:
+    manifest: Manifest  # opened once (pipeline/manifest_files.py): every step reads it from here
     columns: list[str]
     schema: pa.Schema  # the columns read, with the types they are read as (manifest.read_schema)
     keep_fields: list[pa.Field]
-    media: MediaColumn | None = None  # where the bytes are, for a manifest that holds them
     id_column: str | None = None  # JobConfig.id_column as resolved (GENERATED_IDS: from file and row)
-    webdataset: bool = False  # the manifest is WebDataset tar shards (pipeline/webdataset_source.py)
-    # from the footers (None: unknown, WebDataset); sizes the decode stage's blocks (pipeline/decode_pool.py)
-    rows: int | None = None
+
+    @property
+    def media(self) -> MediaColumn | None:
+        """Where the bytes are, for a manifest that holds them."""
+        return self.manifest.media
+
+    @property
+    def webdataset(self) -> bool:
+        return self.manifest.kind == "webdataset"
+
+    @property
+    def rows(self) -> int | None:
+        """From the footers (None: unknown, WebDataset); sizes the decode stage's blocks."""
+        return self.manifest.rows
 
 
-# Footers read at once when checking a manifest's column types (S3 round trips overlap).
-FOOTER_THREADS = 16
-
-
-def _footers(dataset: pq.ParquetDataset) -> dict[str, tuple[pa.Schema, int]]:
-    """Each file's (schema, rows), from its own footer, read once: a dataset's schema is its
-    first file's."""
-    fragments = list(dataset.fragments)
-    with ThreadPoolExecutor(max_workers=max(1, min(FOOTER_THREADS, len(fragments)))) as pool:
-        # physical_schema reads the footer and keeps it: metadata.num_rows reads nothing more
-        footers = pool.map(lambda f: (f.physical_schema, f.metadata.num_rows), fragments)
-        return dict(zip((f.path for f in fragments), footers))
-
-
-def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> ManifestInfo:
-    """Check the manifest's columns and their types from its Parquet footers, before any work."""
-    if webdataset_shards(cfg.manifest, cfg.storage) is not None:
+def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist], opened: Manifest | None = None) -> ManifestInfo:
+    """Check the manifest's columns and their types from its Parquet footers, before any work;
+    `opened`: the manifest as the job opened it (opened here when not given)."""
+    opened = opened or open_manifest(cfg.manifest, cfg.storage, cfg.media_column)
+    if opened.kind == "webdataset":
         if cfg.keep_columns or cfg.alignment_column or cfg.media_column or cfg.id_column:
             raise manifest.ManifestError("WebDataset shards have no columns: --keep-columns, --alignment-column, "
                                          "--media-column and --id-column are for Parquet manifests")
-        return ManifestInfo(columns=[], schema=pa.schema([]), keep_fields=[], webdataset=True)
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    try:
-        dataset = pq.ParquetDataset(path, filesystem=fs)
-    except (FileNotFoundError, OSError) as exc:
-        raise manifest.ManifestError(f"cannot open manifest {cfg.manifest}: {exc}") from exc
-    schema = dataset.schema
+        return ManifestInfo(manifest=opened, columns=[], schema=pa.schema([]), keep_fields=[])
+    schema, media = opened.schema, opened.media
     needs_prompt = any(c.uses_prompt for c in checklists.values())
-    media = media_column(schema, cfg.media_column)
     id_column = cfg.id_column
     if media is None:
         if id_column not in (None, "id"):
@@ -81,19 +73,12 @@ def inspect_manifest(cfg: JobConfig, checklists: dict[str, Checklist]) -> Manife
             id_column = GENERATED_IDS
         cols = embedded_columns(schema, media, id_column, needs_prompt=needs_prompt, keep_columns=cfg.keep_columns,
                                 alignment_column=cfg.alignment_column)
-    footers = _footers(dataset)
-    for file, (file_schema, _) in footers.items():
-        manifest.check_column_types(file_schema, where=file)
+    for file in opened.files:
+        manifest.check_column_types(file.schema, where=file.path)
         if id_column not in (None, "id", GENERATED_IDS):
-            manifest.check_column_types(_as_id(file_schema, id_column), where=file)
-    return ManifestInfo(
-        columns=cols,
-        schema=manifest.read_schema(schema, cols),
-        keep_fields=[schema.field(c) for c in cfg.keep_columns],
-        media=media,
-        id_column=id_column,
-        rows=sum(n for _, n in footers.values()),
-    )
+            manifest.check_column_types(_as_id(file.schema, id_column), where=file.path)
+    return ManifestInfo(manifest=opened, columns=cols, schema=manifest.read_schema(schema, cols),
+                        keep_fields=[schema.field(c) for c in cfg.keep_columns], id_column=id_column)
 
 
 def _as_id(schema: pa.Schema, column: str) -> pa.Schema:
@@ -102,22 +87,22 @@ def _as_id(schema: pa.Schema, column: str) -> pa.Schema:
 
 
 def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None = None) -> Dataset:
-    """The manifest's `columns`, read with the types of `manifest.read_schema`: integer ids
-    become strings in the read itself, before Ray Data's checkpoint filter (planned right
-    after the read) compares them with the string ids of the output on resume. A manifest that
-    holds the media (`info.media`) is read by pipeline/embedded_source.py, in blocks sized by bytes."""
-    if info is not None and info.webdataset:
-        fs, shards = webdataset_shards(cfg.manifest, cfg.storage)  # type: ignore[misc]
-        return ray.data.read_datasource(WebDatasetSource(fs, shards, shard_root(fs, cfg.manifest, shards),
+    """The manifest's `columns`, read from the files and footers of `info.manifest` (the manifest
+    is opened here when no `info` is given): a manifest of URIs by pipeline/parquet_source.py, with
+    the types of `manifest.read_schema` (integer ids become strings in the read itself, before Ray
+    Data's checkpoint filter compares them with the output's); one that holds the media by
+    pipeline/embedded_source.py, and tar shards by pipeline/webdataset_source.py, both in blocks
+    sized by bytes."""
+    opened = info.manifest if info is not None else open_manifest(cfg.manifest, cfg.storage, cfg.media_column)
+    id_column = info.id_column if info is not None else cfg.id_column
+    if opened.kind == "webdataset":
+        return ray.data.read_datasource(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
                                                          cfg.prompt_field, cfg.media_extensions, _block_bytes()))
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    if info is not None and info.media is not None:
-        keep = [c for c in columns if c not in (*_EMBEDDED_OWN, info.media.name, info.id_column)]
-        source = EmbeddedParquetSource(manifest_files(path, fs), fs, info.media, info.id_column, keep,
-                                       _block_bytes())
-        return ray.data.read_datasource(source)
-    schema = pq.ParquetDataset(path, filesystem=fs).schema
-    return read_parquet(path, fs, columns, schema=manifest.read_schema(schema, columns))
+    if opened.kind == "embedded":
+        keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, id_column)]  # type: ignore[union-attr]
+        return ray.data.read_datasource(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
+                                                              id_column, keep, _block_bytes()))
+    return ray.data.read_datasource(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
 
 
 # Columns the embedded source makes itself from the manifest's.
@@ -169,9 +154,10 @@ def cluster_shape() -> tuple[float, int]:
 
 def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: ManifestInfo,
                         out_schema: pa.Schema, checklists_json: str, ds: Dataset | None = None, *,
-                        resuming: bool = False) -> Dataset:
+                        resuming: bool = False, clock=None) -> Dataset:
     """The lazy dataset of output rows (a pyarrow table per batch, `out_schema`); `resuming`:
-    the output holds rows already (Ray Data's checkpoint filter will run)."""
+    the output holds rows already (Ray Data's checkpoint filter will run); `clock`: a
+    StageClock the decode and score stages report their batch times to (pipeline/stage_clock.py)."""
     from actors.checklist_scorer import ChecklistScorer  # heavy imports stay out of the driver's startup
     from actors.media_decoder import MediaDecoder
 
@@ -198,7 +184,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
     media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
     # The decode dict carries the model's resolved resize rule and factor (DecodeConfig.resize_rule).
     ds = ds.map_batches(
-        MediaDecoder,
+        timed(MediaDecoder, "decode", clock),
         fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,
                                "threads": pool.threads},
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size, initial_size=pool.initial_size,
@@ -208,7 +194,7 @@ def build_score_dataset(cfg: JobConfig, checklists: dict[str, Checklist], info: 
         batch_format="numpy",
     )
     ds = ds.map_batches(
-        ChecklistScorer,
+        timed(ChecklistScorer, "score", clock),
         fn_constructor_kwargs={
             "model": cfg.model.model_dump(),
             "decode": cfg.decode.model_dump(),

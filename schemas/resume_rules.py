@@ -1,7 +1,7 @@
 """Which job settings a resumed run may change: one marker on each such field of JobConfig.
 
 A rerun into an output that holds rows continues it only if every row would have come out
-the same (jobs/output_dir.py compares the run's config with the first run's job.json). A
+the same (pipeline/output_dir.py compares the run's config with the first run's job.json). A
 field a resume may change carries `resume_may_change(why)` in its `json_schema_extra`, with
 `why` saying why no row's output depends on it (speed and memory, where files go, a setting
 compared by its content elsewhere); JobConfig.model_json_schema() shows it. Every other

@@ -6,7 +6,7 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 
-from jobs.score_job import as_written
+from pipeline.score_run import as_written
 from pipeline.assemble import ScoreAssembler
 from tests.scores_fixtures import CHECKLISTS, random_rows, scores_table
 

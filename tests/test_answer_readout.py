@@ -125,7 +125,7 @@ def test_the_driver_resolves_what_the_actors_render(qwen3_5, glm4v, tmp_path):
 
 
 def test_an_older_job_json_resumes_only_where_nothing_is_rendered_differently(qwen3_5, glm4v, tmp_path):
-    from jobs.output_dir import result_differences
+    from pipeline.output_dir import result_differences
     from schemas.job_config import JobConfig
 
     def job(model: ModelConfig) -> dict:

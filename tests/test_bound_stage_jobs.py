@@ -4,11 +4,14 @@ of their own."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from tests.job_process import REPO, job_env, run_job
+from tests.job_process import REPO, job_env, kill_marked, run_job, wait_until_gone
 from tests.paths import MEDIA
 
 pytestmark = pytest.mark.slow
@@ -20,9 +23,14 @@ def planted(tmp_path_factory) -> dict[str, dict]:
     if not video.exists():
         pytest.skip(f"shared media not found: {video}")
     tmp = tmp_path_factory.mktemp("planted")
-    ray_tmp = tmp_path_factory.mktemp("ray")
-    done = run_job([sys.executable, "-m", "tests.planted_bound_jobs", str(tmp), str(video)],
-                   job_env(ray_tmp, {"PYTHONPATH": str(REPO)}), timeout=400)
+    ray_tmp = Path(tempfile.mkdtemp(prefix="vrs", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
+    try:
+        done = run_job([sys.executable, "-m", "tests.planted_bound_jobs", str(tmp), str(video)],
+                       job_env(ray_tmp, {"PYTHONPATH": str(REPO)}), timeout=400)
+    finally:
+        kill_marked(ray_tmp)
+        wait_until_gone(ray_tmp, 10)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return {r["job"]: r for r in map(json.loads, (line for line in done.stdout.splitlines() if line.startswith("{")))}
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 from scipy.optimize import minimize
 
-from jobs.output_dir import result_differences
+from pipeline.output_dir import result_differences
 from pipeline.calibration import (calibrate_question, calibrated, expected_calibration_error, figures, fit, logit,
                                   p_cal_rows, platt_targets, sigmoid)
 from schemas.checklist import Calibration, Checklist, Question

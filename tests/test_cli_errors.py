@@ -9,7 +9,7 @@ from actors.systemic_failure import FailureStreak
 from jobs import cli as vrscore_cli
 from jobs import report_command
 from jobs.job_config_loading import ConfigError
-from jobs.output_dir import OutputMismatchError
+from pipeline.output_dir import OutputMismatchError
 from schemas.user_error import UserError
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image, write_video
-from jobs.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
+from pipeline.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
 from jobs.score_job import run_score_job
 from schemas import status
 from schemas.embedded_media import media_column, sniff_media_type
@@ -136,13 +136,16 @@ def test_embedded_media_scores_equal_files_and_bad_bytes_are_rows(media, tmp_pat
 
 
 def test_read_blocks_are_sized_by_bytes_and_ids_come_from_the_named_column(tmp_path):
-    from pipeline.embedded_source import EmbeddedParquetSource, manifest_files
+    from pipeline.embedded_source import EmbeddedParquetSource
+    from pipeline.manifest_files import open_manifest
     from schemas.embedded_media import MediaColumn
+    from schemas.job_config import StorageConfig
 
     sizes = [300, 300, 300, 900, 100, 100, 100]
     table = pa.table({"key": [f"k{i}" for i in range(7)], "image": [b"\x89PNG\r\n\x1a\n" + bytes(s - 8) for s in sizes]})
     pq.write_table(table, tmp_path / "m.parquet", row_group_size=5)
-    source = EmbeddedParquetSource(manifest_files(str(tmp_path / "m.parquet"), None), None,
+    files = open_manifest(str(tmp_path / "m.parquet"), StorageConfig()).files  # footers read once, here
+    source = EmbeddedParquetSource(files, None,
                                    MediaColumn("image", "binary", False), "key", [], block_bytes=650)
     tasks = source.get_read_tasks(1)
     assert [t.metadata.num_rows for t in tasks] == [5, 2]  # a task per row group
@@ -152,7 +155,7 @@ def test_read_blocks_are_sized_by_bytes_and_ids_come_from_the_named_column(tmp_p
     assert sum((b["id"].to_pylist() for b in blocks), []) == [f"k{i}" for i in range(7)]
     assert all(b["uri"].null_count == b.num_rows and set(b["media_type"].to_pylist()) == {"image"} for b in blocks)
     # Control: generated ids number the rows across row groups.
-    generated = EmbeddedParquetSource(manifest_files(str(tmp_path / "m.parquet"), None), None,
+    generated = EmbeddedParquetSource(files, None,
                                       MediaColumn("image", "binary", False), GENERATED_IDS, [], block_bytes=650)
     assert [i for t in generated.get_read_tasks(1) for b in t() for i in b["id"].to_pylist()] == \
         [f"m.parquet#{k}" for k in range(7)]

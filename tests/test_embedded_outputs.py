@@ -15,7 +15,7 @@ import pytest
 
 from actors.synthetic_media import write_image
 from jobs.cli import main
-from jobs.output_dir import SCORES_DIR
+from pipeline.output_dir import SCORES_DIR
 from jobs.score_job import run_score_job
 from schemas import status
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig

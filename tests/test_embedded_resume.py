@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image
-from jobs.output_dir import CHECKPOINT_DIR, SCORES_DIR
+from pipeline.output_dir import CHECKPOINT_DIR, SCORES_DIR
 from tests.job_process import REPO, cli, job_env, kill_marked, run_job, wait_until_gone
 
 pytestmark = pytest.mark.slow

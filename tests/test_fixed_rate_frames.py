@@ -156,7 +156,7 @@ def test_a_resumed_output_begun_without_the_frame_columns_goes_on_without_them(t
     import fsspec
     import pyarrow.parquet as pq
 
-    from jobs.score_job import as_written
+    from pipeline.score_run import as_written
     from pipeline.assemble import ScoreAssembler
     from tests.scores_fixtures import CHECKLISTS, random_rows, scores_table
 

@@ -1,5 +1,6 @@
 """The manifest id check: the driver path (small manifests) and the distributed path (large
-ones) refuse the same problems with the same words; Parquet reads size their footer pool."""
+ones) refuse the same problems with the same words, with ids read from the opened manifest's
+files; Parquet reads size their footer pool."""
 from __future__ import annotations
 
 import os
@@ -8,12 +9,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.score_job import check_unique_ids
+from pipeline.id_check import check_unique_ids as check_manifest_ids
+from pipeline.manifest_files import open_manifest
 from pipeline.parquet_reader import FOOTER_ACTORS_ENV, footer_actors, read_parquet
 from schemas.job_config import JobConfig, ModelConfig
 from schemas.manifest import ManifestError
 from tests.job_process import few_shuffle_partitions  # noqa: F401  (fixture)
 from tests.ray_fixtures import ray_session  # noqa: F401  (fixture)
+
+def check_unique_ids(cfg: JobConfig, driver_max_rows: int) -> None:
+    """The check as a job makes it: on the manifest opened once."""
+    check_manifest_ids(open_manifest(cfg.manifest, cfg.storage), cfg.id_column, driver_max_rows=driver_max_rows)
+
 
 BOTH_PATHS = pytest.mark.parametrize("driver_max_rows", [10**9, 0], ids=["driver", "distributed"])
 

@@ -22,7 +22,7 @@ import pytest
 
 from actors.synthetic_media import write_image
 from jobs.judge_job import PLAN_DIR, JudgeOptions, run_judge_job
-from jobs.output_dir import CHECKPOINT_DIR, OutputMismatchError
+from pipeline.output_dir import CHECKPOINT_DIR, OutputMismatchError
 from pipeline.scores_input import committed_files
 from pipeline.storage import fsspec_filesystem
 from schemas.job_config import JobConfig, ModelConfig, StorageConfig

@@ -11,7 +11,7 @@ import pytest
 
 from actors.synthetic_media import write_image
 from jobs import cli as vrscore_cli
-from jobs.output_dir import CHECKPOINT_DIR, SCORES_DIR
+from pipeline.output_dir import CHECKPOINT_DIR, SCORES_DIR
 from jobs.score_job import run_score_job
 from pipeline.score_pipeline import inspect_manifest
 from schemas.checklist_set import resolve_checklists

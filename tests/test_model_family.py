@@ -13,7 +13,7 @@ import pytest
 from actors.decode_worker import DecodeWorker
 from actors.frame_decode import decode_image
 from actors.synthetic_media import make_picture, write_image, write_video
-from jobs.output_dir import result_differences
+from pipeline.output_dir import result_differences
 from pipeline.model_family import ModelFamilyError, resolve_decode
 from pipeline.resize_policy import RESIZE_RULES
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, StorageConfig

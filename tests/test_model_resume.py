@@ -11,7 +11,7 @@ import pytest
 
 from actors.demo_model import build_demo_model
 from actors.synthetic_media import write_image
-from jobs.output_dir import OutputMismatchError
+from pipeline.output_dir import OutputMismatchError
 from jobs.score_job import run_score_job
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)

@@ -12,7 +12,7 @@ import pytest
 from actors.checkpoint_files import checkpoint_files
 from actors.file_fingerprint import digest
 from actors.model_store import DOWNLOAD_LOG, MARKER, ModelChangedError, fetch_model, local_model, pin_model
-from jobs.output_dir import result_differences
+from pipeline.output_dir import result_differences
 from schemas.job_config import ModelConfig, StorageConfig
 from tests.s3_fixtures import s3_endpoint  # noqa: F401  (fixture)
 

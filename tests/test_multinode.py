@@ -1,7 +1,7 @@
 """`vrscore score --ray-address` on a two-node Ray cluster simulated on this machine
 (`ray.cluster_utils.Cluster`, in a process of its own so it never meets the test session's
-Ray): the output is complete and the scorer pool spread over both nodes; a model given as
-an S3 URI (moto on loopback) is downloaded once per node.
+Ray): the output is complete, the scorer pool spread over both nodes and stats.json holds the
+stages' own windows; a model given as an S3 URI (moto on loopback) is downloaded once per node.
 
 Placement is made deterministic by resources, not left to the scheduler: each node has 4
 logical CPUs and a scorer actor reserves 3 (`resources.num_cpus_per_actor`), so two scorer
@@ -90,6 +90,11 @@ def test_job_spreads_over_two_nodes(tmp_path, demo_model_dir, ray_tmp):  # noqa:
     table = pq.read_table(out / "scores")
     assert sorted(table["id"].to_pylist()) == sorted(r["id"] for r in rows)
     assert set(table["status"].to_pylist()) == {"ok"}
+    # stats.json: the pool stages' own windows, not the whole run (what two nodes fell back to)
+    run = json.loads((out / "stats.json").read_text())["runs"][-1]
+    decode, score = run["stages"]["decode"]["window_s"], run["stages"]["score"]["window_s"]
+    assert 0 <= decode[0] < score[0] < score[1] <= run["seconds"], run  # scoring waits for the first frames
+    assert run["decode_actors_max"] >= 1 and run["rows"] == len(rows), run
 
 
 def test_model_from_s3_is_downloaded_once_per_node(tmp_path, demo_model_dir, ray_tmp, s3_endpoint):  # noqa: F811

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from jobs.output_lease import LEASE_FILE, OutputLease
+from pipeline.output_lease import LEASE_FILE, OutputLease
 from tests.job_process import cli, job_env, kill_marked, ray_tmp, wait_until_gone  # noqa: F401 - fixture
 from tests.scores_fixtures import random_rows, write_scores
 

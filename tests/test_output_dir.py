@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import output_lease
-from jobs.output_dir import (RESUME_RULES, OutputMismatchError, check_output, create_output, job_record,
+from pipeline import output_lease
+from pipeline.output_dir import (RESUME_RULES, OutputMismatchError, check_output, create_output, job_record,
                              normalise_local_path, normalised_config, open_output, result_differences)
-from jobs.output_lease import OutputBusyError, OutputLease
-from jobs.process_identity import process_identity
+from pipeline.output_lease import OutputBusyError, OutputLease
+from pipeline.process_identity import process_identity
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from tests.s3_fixtures import s3_endpoint  # noqa: F401  (session fixture)
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from jobs import output_lease
-from jobs.output_lease import LEASE_FILE, OutputBusyError, OutputLease
-from jobs.process_identity import process_identity
+from pipeline import output_lease
+from pipeline.output_lease import LEASE_FILE, OutputBusyError, OutputLease
+from pipeline.process_identity import process_identity
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = fsspec.filesystem("file")
@@ -25,7 +25,7 @@ LOCAL = fsspec.filesystem("file")
 # renews it in a loop for argv[3] seconds if given, then releases it when its stdin closes.
 HOLDER = """
 import sys, time, fsspec
-from jobs.output_lease import OutputBusyError, OutputLease
+from pipeline.output_lease import OutputBusyError, OutputLease
 lease = OutputLease.acquire(fsspec.filesystem("file"), sys.argv[1], ttl_s=float(sys.argv[2]), settle_s=0)
 print("held", flush=True)
 end = time.monotonic() + float(sys.argv[3]) if len(sys.argv) > 3 else 0

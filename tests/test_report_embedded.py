@@ -18,7 +18,7 @@ import pytest
 from actors.report_thumbnailer import ReportThumbnailer
 from actors.synthetic_media import write_image
 from jobs.cli import main
-from jobs.output_dir import SCORES_DIR
+from pipeline.output_dir import SCORES_DIR
 from jobs.score_job import run_score_job
 from pipeline.report_thumbnails import report_decode_config, thumbnail_decode_config
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig

@@ -27,7 +27,7 @@ from actors.checklist_scorer import CRASH_ONCE_ENV
 from actors.synthetic_media import write_image, write_video
 import schemas
 from jobs import cli as vrscore_cli
-from jobs.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
+from pipeline.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
 from tests.job_process import (  # noqa: F401  (fixture)
     REPO, cli, describe, few_shuffle_partitions, job_env, kill_marked, run_job, wait_until_gone,
 )

@@ -12,7 +12,7 @@ import pytest
 
 from actors.synthetic_media import write_image
 from jobs import cli as vrscore_cli
-from jobs.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
+from pipeline.output_dir import CHECKPOINT_DIR, JOB_FILE, SCORES_DIR
 
 pytestmark = pytest.mark.slow
 N_ROWS, ROWS_PER_FILE = 6, 2

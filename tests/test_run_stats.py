@@ -1,7 +1,8 @@
-"""Decode pool sizing and the bound-stage rule: pure functions, no Ray."""
+"""Decode pool sizing, the bound-stage rule and the stage windows: pure functions, no Ray."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import fsspec
 import pytest
@@ -11,6 +12,7 @@ from pipeline.run_stats import (
     StageTime,
     append_run,
     bound_stage,
+    collect,
     max_overlap,
     run_entry,
     stage_figures,
@@ -124,3 +126,29 @@ def test_a_resumed_run_appends(tmp_path):
     runs = json.loads(fs.cat_file(path))["runs"]
     assert [r["bound_stage"] for r in runs] == ["decode", "score"]
     assert runs[0]["decode_actors_max"] == 2 and set(runs[0]["stages"]) == {"read", "decode", "score", "write"}
+
+
+def _summary(ops: list[tuple[str, float, float, float]]) -> SimpleNamespace:
+    """A DatasetStatsSummary's shape: operators with their busy seconds and (perf_counter) stamps."""
+    return SimpleNamespace(parents=[], operators_stats=[
+        SimpleNamespace(operator_name=name, wall_time=SimpleNamespace(sum=busy), total_input_num_rows=10,
+                        output_num_rows=SimpleNamespace(sum=10), earliest_start_time=start, latest_end_time=end)
+        for name, busy, start, end in ops])
+
+
+def test_pool_windows_on_several_nodes_are_the_stages_own():
+    # Two nodes: Ray Data's stamps are each worker's perf_counter, not comparable across nodes.
+    summary = _summary([("ReadFiles", 1, -5e6, 9e6), ("MapBatches(MediaDecoder)", 30, -5e6, 9e6),
+                        ("MapBatches(ChecklistScorer)", 40, 7e5, 3e5), ("Write", 2, -5e6, 9e6)])
+    clock = {"windows": {"decode": (1010.0, 1060.0), "score": (1030.0, 1095.0)},
+             "actors": {"decode": [(1005.0, 1060.0), (1006.0, 1040.0)], "score": [(1020.0, 1095.0)]}}
+    stages = collect(summary, run_start=1000.0, run_end=1100.0, nodes=2, clock=clock)
+    entry = run_entry(stages, nodes=2, run_start=1000.0, run_end=1100.0)
+    assert entry["stages"]["decode"]["window_s"] == [10.0, 60.0]
+    assert entry["stages"]["score"]["window_s"] == [30.0, 95.0]  # model loading (before 1030) left out
+    assert entry["stages"]["score"]["busy_fraction"] == round(40 / 70, 3)  # its actor from 1030 to the run's end
+    assert entry["stages"]["read"]["window_s"] == [0.0, 100.0]  # not ours to time: the run's span
+    assert entry["decode_actors_max"] == 2
+    # Control: without the stages' own record, a multi-node run falls back to the run's span.
+    fallback = run_entry(collect(summary, 1000.0, 1100.0, nodes=2), nodes=2, run_start=1000.0, run_end=1100.0)
+    assert fallback["stages"]["score"]["window_s"] == [0.0, 100.0] and fallback["decode_actors_max"] is None

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image, write_video
-from jobs.output_dir import OutputMismatchError
+from pipeline.output_dir import OutputMismatchError
 from jobs.score_job import run_score_job
 from pipeline.weighting import aggregate
 from schemas import status

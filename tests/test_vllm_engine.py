@@ -20,7 +20,7 @@ from actors.adapters.base import YES_NO, AnswerKind
 from actors.adapters.vllm_support import VLLM_MODEL_TYPES
 from actors.demo_model import build_demo_model
 from actors.synthetic_media import write_image, write_video
-from jobs.output_dir import JOB_FILE, SCORES_DIR
+from pipeline.output_dir import JOB_FILE, SCORES_DIR
 from jobs.score_job import run_score_job
 from schemas import status as st
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig

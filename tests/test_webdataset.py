@@ -14,7 +14,7 @@ import pytest
 
 from actors.synthetic_media import write_image
 from jobs.score_job import run_score_job
-from jobs.output_dir import SCORES_DIR
+from pipeline.output_dir import SCORES_DIR
 from pipeline.webdataset_shards import expand_braces
 from schemas import status
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig

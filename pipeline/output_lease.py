@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from jobs.process_identity import holder_gone, process_identity
+from pipeline.process_identity import holder_gone, process_identity
 from pipeline.storage import join
 from schemas.user_error import UserError
 

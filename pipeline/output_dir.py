@@ -12,7 +12,7 @@ so are those of the model's files and chat template file (`actors/model_store.py
 re-exported or a template edited at the same path is a different job too.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
-One run at a time writes into an output (`jobs/output_lease.py`). A question's `calibration` is
+One run at a time writes into an output (`pipeline/output_lease.py`). A question's `calibration` is
 part of its checklist: a resume with another one is refused (one output, one calibration in
 `p_cal`); `vrscore rescore` applies a new calibration to finished scores.
 """
@@ -26,11 +26,11 @@ import posixpath
 import fsspec
 from pydantic import ValidationError
 
-from jobs.output_lease import OutputLease, check_free
 from pipeline.manifest_fingerprint import FINGERPRINT_KEY, manifest_fingerprint
+from pipeline.output_lease import OutputLease, check_free
 from pipeline.run_stats import STATS_FILE
 from pipeline.scores_input import PENDING_SUFFIX
-from pipeline.storage import fsspec_filesystem, join, protocol_of
+from pipeline.storage import join, protocol_of
 from schemas.checklist import Checklist
 from schemas.job_config import JobConfig
 from schemas.resume_rules import resume_rules, rule_for
@@ -74,11 +74,11 @@ def normalised_config(cfg: JobConfig) -> JobConfig:
                                   "out": normalise_local_path(cfg.out), "model": model})
 
 
-def job_record(cfg: JobConfig) -> str:
+def job_record(cfg: JobConfig, manifest_fp: dict | None = None) -> str:
     """What job.json (and the scores' metadata) hold: the normalised config plus the manifest
-    fingerprint."""
+    fingerprint (`manifest_fp`, from the opened manifest; taken here when not given)."""
     record = json.loads(cfg.model_dump_json())
-    record[FINGERPRINT_KEY] = manifest_fingerprint(cfg.manifest, cfg.storage)
+    record[FINGERPRINT_KEY] = manifest_fp if manifest_fp is not None else manifest_fingerprint(cfg.manifest, cfg.storage)
     return json.dumps(record, indent=2)
 
 
