@@ -65,6 +65,8 @@ class PairJudgement:
     outcome: PairOutcome | None
     error: str | None = None
     status: str = SCORE_ERROR  # of a failed pair
+    # per order ("ab", "ba"), (Q,) the position words' probability under the whole vocabulary
+    answer_mass: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class PairReader:
@@ -164,5 +166,7 @@ class PairReader:
                 out.append(PairJudgement(None, p))
                 continue
             ab, ba = next(answers)
-            out.append(PairJudgement(pair_outcome(np.stack(ab.level_probs), np.stack(ba.level_probs))))
+            out.append(PairJudgement(pair_outcome(np.stack(ab.level_probs), np.stack(ba.level_probs)),
+                                     answer_mass=(np.asarray(ab.answer_mass, np.float32),
+                                                  np.asarray(ba.answer_mass, np.float32))))
         return out

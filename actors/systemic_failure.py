@@ -1,4 +1,5 @@
-"""Telling a broken model or device apart from bad items, in the scorer stage.
+"""Telling a broken model or device apart from bad items, in the scorer stage (and the pair judge
+stage of `vrscore judge`, actors/pair_judge.py, which applies the same rules to pairs).
 
 A bad item fails alone: its row gets `score_error` and the job goes on. A lost CUDA context,
 an out-of-memory device or a corrupted model fails every item, and marking each row
@@ -66,23 +67,34 @@ def startup_failed(kind: str, model: str, error: BaseException) -> SystemicScori
     )
 
 
-def low_answer_mass(kind: str, model: str, masses: np.ndarray, minimum: float | None) -> SystemicScoringError | None:
-    """The refusal when the mean answer mass of the canary's questions is under `minimum` (None = no check)."""
+# What the refusal asks a user to check, per kind of answer read: the yes/no words of a checklist
+# (`vrscore score`), or the position words of a pairwise one (`vrscore judge`).
+YES_NO_CHECKS = (
+    "the text the answer starts after (model.answer_prefix, e.g. a closed think block for a thinking checkpoint); "
+    "the answer words (model.yes_words and model.no_words must be the words the model writes first, and "
+    "model.answer_leading_space whether they follow a space, as after 'Assistant:')")
+POSITION_CHECKS = (
+    "the text the answer starts after (the checklist's answer_prefix, after model.answer_prefix); the position "
+    "words (the checklist's first_words and second_words must be what the judge writes first, and "
+    "model.answer_leading_space whether they follow a space)")
+
+
+def low_answer_mass(kind: str, model: str, masses: np.ndarray, minimum: float | None, *,
+                    words: str = "the yes and no words", checks: str = YES_NO_CHECKS) -> SystemicScoringError | None:
+    """The refusal when the mean answer mass of the canary's questions is under `minimum` (None = no check).
+    `words` names the answer words read, `checks` the settings that place them."""
     if minimum is None or not len(masses):
         return None
     mean = float(np.nanmean(masses)) if not np.isnan(masses).all() else float("nan")
     if not mean < minimum:
         return None
     return SystemicScoringError(
-        f"{model} puts {mean:.3g} of its probability on the yes and no words where vrscore reads its answer "
+        f"{model} puts {mean:.3g} of its probability on {words} where vrscore reads its answer "
         f"to a synthetic {kind} (mean answer mass over {len(masses)} questions, lowest {float(np.nanmin(masses)):.3g}; "
-        f"model.min_answer_mass is {minimum}): p_yes would be read where the model is not answering yes or no. "
+        f"model.min_answer_mass is {minimum}): the answer would be read where the model is not answering with them. "
         "Check, in this order: the chat template (a thinking model's prompt may end inside an open <think> block: "
         "set template options such as model.chat_template_kwargs.enable_thinking=false, or give model.chat_template); "
-        "the text the answer starts after (model.answer_prefix, e.g. a closed think block for a thinking checkpoint); "
-        "the answer words (model.yes_words and model.no_words must be the words the model writes first, and "
-        "model.answer_leading_space whether they follow a space, as after 'Assistant:'). "
-        "The job stops before any row is scored."
+        f"{checks}. The job stops before any row is scored."
     )
 
 

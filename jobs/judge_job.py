@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -21,12 +22,13 @@ from ray.data.checkpoint import CheckpointConfig
 
 from actors.file_fingerprint import file_version, summary
 from actors.model_store import pin_model
-from pipeline.output_dir import (CHECKPOINT_DIR, JOB_FILE, OutputMismatchError, job_record, may_hold_rows,
-                             normalised_config, normalise_local_path, open_output, check_output)
+from pipeline.answer_mass import JUDGE_CAUSES, JUDGE_HEADING, low_mass_warning, mass_by_question, mass_lines
 from pipeline.bradley_terry import write_items
 from pipeline.judge_pipeline import build_judge_dataset
-from pipeline.judge_plan import build_plan, decode_counts, given_pairs
+from pipeline.judge_plan import build_plan, decode_counts, given_pairs, shuffle_partitions, unit_partitions
 from pipeline.model_family import resolve_decode, resolve_readout_config
+from pipeline.output_dir import (CHECKPOINT_DIR, JOB_FILE, OutputMismatchError, check_output, job_record,
+                                 may_hold_rows, normalise_local_path, normalised_config, open_output)
 from pipeline.pair_schedule import pairs_from_groups
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import STATS_FILE, record_run
@@ -36,7 +38,7 @@ from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist, load_checklist_file
 from schemas.checklist_set import checklists_to_json
 from schemas.job_config import JobConfig
-from schemas.judge_output import ITEMS_DIR, PAIRS_DIR, pairs_schema
+from schemas.judge_output import ITEMS_DIR, MASS_FIELDS, PAIRS_DIR, pairs_schema
 from schemas.status import OK
 from schemas.user_error import UserError
 
@@ -63,15 +65,20 @@ class JudgeSummary:
     out: str
     seconds: float
     files: list[str] = field(default_factory=list)
+    # "order ab" / "order ba" -> question id -> mean answer mass over the ok pairs (pipeline/answer_mass.py)
+    answer_mass: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def format(self) -> str:
         bias = "-" if self.mean_position_bias is None else f"{self.mean_position_bias:+.4f}"
         cons = "-" if self.consistent_fraction is None else f"{self.consistent_fraction:.1%}"
         errors = ", ".join(f"{k} {v}" for k, v in sorted(self.errors_by_status.items())) or "none"
-        return (f"judged {self.pairs} pairs ({self.ok} ok; errors: {errors}) in {self.seconds:.1f}s -> {self.out}\n"
-                f"position bias (mean) {bias}; both orders agree on {cons} of the questions\n"
-                f"decodes per item: {self.decodes.get('per_item', 0):.2f} ({self.decodes.get('decodes', 0)} decodes "
-                f"of {self.decodes.get('items', 0)} items)")
+        lines = [f"judged {self.pairs} pairs ({self.ok} ok; errors: {errors}) in {self.seconds:.1f}s -> {self.out}",
+                 f"position bias (mean) {bias}; both orders agree on {cons} of the questions",
+                 f"decodes per item: {self.decodes.get('per_item', 0):.2f} ({self.decodes.get('decodes', 0)} decodes "
+                 f"of {self.decodes.get('items', 0)} items)"]
+        lines += mass_lines(self.answer_mass, heading=JUDGE_HEADING)
+        warning = low_mass_warning(self.answer_mass, answer="with a position", read="p_first", causes=JUDGE_CAUSES)
+        return "\n".join(lines + ([warning] if warning else []))
 
 
 def load_pairwise_checklist(paths: list[str]) -> Checklist:
@@ -123,7 +130,8 @@ def _plan(cfg: JobConfig, opts: JudgeOptions, info) -> pa.Table:
                           for x, a in zip(own, pairs["a"].to_pylist())]
                 pairs = pairs.set_column(pairs.schema.get_field_index(col), col, pa.array(filled, pa.string()))
     else:
-        ds = pairs_from_groups(read_manifest(cfg, info.columns, info), opts.schedule, opts.seed)
+        ds = pairs_from_groups(read_manifest(cfg, info.columns, info), opts.schedule, opts.seed,
+                               num_partitions=shuffle_partitions(items.num_rows))
         tables = [t for t in ds.iter_batches(batch_format="pyarrow") if t.num_rows]
         if not tables:
             raise UserError("no pairs to judge: the manifest's 'group' column has no group of 2 or more items")
@@ -180,7 +188,8 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
             id_column="id", checkpoint_path=ckpt_path if ckpt_fs is not None else os.path.abspath(ckpt_path),
             delete_checkpoint_on_success=False, override_filesystem=ckpt_fs)
         if pending.num_rows:
-            ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, resuming=resumed)
+            ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, resuming=resumed,
+                                     unit_partitions=unit_partitions(pending))
             run_start = time.time()
             ds.write_parquet(path, filesystem=fs, schema=schema)
             recorded = record_run(ds, out_fs, cfg.out, run_start) is not None
@@ -193,11 +202,12 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
         if out_fs.exists(items_dir):  # refitted from all committed pairs on every run
             out_fs.rm(items_dir, recursive=True)
         items_fs, items_path = arrow_filesystem(items_dir, cfg.storage)
-        write_items(files, items_path, opts.bt_l2, items_fs, [abs(q.weight) for q in checklist.questions])
+        write_items(files, items_path, opts.bt_l2, items_fs, [abs(q.weight) for q in checklist.questions],
+                    num_partitions=shuffle_partitions(plan.num_rows))
     finally:
         ctx.checkpoint_config = None
         lease.release()
-    return _summary(out_fs, files, decodes, cfg.out, time.perf_counter() - t0)
+    return _summary(out_fs, files, decodes, cfg.out, time.perf_counter() - t0, checklist.question_ids)
 
 
 def _committed_ids(fs, pairs_dir: str) -> set[str]:
@@ -221,13 +231,17 @@ def _record_decodes(fs, out: str, decodes: dict, recorded: bool) -> None:
     fs.pipe_file(path, json.dumps(stats, indent=2).encode())
 
 
-def _summary(fs, files: list[str], decodes: dict, out: str, seconds: float) -> JudgeSummary:
+def _summary(fs, files: list[str], decodes: dict, out: str, seconds: float, question_ids: list[str]) -> JudgeSummary:
     rows = ok = 0
     errors: dict[str, int] = {}
     bias_sum = bias_n = cons_sum = 0.0
+    mass_sum = {name: np.zeros(len(question_ids)) for name in MASS_FIELDS}
+    mass_rows = dict.fromkeys(MASS_FIELDS, 0)
     for f in files:
         with fs.open(f, "rb") as fh:
-            t = pq.read_table(fh, columns=["status", "position_bias", "consistent"])
+            pf = pq.ParquetFile(fh)
+            mass_fields = [c for c in MASS_FIELDS if c in pf.schema_arrow.names]  # not in files of an earlier version
+            t = pf.read(columns=["status", "position_bias", "consistent", *mass_fields])
         rows += t.num_rows
         for s in t["status"].to_pylist():
             ok += s == OK
@@ -236,8 +250,15 @@ def _summary(fs, files: list[str], decodes: dict, out: str, seconds: float) -> J
         flat_bias = pc.list_flatten(t["position_bias"]).to_numpy(zero_copy_only=False)
         flat_cons = pc.list_flatten(t["consistent"]).to_numpy(zero_copy_only=False)
         bias_sum, bias_n, cons_sum = bias_sum + float(flat_bias.sum()), bias_n + len(flat_bias), cons_sum + float(flat_cons.sum())
+        for name in mass_fields:  # null on failed rows: ok rows only
+            masses = pc.drop_null(t[name])
+            values = pc.list_flatten(masses).to_numpy(zero_copy_only=False).astype(np.float64)
+            mass_sum[name] += values.reshape(-1, len(question_ids)).sum(axis=0)
+            mass_rows[name] += len(masses)
+    mass = {f"order {name[-2:]}": mass_by_question(question_ids, mass_sum[name] / mass_rows[name])
+            for name in MASS_FIELDS if mass_rows[name]}
     return JudgeSummary(rows, ok, errors, decodes, bias_sum / bias_n if bias_n else None,
-                        cons_sum / bias_n if bias_n else None, out, seconds, files)
+                        cons_sum / bias_n if bias_n else None, out, seconds, files, mass)
 
 
 __all__ = ["JudgeOptions", "JudgeSummary", "run_judge_job"]

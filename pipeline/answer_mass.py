@@ -20,6 +20,11 @@ LOW_MASS = 0.5
 # the settings a user can change, named in the one-line warning
 CAUSES = ("the chat template (model.chat_template, model.chat_template_kwargs: a thinking prefix), "
           "model.answer_prefix, and the answer words (model.yes_words/no_words, model.answer_leading_space)")
+HEADING = "mean answer mass per question (P(yes words) + P(no words)):"
+# the same for a pairwise judge (`vrscore judge`), whose answer words are positions
+JUDGE_CAUSES = ("the chat template (model.chat_template, model.chat_template_kwargs: a thinking prefix), the "
+                "checklist's answer_prefix and position words (first_words/second_words, model.answer_leading_space)")
+JUDGE_HEADING = "mean answer mass per question and order (P(position words)):"
 
 
 def mass_by_question(question_ids: Sequence[str], means: Sequence[float]) -> dict[str, float]:
@@ -44,12 +49,12 @@ def table_mass_means(table: pa.Table, checklists: dict[str, Checklist]) -> dict[
     return out
 
 
-def mass_lines(means: dict[str, dict[str, float]], width: int = 100) -> list[str]:
-    """The mean answer mass of every question, per checklist (or media type): a heading, then
-    `id value` pairs wrapped at `width` characters."""
+def mass_lines(means: dict[str, dict[str, float]], width: int = 100, heading: str = HEADING) -> list[str]:
+    """The mean answer mass of every question, per checklist (or media type, or a judge's order):
+    `heading`, then `id value` pairs wrapped at `width` characters."""
     if not means:
         return []
-    lines = ["mean answer mass per question (P(yes words) + P(no words)):"]
+    lines = [heading]
     for name, by_question in means.items():
         line = f"  {name}:"
         for qid, value in by_question.items():
@@ -62,8 +67,10 @@ def mass_lines(means: dict[str, dict[str, float]], width: int = 100) -> list[str
     return lines
 
 
-def low_mass_warning(means: dict[str, dict[str, float]], threshold: float = LOW_MASS) -> str | None:
-    """One line when any question's mean answer mass is under `threshold`, else None."""
+def low_mass_warning(means: dict[str, dict[str, float]], threshold: float = LOW_MASS, *,
+                     answer: str = "yes or no", read: str = "p_yes", causes: str = CAUSES) -> str | None:
+    """One line when any question's mean answer mass is under `threshold`, else None. `answer`: what
+    the model should be answering where `read` is read; `causes`: the settings to check."""
     low = [(value, name, qid) for name, by_question in means.items()
            for qid, value in by_question.items() if value < threshold]
     if not low:
@@ -71,5 +78,5 @@ def low_mass_warning(means: dict[str, dict[str, float]], threshold: float = LOW_
     total = sum(len(by_question) for by_question in means.values())
     value, name, qid = min(low)
     return (f"warning: {len(low)} of {total} questions have a mean answer mass under {threshold} "
-            f"(lowest {qid} of {name}: {value:.3g}): the model is mostly not answering yes or no where p_yes "
-            f"is read, so p_yes may mean nothing; check {CAUSES}")
+            f"(lowest {qid} of {name}: {value:.3g}): the model is mostly not answering {answer} "
+            f"where {read} is read, so {read} may mean nothing; check {causes}")

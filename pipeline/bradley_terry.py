@@ -37,8 +37,6 @@ TOLERANCE = 1e-12  # Newton stops once no strength moves more than this
 MAX_ITERATIONS = 100
 RANK_DECIMALS = 9
 
-ITEMS_SCHEMA = items_schema()
-
 
 def soft_outcomes(p_a: pa.Array | pa.ChunkedArray, weights: list[float]) -> np.ndarray:
     """Per pair the mean of its questions' p_a weighted by |weight|; NaN where a pair has
@@ -115,7 +113,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 def group_items(pairs: pa.Table, l2: float) -> pa.Table:
     """OUT/items/ rows of one group from its pairs (columns a, b, group, y: NaN = not ok)."""
     if pairs.num_rows == 0:
-        return ITEMS_SCHEMA.empty_table()
+        return items_schema().empty_table()
     a_ids = pc.cast(pairs["a"], pa.string()).to_numpy(zero_copy_only=False)
     b_ids = pc.cast(pairs["b"], pa.string()).to_numpy(zero_copy_only=False)
     y = pairs["y"].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -138,7 +136,7 @@ def group_items(pairs: pa.Table, l2: float) -> pa.Table:
         "id": pa.array(ids, pa.string()), "group": pa.array([group] * len(ids), pa.string()),
         "log_strength": pa.array(strength, pa.float64(), mask=~has),
         "rank": pa.array(rank, pa.int32(), mask=~has), "n_pairs": pa.array(n_pairs, pa.int32()),
-    }, schema=ITEMS_SCHEMA)
+    }, schema=items_schema())
 
 
 def _outcome_rows(batch: pa.Table, weights: list[float]) -> pa.Table:
@@ -159,4 +157,4 @@ def write_items(pairs: str | list[str], out_items_dir: str, l2: float, filesyste
     items = (ds.map_batches(functools.partial(_outcome_rows, weights=list(weights)), batch_format="pyarrow")
              .groupby("group", num_partitions=num_partitions)
              .map_groups(functools.partial(group_items, l2=l2), batch_format="pyarrow"))
-    items.write_parquet(out_items_dir, filesystem=filesystem, schema=ITEMS_SCHEMA)
+    items.write_parquet(out_items_dir, filesystem=filesystem, schema=items_schema())

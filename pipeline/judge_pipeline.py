@@ -50,8 +50,9 @@ class PairAssembler:
 
 
 def build_judge_dataset(cfg: JobConfig, checklist: Checklist, plan_path: str, out_schema: pa.Schema, *,
-                        resuming: bool = False) -> Dataset:
-    """The lazy dataset of output pair rows (`out_schema`) of the plan at `plan_path` (OUT/plan/)."""
+                        resuming: bool = False, unit_partitions: int | None = None) -> Dataset:
+    """The lazy dataset of output pair rows (`out_schema`) of the plan at `plan_path` (OUT/plan/);
+    `unit_partitions`: the shuffle partitions that gather units (pipeline/judge_plan.py)."""
     from actors.pair_judge import PairJudge  # heavy imports stay out of the driver's startup
     from actors.pair_units import UnitDecoder
 
@@ -62,7 +63,7 @@ def build_judge_dataset(cfg: JobConfig, checklist: Checklist, plan_path: str, ou
     ds = read_parquet(path, fs)
     pool = decode_pool(res, *cluster_shape(), rows=None, resuming=resuming)
     media_opts = {p: storage_options(cfg.storage, p) for p in ("s3", "s3a")}
-    ds = ds.groupby("unit").map_groups(
+    ds = ds.groupby("unit", num_partitions=unit_partitions).map_groups(
         UnitDecoder,
         fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,
                                "threads": pool.threads},

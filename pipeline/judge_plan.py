@@ -20,6 +20,10 @@ from schemas.judge_output import PAIRS_INPUT_OPTIONAL, PAIRS_INPUT_REQUIRED, pai
 from schemas.user_error import UserError
 
 UNIT_PAIRS = 256  # pairs per unit at most: a unit's items are held decoded at once
+# Ray Data shuffles into 200 partitions by default: on a small job, hundreds of near-empty tasks
+# (and files). The judge's groupings scale with their input instead.
+MAX_PARTITIONS = 200
+ROWS_PER_PARTITION = 250_000  # small rows (pairs, manifest ids) one partition's task groups at once
 
 PLAN_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False), pa.field("a", pa.string(), nullable=False),
@@ -95,6 +99,17 @@ def build_plan(pairs: pa.Table, items: pa.Table, unit_pairs: int = UNIT_PAIRS) -
     table = {c: pairs[c] for c in ("id", "a", "b", "group", "prompt")}
     table.update(unit=units, **cols)
     return pa.table(table, schema=PLAN_SCHEMA)
+
+
+def shuffle_partitions(rows: int) -> int:
+    """Partitions for grouping `rows` small rows (the schedule's manifest rows, the judged pairs)."""
+    return min(MAX_PARTITIONS, max(1, -(-rows // ROWS_PER_PARTITION)))
+
+
+def unit_partitions(plan: pa.Table) -> int:
+    """Partitions for gathering the plan's units: one per unit up to MAX_PARTITIONS, so that every
+    decode actor gets units to decode however few there are."""
+    return min(MAX_PARTITIONS, max(1, len(pc.unique(plan["unit"]))))
 
 
 def decode_counts(plan: pa.Table) -> dict[str, int]:

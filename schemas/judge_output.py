@@ -18,6 +18,11 @@
   position_bias  (p_first_ab + p_first_ba) / 2 - 0.5: > 0 where the judge leans to the first slot;
   consistent     both orders prefer the same item (p_first_ab > 0.5 and p_first_ba < 0.5, or the
                  reverse; with tie words, the first-vs-second comparison of each order);
+  answer_mass_ab, answer_mass_ba
+                 per order, the probability of all the position words (first, second and tie) under
+                 the softmax over the whole vocabulary where they are read, as `answer_mass` is in a
+                 scores output: low mass means the judge is not answering with a position there (a
+                 thinking template, a wrong answer word or prefix), and p_first means nothing;
   p_tie          only where the checklist has tie words: the tie mass, both orders averaged;
   pair_score     the checklist's aggregation rule applied as `score_soft` is (pipeline/weighting.py),
                  with 2 p_a - 1 as each question's feature: > 0 prefers a;
@@ -46,6 +51,7 @@ ITEMS_DIR = "items"
 
 # per-question lists, in checklist order
 QUESTION_FIELDS = ("p_first_ab", "p_first_ba", "p_a", "position_bias")
+MASS_FIELDS = ("answer_mass_ab", "answer_mass_ba")
 
 PAIR_BASE_FIELDS = [
     pa.field("id", pa.string(), nullable=False),
@@ -57,6 +63,7 @@ PAIR_BASE_FIELDS = [
     pa.field("error", pa.string()),
     *[pa.field(name, pa.list_(pa.float32())) for name in QUESTION_FIELDS],
     pa.field("consistent", pa.list_(pa.bool_())),
+    *[pa.field(name, pa.list_(pa.float32())) for name in MASS_FIELDS],
 ]
 P_TIE_FIELD = pa.field("p_tie", pa.list_(pa.float32()))
 PAIR_SCORE_FIELD = pa.field("pair_score", pa.float64())

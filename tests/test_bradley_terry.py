@@ -11,6 +11,7 @@ from scipy.optimize import minimize
 
 from pipeline import bradley_terry
 from pipeline.bradley_terry import fit_strengths, group_items, soft_outcomes, write_items
+from schemas.judge_output import items_schema
 from tests.ray_fixtures import ray_session  # noqa: F401 - fixture
 
 
@@ -134,3 +135,7 @@ def test_write_items_fits_every_group_in_the_cluster(tmp_path, ray_session):
     fitted = {r["id"]: r["log_strength"] for r in items if r["n_pairs"]}
     assert fitted.keys() == expected.keys()
     assert [fitted[i] for i in sorted(fitted)] == pytest.approx([expected[i] for i in sorted(fitted)], abs=1e-6)
+    files = sorted((tmp_path / "items").glob("*.parquet"))
+    assert files
+    for f in files:  # every file in the one owner's schema, types and metadata alike
+        assert pq.read_schema(f).equals(items_schema(), check_metadata=True), pq.read_schema(f)

@@ -8,7 +8,8 @@ import pyarrow.parquet  # noqa: F401  (pa.parquet)
 import pytest
 
 from actors.pair_outcome import pair_outcome
-from pipeline.judge_plan import assign_units, build_plan, decode_counts, given_pairs
+from pipeline.judge_plan import (MAX_PARTITIONS, ROWS_PER_PARTITION, assign_units, build_plan, decode_counts,
+                                 given_pairs, shuffle_partitions, unit_partitions)
 from schemas.checklist import Checklist
 from schemas.user_error import UserError
 
@@ -87,3 +88,13 @@ def test_a_list_of_one_parquet_file_is_listed(tmp_path):
     pa.parquet.write_table(pa.table({"x": [1]}), path)
     assert parquet_files([path], None) == [path]
     assert parquet_files((path,), None) == [path]
+
+
+def test_the_judge_groupings_scale_with_the_job():
+    # Ray Data's default (200 partitions) makes a small job hundreds of near-empty tasks and files
+    assert [shuffle_partitions(n) for n in (0, 1, ROWS_PER_PARTITION, ROWS_PER_PARTITION + 1)] == [1, 1, 1, 2]
+    assert shuffle_partitions(10**12) == MAX_PARTITIONS
+    plan = pa.table({"unit": pa.array([0, 0, 1, 2, 2, 2], pa.int64())})
+    assert unit_partitions(plan) == 3  # one per unit, so every decode actor gets some
+    many = pa.table({"unit": pa.array(np.arange(5 * MAX_PARTITIONS), pa.int64())})
+    assert unit_partitions(many) == MAX_PARTITIONS
