@@ -12,12 +12,11 @@ import argparse
 import functools
 import json
 
-from pipeline.output_lease import check_free, output_lease
 from pipeline.judge_input import JudgeInput, open_judged
 from pipeline.judged_pairs import dpo_candidates, with_manifest_uris
 from pipeline.parquet_reader import read_parquet
-from pipeline.scores_input import refuse_existing_output, write_empty_if_missing, write_text
-from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
+from pipeline.scores_input import write_empty_if_missing
+from pipeline.storage import arrow_filesystem, join
 from schemas.job_config import StorageConfig
 from schemas.pairs import gap_column, pairs_schema
 from schemas.scores import META_JOB
@@ -89,7 +88,7 @@ def write_judged_pairs(judged: JudgeInput, out: str, options: dict, formats: lis
 
 
 def run_judged_pairs(args: argparse.Namespace, storage: StorageConfig, formats: list[str]) -> int:
-    from pipeline.ray_runtime import init_ray
+    from jobs.pairs_command import print_pairs_outputs, write_pairs_output
 
     judged = open_judged(args.scores, storage)
     min_margin = 0.0 if args.min_margin is None else args.min_margin
@@ -97,20 +96,10 @@ def run_judged_pairs(args: argparse.Namespace, storage: StorageConfig, formats: 
         raise UserError("--min-margin is a margin |2 p_a - 1| in [0, 1]")
     manifest = judge_manifest(judged, args.manifest)
     options = {"source": "judge", "min_margin": min_margin, "agreement": "every weighted question consistent"}
-    out_fs = fsspec_filesystem(args.out, storage)
-    fresh = functools.partial(refuse_existing_output, args.out, storage,
-                              [PAIRS_DIR, *(f for f in formats if f != "parquet")])
-    check_free(out_fs, args.out)
-    fresh()
-    init_ray(args.ray_address, quiet=args.quiet)
-    with output_lease(out_fs, args.out, fresh):
-        summary = write_judged_pairs(judged, args.out, options, formats, manifest, args.partitions)
-        write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
+    summary = write_pairs_output(
+        args, storage, formats, lambda: write_judged_pairs(judged, args.out, options, formats, manifest, args.partitions))
     chosen = summary["mean_chosen_probability"]
     print(f"{summary['pairs']} pairs of {summary['judged_pairs']} judged (both orders agree, margin >= {min_margin})"
           + (f", mean P(chosen preferred) {chosen:.4f}" if chosen is not None else ""))
-    for col, g in summary["mean_dimension_gaps"].items():
-        print(f"  mean {gap_column(col):<24} {g:+.4f}" if g is not None else f"  mean {gap_column(col):<24} -")
-    extra = "".join(f"   {f}: {join(args.out, f)}/" for f in formats if f != "parquet")
-    print(f"pairs: {join(args.out, PAIRS_DIR)}/{extra}")
+    print_pairs_outputs(summary, args.out, formats)
     return 0

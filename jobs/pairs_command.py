@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -169,8 +170,6 @@ def refuse_options(args: argparse.Namespace, names: tuple[str, ...], why: str) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.ray_runtime import init_ray
-
     storage = storage_from_args(args)
     if is_judge_output(args.scores, storage):
         refuse_options(args, SCORE_ONLY, "is for score outputs; a judge output's pairs are kept by --min-margin")
@@ -188,23 +187,38 @@ def run(args: argparse.Namespace) -> int:
     options = {"strategy": args.strategy, "margin": args.margin, "score_column": args.score_column,
                "dimensions": resolve_dimensions(scores, args.dimensions), "pairs_per_group": args.pairs_per_group,
                "seed": args.seed, "group_by": args.group_by}
-    out_fs = fsspec_filesystem(args.out, storage)
-    fresh = functools.partial(refuse_existing_output, args.out, storage,
-                              [PAIRS_DIR, *(f for f in formats if f != "parquet")])
-    check_free(out_fs, args.out)  # refused before Ray starts; again under the lease
-    fresh()
-    init_ray(args.ray_address, quiet=args.quiet)
-    with output_lease(out_fs, args.out, fresh):  # one run at a time
-        summary = run_pairs(scores, args.out, options, formats, args.partitions)
-        write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
+    summary = write_pairs_output(args, storage, formats,
+                                 lambda: run_pairs(scores, args.out, options, formats, args.partitions))
     gap = summary["mean_score_gap"]
     print(f"{summary['pairs']} pairs ({args.strategy}, margin {args.margin} on {args.score_column})"
           + (f", mean gap {gap:+.4f}" if gap is not None else ""))
+    print_pairs_outputs(summary, args.out, formats)
+    return 0
+
+
+def write_pairs_output(args: argparse.Namespace, storage, formats: list[str], work: Callable[[], dict]) -> dict:
+    """Run `work` (it writes the pairs and returns the summary) as the one run into args.out, then
+    write pairs.json: refused before Ray starts if the output is held or has pairs, again under the lease."""
+    from pipeline.ray_runtime import init_ray
+
+    out_fs = fsspec_filesystem(args.out, storage)
+    fresh = functools.partial(refuse_existing_output, args.out, storage,
+                              [PAIRS_DIR, *(f for f in formats if f != "parquet")])
+    check_free(out_fs, args.out)
+    fresh()
+    init_ray(args.ray_address, quiet=args.quiet)
+    with output_lease(out_fs, args.out, fresh):  # one run at a time
+        summary = work()
+        write_text(join(args.out, "pairs.json"), json.dumps(summary, indent=2), storage)
+    return summary
+
+
+def print_pairs_outputs(summary: dict, out: str, formats: list[str]) -> None:
+    """The summary's mean dimension gaps and where each format was written."""
     for col, g in summary["mean_dimension_gaps"].items():
         print(f"  mean {gap_column(col):<24} {g:+.4f}" if g is not None else f"  mean {gap_column(col):<24} -")
-    extra = "".join(f"   {f}: {join(args.out, f)}/" for f in formats if f != "parquet")
-    print(f"pairs: {join(args.out, PAIRS_DIR)}/{extra}")
-    return 0
+    extra = "".join(f"   {f}: {join(out, f)}/" for f in formats if f != "parquet")
+    print(f"pairs: {join(out, PAIRS_DIR)}/{extra}")
 
 
 def run_judged(args: argparse.Namespace, storage) -> int:
