@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.parquet_reader import read_parquet, row_count
-from pipeline.scores_input import committed_files
+from pipeline.scores_input import ParquetOutput, committed_files
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
-from schemas.checklist import DIMENSION_PREFIX, Checklist
+from schemas.checklist import Checklist
 from schemas.judge_output import ITEMS_DIR, PAIRS_DIR, is_judge_schema
 from schemas.job_config import StorageConfig
-from schemas.scores import META_CHECKLISTS, META_MODEL
+from schemas.scores import META_CHECKLISTS
 from schemas.user_error import UserError
-
-if TYPE_CHECKING:
-    from ray.data import Dataset
 
 
 @dataclass(frozen=True)
-class JudgeInput:
+class JudgeInput(ParquetOutput):
     root: str  # OUT
     data_uri: str  # OUT/pairs
     schema: pa.Schema
@@ -37,34 +32,13 @@ class JudgeInput:
     files: tuple[str, ...] | None = None  # committed files; None = every file under data_uri
 
     @property
-    def dimension_columns(self) -> list[str]:
-        return [n for n in self.schema.names if n.startswith(DIMENSION_PREFIX)]
-
-    @property
     def weights(self) -> list[float]:
         """The questions' weights, in the order of the per-question lists."""
         return [q.weight for q in self.checklist.questions]
 
     @property
-    def model_id(self) -> str | None:
-        raw = (self.schema.metadata or {}).get(META_MODEL)
-        return raw.decode() if raw else None
-
-    @property
     def items_uri(self) -> str:
         return join(self.root, ITEMS_DIR)
-
-    def _source(self):
-        fs, path = arrow_filesystem(self.data_uri, self.storage)
-        return fs, list(self.files) if self.files is not None else path
-
-    def count_rows(self) -> int:
-        fs, source = self._source()
-        return row_count(pq.ParquetDataset(source, filesystem=fs))
-
-    def read(self, columns: list[str] | None = None) -> Dataset:
-        fs, source = self._source()
-        return read_parquet(source, fs, columns)
 
 
 def _pairs_dir(uri: str, storage: StorageConfig) -> str | None:

@@ -43,18 +43,42 @@ CHECKPOINT_DIR = "_checkpoint"
 PENDING_SUFFIX = ".pending.parquet"  # Ray Data's PENDING_CHECKPOINT_SUFFIX + ".parquet"
 
 
+class ParquetOutput:
+    """What every reader of a vrscore output folder of Parquet shares (scores, judged pairs): its
+    committed files, row count, read, dimension columns and model. Needs `data_uri`, `schema`,
+    `storage` and `files` (None = every file under data_uri)."""
+
+    def _source(self) -> tuple[pa.fs.FileSystem | None, str | list[str]]:
+        fs, path = arrow_filesystem(self.data_uri, self.storage)
+        return fs, list(self.files) if self.files is not None else path
+
+    @property
+    def dimension_columns(self) -> list[str]:
+        return [n for n in self.schema.names if n.startswith(DIMENSION_PREFIX)]
+
+    @property
+    def model_id(self) -> str | None:
+        raw = (self.schema.metadata or {}).get(META_MODEL)
+        return raw.decode() if raw else None
+
+    def count_rows(self) -> int:
+        """Row count from the Parquet footers, without reading any data."""
+        fs, source = self._source()
+        return row_count(pq.ParquetDataset(source, filesystem=fs))
+
+    def read(self, columns: list[str] | None = None) -> Dataset:
+        fs, source = self._source()
+        return read_parquet(source, fs, columns)
+
+
 @dataclass(frozen=True)
-class ScoresInput:
+class ScoresInput(ParquetOutput):
     data_uri: str  # the Parquet file or directory
     schema: pa.Schema  # with the vrscore metadata
     checklists: dict[str, Checklist]  # by media kind, as in the metadata
     storage: StorageConfig
     # The committed data files when the scores carry a checkpoint; None = every file under data_uri.
     files: tuple[str, ...] | None = None
-
-    def _source(self) -> tuple[pa.fs.FileSystem | None, str | list[str]]:
-        fs, path = arrow_filesystem(self.data_uri, self.storage)
-        return fs, list(self.files) if self.files is not None else path
 
     @property
     def checklists_by_name(self) -> dict[str, Checklist]:
@@ -72,27 +96,10 @@ class ScoresInput:
                             "name: `vrscore rescore` them, giving one of the two a checklist of its own name") from None
 
     @property
-    def dimension_columns(self) -> list[str]:
-        return [n for n in self.schema.names if n.startswith(DIMENSION_PREFIX)]
-
-    @property
     def z_columns(self) -> list[str]:
         """z_score and z_dim_* (`rescore --normalize-from`), where the scores have them."""
         return [n for n in self.schema.names if is_z_column(n)]
 
-    @property
-    def model_id(self) -> str | None:
-        raw = (self.schema.metadata or {}).get(META_MODEL)
-        return raw.decode() if raw else None
-
-    def count_rows(self) -> int:
-        """Row count from the Parquet footers, without reading any data."""
-        fs, source = self._source()
-        return row_count(pq.ParquetDataset(source, filesystem=fs))
-
-    def read(self, columns: list[str] | None = None) -> Dataset:
-        fs, source = self._source()
-        return read_parquet(source, fs, columns)
 
     def require_columns(self, columns: list[str], what: str) -> None:
         missing = [c for c in columns if c not in self.schema.names]
