@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import transformers
-from packaging.version import Version
 
 from actors.adapters import MediaInput, load_adapter
 from actors.demo_model import FAMILIES, build_demo_model
 from schemas.job_config import DecodeConfig, ModelConfig
-from tests.family_stock import stock_answer
+from tests.family_stock import stock_answer, verified_family
 
 pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
 
@@ -22,11 +20,7 @@ QUESTIONS = ["Is the lighting natural?", "Is there a cat?", "Does the picture sh
 IMAGES = [np.random.default_rng(k).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8) for k in (7, 8)]
 RTOL = 1e-4  # relative: a random-weight model's mass is small (a few answer words among thousands)
 
-# SmolVLM/Idefics3 are verified on transformers 5.24 only (tests/test_family_system_prompt.py)
-_SMOLVLM_NEEDS = Version("5.24")
-_PARAMS = [pytest.param(f, marks=pytest.mark.skipif(
-    f in ("smolvlm", "idefics3") and Version(transformers.__version__) < _SMOLVLM_NEEDS,
-    reason=f"{f} is verified on transformers >= {_SMOLVLM_NEEDS} only")) for f in FAMILIES]
+_PARAMS = [verified_family(f) for f in FAMILIES]
 
 
 def _adapter(model_dir, family: str, **model: object):

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import transformers
-from packaging.version import Version
 
 from actors.adapters import MediaInput, load_adapter
 from actors.demo_model import FAMILIES, build_demo_model
 from schemas.job_config import DecodeConfig, ModelConfig
-from tests.family_stock import stock_p_yes
+from tests.family_stock import stock_p_yes, verified_family
 
 pytestmark = pytest.mark.equivalence  # run again on the lowest supported transformers (.ci/run)
 
@@ -36,12 +34,7 @@ def _adapter(model_dir, family: str, system: str | None, **model: object):
                         _decode(family), system_prompt=system)
 
 
-# SmolVLM/Idefics3 are verified on transformers 5.24 only: on 5.5.4 (the declared lowest) the
-# image processor registry cannot read the tiny SmolVLM/Idefics3 checkpoints (measured).
-_SMOLVLM_NEEDS = Version("5.24")
-_PARAMS = [pytest.param(f, marks=pytest.mark.skipif(
-    f in ("smolvlm", "idefics3") and Version(transformers.__version__) < _SMOLVLM_NEEDS,
-    reason=f"{f} is verified on transformers >= {_SMOLVLM_NEEDS} only")) for f in FAMILIES]
+_PARAMS = [verified_family(f) for f in FAMILIES]
 
 
 @pytest.fixture(scope="module", params=_PARAMS)

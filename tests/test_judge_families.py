@@ -14,6 +14,7 @@ from actors.pair_reader import PairReader
 from schemas.checklist import Checklist
 from schemas.job_config import DecodeConfig, ModelConfig
 from tests.engine_models import build_llava
+from tests.family_stock import verified_family
 from tests.pair_stock import stock_pair_distribution, stock_qwen3_vl_video_pair
 
 pytestmark = pytest.mark.equivalence
@@ -41,8 +42,8 @@ def decode_of(family: str) -> DecodeConfig:
     return DecodeConfig(resize_factor=32) if family.startswith("qwen3") else DecodeConfig()
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl", "glm4v", "internvl", "llava_onevision", "gemma3",
-                                    "smolvlm"])
+@pytest.mark.parametrize("family", [verified_family(f) for f in (
+    "qwen2_vl", "qwen3_vl", "glm4v", "internvl", "llava_onevision", "gemma3", "smolvlm")])
 def test_each_order_equals_the_stock_forward(tmp_path, family):
     model_dir = build_demo_model(tmp_path / family, family=family)
     items = images()
