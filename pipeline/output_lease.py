@@ -18,7 +18,9 @@ and fsspec offers no create-if-absent on it, so the lease is a small object, `OU
   as held, its file's modification time standing for the heartbeat: never as free.
 - Taking it is write, wait `settle_s`, read back: of two runs that take it at the same
   moment, the last write wins and the other reads a foreign owner and stops. S3 reads are
-  strongly consistent, so the read-back sees the last write.
+  strongly consistent, so the read-back sees the last write. `settle_s` is `SETTLE_S` unless
+  `$VRSCORE_LEASE_SETTLE_S` says otherwise (the test suite, whose runs mostly have an output to
+  themselves, sets 0 and gives the real wait to the runs that race).
 - While the job runs, a daemon thread renews the heartbeat every `ttl_s / 8`. A run that finds its
   lease taken over (it stalled longer than `ttl_s`) keeps writing until its job ends, so it keeps
   a heartbeat of its own instead, `OUT/_lease.lost.<owner>.json`: a new run is refused while that
@@ -51,9 +53,24 @@ LEASE_FILE = "_lease.json"
 LOST_PREFIX = "_lease.lost."  # + owner + ".json": the heartbeat of a run that lost the lease
 LEASE_TTL_S = 120.0
 SETTLE_S = 1.0
+SETTLE_ENV = "VRSCORE_LEASE_SETTLE_S"  # overrides SETTLE_S (seconds)
 # An unreadable lease is read this many times, this far apart, before it counts as held: a
 # writer of an older version rewrites it in place, and a reader may catch it half written.
 UNREADABLE_READS, UNREADABLE_WAIT_S = 5, 0.1
+
+
+def settle_seconds() -> float:
+    """`$VRSCORE_LEASE_SETTLE_S` when set (seconds, 0 or more), else `SETTLE_S`."""
+    raw = os.environ.get(SETTLE_ENV)
+    if raw is None:
+        return SETTLE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise UserError(f"{SETTLE_ENV}={raw!r}: give the seconds to wait, a number of 0 or more")
+    return value
 
 
 class OutputBusyError(UserError):
@@ -172,12 +189,14 @@ class OutputLease:
 
     @classmethod
     def acquire(cls, fs: fsspec.AbstractFileSystem, out: str, *, ttl_s: float = LEASE_TTL_S,
-                settle_s: float = SETTLE_S) -> OutputLease:
+                settle_s: float | None = None) -> OutputLease:
+        """`settle_s`: the wait between writing the lease and reading it back (None: `settle_seconds()`)."""
+        wait = settle_seconds() if settle_s is None else settle_s
         lease = cls(fs, out, ttl_s)
         check_free(fs, out)
         fs.makedirs(out, exist_ok=True)
         _put(fs, lease.path, lease._record())
-        time.sleep(settle_s)
+        time.sleep(wait)
         holder = read_lease(fs, out)
         if (holder or {}).get("owner") != lease.owner:
             raise OutputBusyError(f"{out}: another run took the output directory at the same moment "
@@ -245,7 +264,7 @@ class OutputLease:
 
 @contextlib.contextmanager
 def output_lease(fs: fsspec.AbstractFileSystem, out: str, check: Callable[[], None] | None = None, *,
-                 ttl_s: float = LEASE_TTL_S, settle_s: float = SETTLE_S) -> Iterator[OutputLease]:
+                 ttl_s: float = LEASE_TTL_S, settle_s: float | None = None) -> Iterator[OutputLease]:
     """Hold the lease of `out` while the body writes there. `check` (what the output may already
     hold) runs first under the lease: another run may have written there since it was last run."""
     lease = OutputLease.acquire(fs, out, ttl_s=ttl_s, settle_s=settle_s)

@@ -1,12 +1,21 @@
-"""Shared fixtures: tiny random-weight checkpoints built once per test session."""
+"""Shared fixtures: tiny random-weight checkpoints built once per test session. And no wait
+between writing an output lease and reading it back (pipeline/output_lease.py): a run of this
+suite has its output to itself, except the runs that race for one, which set the real wait
+(tests/test_one_run_per_out.py). Several hundred commands each waited a second."""
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 from actors.demo_model import build_demo_model
+from pipeline.output_lease import SETTLE_ENV
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault(SETTLE_ENV, "0")  # before any job starts: processes of jobs inherit it
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.cli import main
-from pipeline.output_lease import LEASE_FILE, OutputLease
+from pipeline.output_lease import LEASE_FILE, SETTLE_ENV, SETTLE_S, OutputLease
 from tests.job_process import cli, job_env, kill_marked, ray_tmp, wait_until_gone  # noqa: F401 - fixture
 from tests.scores_fixtures import random_rows, write_scores
 
@@ -57,7 +57,9 @@ def test_of_two_rescores_started_together_into_one_out_one_writes(tmp_path, ray_
     out, second_tmp = tmp_path / "out", Path(tempfile.mkdtemp(prefix="vrs", dir="/tmp"))
     args, logs = _command("rescore", tmp_path, out), [tmp_path / "err0", tmp_path / "err1"]
     try:
-        runs = [subprocess.Popen(cli(*args), env=job_env(tmp), stdout=subprocess.DEVNULL, stderr=log.open("w"),
+        # the real wait between writing the lease and reading it back (the suite sets none: conftest.py)
+        env = {SETTLE_ENV: str(SETTLE_S)}
+        runs = [subprocess.Popen(cli(*args), env=job_env(tmp, env), stdout=subprocess.DEVNULL, stderr=log.open("w"),
                                  start_new_session=True) for tmp, log in zip((ray_tmp, second_tmp), logs)]
         codes = [run.wait(timeout=300) for run in runs]
     finally:

@@ -1,5 +1,6 @@
 """The output lease between real processes: PID namespaces, a lost holder that keeps writing, a
-lease read while it is renewed, and an unreadable lease file."""
+lease read while it is renewed, and an unreadable lease file. And the wait before the read-back
+that `$VRSCORE_LEASE_SETTLE_S` sets."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ import fsspec
 import pytest
 
 from pipeline import output_lease
-from pipeline.output_lease import LEASE_FILE, OutputBusyError, OutputLease
+from pipeline.output_lease import LEASE_FILE, SETTLE_ENV, SETTLE_S, OutputBusyError, OutputLease, settle_seconds
+from schemas.user_error import UserError
 from pipeline.process_identity import process_identity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,3 +173,16 @@ def test_an_unreadable_lease_counts_as_held_until_its_file_is_older_than_the_ttl
     old = time.time() - output_lease.LEASE_TTL_S - 10
     os.utime(out / LEASE_FILE, (old, old))  # control: written long ago, by a run long gone
     OutputLease.acquire(LOCAL, str(out), settle_s=0).release()
+
+
+def test_the_settle_wait_is_one_second_unless_the_environment_sets_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(SETTLE_ENV, raising=False)
+    assert settle_seconds() == SETTLE_S == 1.0
+    monkeypatch.setenv(SETTLE_ENV, "0.3")
+    t0 = time.monotonic()
+    OutputLease.acquire(LOCAL, str(tmp_path / "out")).release()
+    assert time.monotonic() - t0 >= 0.3  # the wait it was given, not the suite's 0
+    for bad in ("soon", "-1", "nan", "inf"):
+        monkeypatch.setenv(SETTLE_ENV, bad)
+        with pytest.raises(UserError, match=f"{SETTLE_ENV}='{bad}'"):
+            settle_seconds()
