@@ -7,12 +7,15 @@ Placement is made deterministic by resources, not left to the scheduler: each no
 logical CPUs and a scorer actor reserves 3 (`resources.num_cpus_per_actor`), so two scorer
 actors can only run on two different nodes, the way one actor per GPU node would. The CPU
 left on each node serves the read, decode and write tasks (a pool holding every CPU would
-starve them).
+starve them). One such job, its model at an S3 URI, serves both tests (a module fixture).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,7 +23,7 @@ import pytest
 
 from actors.synthetic_media import write_image, write_video
 from actors.model_store import CACHE_ENV, DOWNLOAD_LOG, MARKER
-from tests.job_process import job_env, ray_tmp, run_job  # noqa: F401  (fixture)
+from tests.job_process import job_env, kill_marked, run_job, wait_until_gone
 from tests.s3_fixtures import s3_endpoint  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.slow  # a job in a process of its own, with its own Ray
@@ -79,11 +82,32 @@ def _run_on_two_nodes(manifest: str, model: str, out, env: dict, node_env: dict 
     return result
 
 
-def test_job_spreads_over_two_nodes(tmp_path, demo_model_dir, ray_tmp):  # noqa: F811
-    manifest, rows = _manifest(tmp_path)
-    out = tmp_path / "out"
-    result = _run_on_two_nodes(manifest, str(demo_model_dir), out, job_env(ray_tmp))
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory, demo_model_dir, s3_endpoint) -> dict:  # noqa: F811
+    """One job on two nodes, its model at an S3 URI, each node with a cache of its own (as
+    separate machines would have); both tests read what it did."""
+    tmp = tmp_path_factory.mktemp("two_nodes")
+    bucket = s3_endpoint.make_bucket()
+    for f in demo_model_dir.iterdir():
+        s3_endpoint.upload(f, f"s3://{bucket}/ckpt/{f.name}")
+    model_uri = f"s3://{bucket}/ckpt/"
+    manifest, rows = _manifest(tmp)
+    caches = {"head": tmp / "cache-head", "worker": tmp / "cache-worker"}
+    node_env = {node: {CACHE_ENV: str(path)} for node, path in caches.items()}
+    out, ray_dir = tmp / "out", Path(tempfile.mkdtemp(prefix="vrs", dir="/tmp"))  # short: Ray's socket paths
+    try:
+        result = _run_on_two_nodes(manifest, model_uri, out, job_env(ray_dir, s3_endpoint.env), node_env,
+                                   ("--endpoint-url", s3_endpoint.url))
+    finally:
+        kill_marked(ray_dir)
+        wait_until_gone(ray_dir, 10)
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    return {"result": result, "rows": rows, "out": out, "caches": caches, "model_uri": model_uri,
+            "model_dir": demo_model_dir}
 
+
+def test_job_spreads_over_two_nodes(two_nodes):
+    result, rows, out = two_nodes["result"], two_nodes["rows"], two_nodes["out"]
     assert sorted(result["nodes"]) == sorted([result["head"], result["worker"]])
     assert len(result["scorer_nodes"]) == 2  # the pool of two, never restarted
     assert sorted(result["scorer_nodes"]) == sorted([result["head"], result["worker"]])
@@ -97,27 +121,16 @@ def test_job_spreads_over_two_nodes(tmp_path, demo_model_dir, ray_tmp):  # noqa:
     assert run["decode_actors_max"] >= 1 and run["rows"] == len(rows), run
 
 
-def test_model_from_s3_is_downloaded_once_per_node(tmp_path, demo_model_dir, ray_tmp, s3_endpoint):  # noqa: F811
-    bucket = s3_endpoint.make_bucket()
-    for f in demo_model_dir.iterdir():
-        s3_endpoint.upload(f, f"s3://{bucket}/ckpt/{f.name}")
-    model_uri = f"s3://{bucket}/ckpt/"
-    manifest, rows = _manifest(tmp_path)
-    # Each simulated node gets a cache of its own, as separate machines would have.
-    caches = {"head": tmp_path / "cache-head", "worker": tmp_path / "cache-worker"}
-    node_env = {node: {CACHE_ENV: str(path)} for node, path in caches.items()}
-    env = job_env(ray_tmp, s3_endpoint.env)
-    out = tmp_path / "out"
-    result = _run_on_two_nodes(manifest, model_uri, out, env, node_env, ("--endpoint-url", s3_endpoint.url))
-
+def test_model_from_s3_is_downloaded_once_per_node(two_nodes):
+    result, rows, out, model_uri = two_nodes["result"], two_nodes["rows"], two_nodes["out"], two_nodes["model_uri"]
     assert sorted(result["scorer_nodes"]) == sorted([result["head"], result["worker"]])
-    for node, cache in caches.items():
+    for node, cache in two_nodes["caches"].items():
         downloads = [json.loads(line) for line in (cache / DOWNLOAD_LOG).read_text().splitlines()]
         assert len(downloads) == 1, (node, downloads)  # one download per node
         assert downloads[0]["uri"] == model_uri
         entry = cache / downloads[0]["entry"]
         assert (entry / MARKER).exists() and (entry / "model.safetensors").read_bytes() == (
-            demo_model_dir / "model.safetensors").read_bytes()
+            two_nodes["model_dir"] / "model.safetensors").read_bytes()
     table = pq.read_table(out / "scores")
     assert sorted(table["id"].to_pylist()) == sorted(r["id"] for r in rows)
     assert set(table["status"].to_pylist()) == {"ok"}
