@@ -18,11 +18,13 @@ from actors.adapters.devices import GpuUnavailableError
 from actors.checklist_scorer import ChecklistScorer
 from actors.synthetic_media import write_image
 from jobs import cli as vrscore_cli
+from jobs.judge_job import JudgeOptions, run_judge_job
 from jobs.score_job import run_score_job
 from pipeline.output_dir import OutputMismatchError
 from schemas.checklist_set import checklists_to_json, resolve_checklists
 from schemas.job_config import DecodeConfig, JobConfig, ModelConfig, ResourcesConfig
 from schemas.model_placement import PlacementError, resolve_model_placement
+from tests.job_process import REPO
 from tests.ray_fixtures import ray_session  # noqa: F401  (session fixture)
 
 
@@ -109,6 +111,22 @@ def test_an_output_begun_by_a_version_that_recorded_auto_resumes(first_run, tmp_
     gpu = _begun_as(first_run, tmp_path, gpus=1.0, device="auto", dtype="auto")
     with pytest.raises(OutputMismatchError, match=r"resources\.num_gpus_per_actor: 1\.0 -> 0\.0"):
         run_score_job(gpu, quiet=True)
+
+
+def test_a_judge_job_records_and_keeps_its_precision_too(tmp_path, demo_model_dir, ray_session):  # noqa: F811
+    rows = [{"id": f"i{k}", "uri": str(write_image(tmp_path / f"i{k}.png", size=(64, 48), seed=k)), "group": "g",
+             "prompt": "a fox"} for k in range(2)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "m.parquet")
+    cfg = JobConfig(manifest=str(tmp_path / "m.parquet"), out=str(tmp_path / "first" / "out"),
+                    checklist=[str(REPO / "schemas" / "checklists" / "image_pair_rank.yaml")],
+                    model=ModelConfig(model=str(demo_model_dir)), decode=DecodeConfig(image_max_pixels=64 * 28 * 28))
+    assert run_judge_job(cfg, JudgeOptions(), quiet=True).pairs == 1
+    job = json.loads((tmp_path / "first" / "out" / "job.json").read_text())
+    assert (job["model"]["device"], job["model"]["dtype"]) == ("cpu", "float32")
+    gpu = _begun_as(cfg, tmp_path, gpus=1.0, device="cuda", dtype="bfloat16")
+    with pytest.raises(OutputMismatchError, match=r"model\.dtype: 'bfloat16' -> 'float32'.* pass --set "
+                                                  r"model\.device=cuda --set model\.dtype=bfloat16"):
+        run_judge_job(gpu, JudgeOptions(), quiet=True)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
