@@ -130,13 +130,13 @@ def unresolved_legacy(old_job: dict, new_job: dict) -> str | None:
     """A warning when `old_job` (a job.json of an older version) left a key of UNRESOLVED_LEGACY
     unresolved that this run resolves; None when it recorded them all."""
     old, new = _comparable(old_job), _comparable(new_job)
-    taken = [f"{key}={new.get(key)}" for key, unresolved in UNRESOLVED_LEGACY.items() if old.get(key) == unresolved]
-    if not taken:
+    keys = [key for key, unresolved in UNRESOLVED_LEGACY.items() if old.get(key) == unresolved]
+    if not keys:
         return None
-    return (f"the first run of this output recorded {' and '.join(k.split('=')[0] for k in taken)} as 'auto' "
-            f"(an older vrscore, where each scorer actor chose from what its node had): continuing it with "
-            f"{', '.join(taken)}, as its resources resolve. Its rows are of that precision only if every actor "
-            "of it saw the GPUs it reserved (or none)")
+    return (f"the first run of this output recorded {' and '.join(keys)} as 'auto' (an older vrscore, where "
+            f"each scorer actor chose from what its node had): continuing it with "
+            f"{', '.join(f'{key}={new.get(key)}' for key in keys)}, as its resources resolve. Its rows are of "
+            "that precision only if every actor of it saw the GPUs it reserved (or none)")
 
 
 def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_checklists: dict) -> list[str]:

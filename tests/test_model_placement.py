@@ -129,6 +129,18 @@ def test_a_judge_job_records_and_keeps_its_precision_too(tmp_path, demo_model_di
         run_judge_job(gpu, JudgeOptions(), quiet=True)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_job_that_reserves_a_gpu_scores_in_bfloat16_and_keeps_to_it(first_run, tmp_path):
+    on_gpu = first_run.model_copy(update={"out": str(tmp_path / "out"), "resources": ResourcesConfig(
+        batch_size=2, num_gpus_per_actor=1)})
+    assert run_score_job(on_gpu, quiet=True).ok == 2
+    job = json.loads((tmp_path / "out" / "job.json").read_text())
+    assert (job["model"]["device"], job["model"]["dtype"]) == ("cuda", "bfloat16")
+    with pytest.raises(OutputMismatchError, match=r"model\.dtype: 'bfloat16' -> 'float32'"):
+        run_score_job(on_gpu.model_copy(update={"resources": first_run.resources}), quiet=True)  # no GPU reserved
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_a_scorer_told_cuda_without_a_gpu_fails_at_start(demo_model_dir):
     checklists = checklists_to_json(resolve_checklists(["default"]))
