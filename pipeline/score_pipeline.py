@@ -16,7 +16,7 @@ from pipeline.decode_pool import decode_pool
 from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns
 from pipeline.manifest_files import Manifest, open_manifest
 from pipeline.null_columns import nulls_as_none
-from pipeline.parquet_source import ParquetManifestSource
+from pipeline.parquet_source import ParquetManifestSource, read_as_planned
 from pipeline.stage_clock import timed
 from pipeline.storage import storage_options
 from pipeline.webdataset_source import WebDatasetSource
@@ -96,13 +96,13 @@ def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None 
     opened = info.manifest if info is not None else open_manifest(cfg.manifest, cfg.storage, cfg.media_column)
     id_column = info.id_column if info is not None else cfg.id_column
     if opened.kind == "webdataset":
-        return ray.data.read_datasource(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
+        return read_as_planned(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
                                                          cfg.prompt_field, cfg.media_extensions, _block_bytes()))
     if opened.kind == "embedded":
         keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, id_column)]  # type: ignore[union-attr]
-        return ray.data.read_datasource(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
+        return read_as_planned(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
                                                               id_column, keep, _block_bytes()))
-    return ray.data.read_datasource(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
+    return read_as_planned(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
 
 
 # Columns the embedded source makes itself from the manifest's.
