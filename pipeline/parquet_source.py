@@ -75,8 +75,10 @@ def read_as_planned(source: Datasource) -> Dataset:
     before decode then gathered again at tens of blocks a second on a busy node, holding back
     the decode and score stages (benchmarks/pipeline_overhead.py's 96-item job: the read ended
     9 s after it began and scoring began at 14 s; read as planned, 0 s and 10.5 s, when the
-    scorer's model is loaded). Our sources cut their own blocks (files, row groups, bytes), and
-    the decode stage's blocks are cut by `repartition` after the read.
+    scorer's model is loaded). For a manifest of URIs the decode stage's blocks are cut by
+    `repartition` after the read. (A manifest holding the media is not read this way: its
+    blocks are cut by bytes, up to Ray Data's 128 MiB target, and Ray's split is what gives
+    a few large items several decode tasks.)
     """
     return ray.data.read_datasource(source, override_num_blocks=max(1, len(source.get_read_tasks(1))))
 

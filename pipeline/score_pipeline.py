@@ -96,11 +96,11 @@ def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None 
     opened = info.manifest if info is not None else open_manifest(cfg.manifest, cfg.storage, cfg.media_column)
     id_column = info.id_column if info is not None else cfg.id_column
     if opened.kind == "webdataset":
-        return read_as_planned(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
+        return ray.data.read_datasource(WebDatasetSource(opened.filesystem, opened.paths, opened.root,  # type: ignore[arg-type]
                                                          cfg.prompt_field, cfg.media_extensions, _block_bytes()))
     if opened.kind == "embedded":
         keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, id_column)]  # type: ignore[union-attr]
-        return read_as_planned(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
+        return ray.data.read_datasource(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
                                                               id_column, keep, _block_bytes()))
     return read_as_planned(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
 
