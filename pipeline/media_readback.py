@@ -26,13 +26,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.embedded_source import RowGroupReader
-from pipeline.manifest_files import parquet_paths
+from pipeline.manifest_files import Manifest, parquet_paths
 from pipeline.parquet_source import open_parquet
 from pipeline.storage import arrow_filesystem
 from pipeline.webdataset_shards import shard_root, webdataset_shards
 from pipeline.webdataset_source import ShardReader
 from schemas.embedded_media import BYTES_COLUMN, READ_ERROR_COLUMN, MediaColumn
-from schemas.job_config import GENERATED_IDS, StorageConfig
+from schemas.job_config import GENERATED_IDS, JobConfig, StorageConfig
 
 _WHOLE_GROUP = 1 << 62  # a row group comes back as one table
 
@@ -51,6 +51,15 @@ class MediaSource:
     id_column: str | None = None  # parquet: the ids' column (None: 'id'), or GENERATED_IDS
     prompt_field: str | None = None  # webdataset: as the job chose a sample's members
     media_extensions: tuple[str, ...] = ()
+
+
+def job_source(cfg: JobConfig, manifest: Manifest, id_column: str | None) -> MediaSource | None:
+    """The media source of a job's opened manifest (None: a manifest of URIs); `id_column` as
+    the job resolved it (pipeline/score_pipeline.py's inspect_manifest)."""
+    if manifest.kind == "uri":
+        return None
+    kind: Literal["parquet", "webdataset"] = "webdataset" if manifest.kind == "webdataset" else "parquet"
+    return MediaSource(kind, cfg.manifest, manifest.media, id_column, cfg.prompt_field, tuple(cfg.media_extensions))
 
 
 class MediaReadback:
@@ -162,4 +171,4 @@ def _row(row: dict) -> dict:
             READ_ERROR_COLUMN: row.get(READ_ERROR_COLUMN)}
 
 
-__all__ = ["Location", "MediaReadback", "MediaSource"]
+__all__ = ["Location", "MediaReadback", "MediaSource", "job_source"]
