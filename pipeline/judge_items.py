@@ -16,13 +16,15 @@ No media bytes reach the driver:
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
+from fsspec.spec import AbstractFileSystem
 
-from pipeline.manifest_files import Manifest
+from pipeline.manifest_files import FOOTER_THREADS, Manifest, ManifestFile
 from pipeline.parquet_source import open_parquet
 from pipeline.webdataset_source import ShardReader
 from schemas.embedded_media import row_id
@@ -38,11 +40,13 @@ def manifest_items(cfg: JobConfig, manifest: Manifest, id_column: str | None) ->
     the job resolved it (GENERATED_IDS: ids from file and row)."""
     if manifest.kind == "webdataset":
         return _shard_items(cfg, manifest)
-    parts = [_file_items(manifest, f, id_column) for f in manifest.files]
+    threads = max(1, min(FOOTER_THREADS, len(manifest.files)))  # S3 round trips overlap
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        parts = list(pool.map(lambda f: _file_items(manifest, f, id_column), manifest.files))
     return pa.concat_tables(parts) if parts else ITEMS_SCHEMA.empty_table()
 
 
-def _file_items(manifest: Manifest, file, id_column: str | None) -> pa.Table:
+def _file_items(manifest: Manifest, file: ManifestFile, id_column: str | None) -> pa.Table:
     names = set(file.schema.names)
     id_column = id_column or "id"
     small = [c for c in (id_column, *STRINGS[1:]) if c in names and c != GENERATED_IDS]
@@ -71,7 +75,9 @@ def shard_items(batch: dict[str, np.ndarray], reader: ShardReader) -> pa.Table:
 
 
 def _shard_items(cfg: JobConfig, manifest: Manifest) -> pa.Table:
-    reader = ShardReader(manifest.filesystem, manifest.root, cfg.prompt_field, cfg.media_extensions,  # type: ignore[arg-type]
+    fs = manifest.filesystem
+    assert isinstance(fs, AbstractFileSystem), "tar shards are read through fsspec"
+    reader = ShardReader(fs, manifest.root, cfg.prompt_field, cfg.media_extensions,
                          block_bytes=1)  # samples() only: no blocks are cut
     ds = ray.data.from_items([{"shard": p} for p in manifest.paths], override_num_blocks=len(manifest.paths))
     ds = ds.map_batches(functools.partial(shard_items, reader=reader), batch_size=1, batch_format="numpy")

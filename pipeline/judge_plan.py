@@ -4,10 +4,12 @@ The plan is one row per pair: id, a, b, group, prompt, unit, and per side the it
 media_type from the manifest and where its bytes are when the manifest holds them (`file`: the
 Parquet data file or tar shard as the manifest's filesystem names it; `row_group`: the Parquet row
 group, null for shards), so that a unit reads only the row groups and shards its items are in
-(pipeline/media_readback.py). The plan never holds media bytes. Plans written before the places
-were recorded (manifests of URIs only) lack those columns: they read as null. It is written once into OUT/plan/ and read back by the job, so that
-Ray Data's checkpoint (ids of written pairs) skips finished pairs on resume exactly as `score`
-skips finished rows, and a resumed job judges the very pairs the first run planned.
+(pipeline/media_readback.py). The plan never holds media bytes; plans written before the places
+were recorded (manifests of URIs only) lack those columns, which then read as null.
+
+The plan is written once into OUT/plan/ and read back by the job, so that Ray Data's checkpoint
+(ids of written pairs) skips finished pairs on resume exactly as `score` skips finished rows, and
+a resumed job judges the very pairs the first run planned.
 
 Units. The pairs of a group travel together: a unit is a group's pairs, cut into units of at most
 `unit_pairs` pairs where a group is larger, so that a unit's decoded items fit one actor's memory.

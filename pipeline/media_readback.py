@@ -103,7 +103,9 @@ class MediaReadback:
                 unplaced -= located.keys()
                 if not unplaced:
                     break
-        reader = RowGroupReader(fs, self.source.media, self.source.id_column or "id", [], _WHOLE_GROUP)  # type: ignore[arg-type]
+        media = self.source.media
+        assert media is not None, "a Parquet source names its media column"
+        reader = RowGroupReader(fs, media, self.source.id_column or "id", [], _WHOLE_GROUP)
         found: dict[str, dict] = {}
         for file, by_group in groups.items():
             pf = opened.get(file) or open_parquet(fs, file)

@@ -1,5 +1,6 @@
 """`vrscore judge` over every kind of manifest `score` reads: the same pictures as URI files, as
-`{bytes, path}` structs in Parquet (two files, several row groups each) and as WebDataset shards
+`{bytes, path}` structs in Parquet (two files, several row groups each; its columns named by
+the CLI's --media-column and --id-column) and as WebDataset shards
 (json `group`, txt prompt) give identical pairs and identical judgements, pairs scheduled from
 the groups in each. Negative control: the same Parquet with two items' bytes swapped changes
 exactly their pairs; a corrupt item's pairs are error rows there. A plan written before the
@@ -17,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from actors.synthetic_media import write_image
+from jobs.cli import main
 from jobs.judge_job import PLAN_DIR, PLAN_FILE, JudgeOptions, run_judge_job
 from pipeline.output_dir import CHECKPOINT_DIR
 from schemas.job_config import JobConfig, ModelConfig, ResourcesConfig
@@ -45,9 +47,9 @@ def _rows(pictures: dict[str, bytes]) -> list[dict]:
 def _embedded(root: Path, rows: list[dict]) -> str:
     """Two files (g0 and one g1 item, the rest of g1), row groups of 2 rows: a group spans files."""
     root.mkdir()
-    table = pa.table({"id": [r["id"] for r in rows], "group": [r["group"] for r in rows],
-                      "prompt": [r["prompt"] for r in rows],
-                      "image": pa.array([{"bytes": r["data"], "path": f"{r['id']}.png"} for r in rows], STRUCT)})
+    table = pa.table({"key": [r["id"] for r in rows], "group": [r["group"] for r in rows],
+                      "prompt": [r["prompt"] for r in rows],  # media_type from the struct's path
+                      "picture": pa.array([{"bytes": r["data"], "path": f"{r['id']}.png"} for r in rows], STRUCT)})
     pq.write_table(table.slice(0, 4), root / "part-0.parquet", row_group_size=2)
     pq.write_table(table.slice(4), root / "part-1.parquet", row_group_size=2)
     return str(root)
@@ -84,10 +86,13 @@ def judged(tmp_path_factory, demo_model_dir, ray_session) -> dict[str, Path]:  #
                                   "data": pictures["g1_a"][:60]}]  # a truncated PNG
     manifests = {"uri": str(tmp / "uri.parquet"), "embedded": _embedded(tmp / "embedded", rows),
                  "webdataset": _shards(tmp / "shards", rows), "control": _embedded(tmp / "control", controls)}
-    outs = {}
-    for kind, manifest in manifests.items():
-        outs[kind] = tmp / f"out_{kind}"
-        run_judge_job(_config(manifest, outs[kind], demo_model_dir), JudgeOptions(), quiet=True)
+    outs = {kind: tmp / f"out_{kind}" for kind in manifests}
+    for kind in ("uri", "webdataset"):
+        run_judge_job(_config(manifests[kind], outs[kind], demo_model_dir), JudgeOptions(), quiet=True)
+    for kind in ("embedded", "control"):  # through the CLI: its flags name the columns
+        assert main(["judge", "--manifest", manifests[kind], "--media-column", "picture", "--id-column", "key",
+                     "--model", str(demo_model_dir), "--checklist", str(CHECKLIST), "--out", str(outs[kind]),
+                     "--set", "resources.rows_per_file=4", "--quiet", "--max-error-fraction", "1"]) == 0
     outs["model"] = demo_model_dir
     return outs
 
@@ -132,4 +137,5 @@ def test_plans_without_places_still_resume(judged, tmp_path):
     cfg = _config(json.loads((out / "job.json").read_text())["manifest"], out, judged["model"])
     summary = run_judge_job(cfg, JudgeOptions(), quiet=True)
     assert summary.ok == summary.pairs == 9
-    assert {k: _judgement(r) for k, r in _pairs(out).items()} == {k: _judgement(r) for k, r in _pairs(judged["uri"]).items()}
+    want = {k: _judgement(r) for k, r in _pairs(judged["uri"]).items()}
+    assert {k: _judgement(r) for k, r in _pairs(out).items()} == want
