@@ -13,6 +13,7 @@ import numpy as np
 
 from actors.adapters import load_adapter
 from actors.adapters.base import AnswerKind, MediaInput, Readout
+from actors.adapters.devices import resolve_device
 from actors.systemic_failure import (
     CANARY_PROMPT,
     FailureStreak,
@@ -53,9 +54,10 @@ class ChecklistScorer:
 
     def __init__(self, model: dict, decode: dict, checklists_json: str, cpu_threads: int | None = None,
                  storage: dict | None = None):
+        given = ModelConfig.model_validate(model)
+        _set_cpu_threads(cpu_threads, given.device)  # cuda without a GPU fails here, before the model is fetched
         # A model at a URI: this node's cached copy (downloaded once per node).
-        self.model_cfg = local_model(ModelConfig.model_validate(model), StorageConfig.model_validate(storage or {}))
-        _set_cpu_threads(cpu_threads)
+        self.model_cfg = local_model(given, StorageConfig.model_validate(storage or {}))
         self.checklists = checklists_from_json(checklists_json)
         # A broken model or device must stop the job, not pass as bad items (actors/systemic_failure.py).
         self._streak = FailureStreak(self.model_cfg.systemic_failure_batches)
@@ -226,12 +228,13 @@ def _media_types(adapter) -> tuple[str, ...] | None:
     return None if family is None else tuple(family.media_types)
 
 
-def _set_cpu_threads(threads: int | None) -> None:
+def _set_cpu_threads(threads: int | None, device: str) -> None:
     """Ray sets OMP_NUM_THREADS to the actor's reserved CPUs (1 by default), which halves CPU
-    scoring on a 2-core node; on CPU the scorer should use the cores the node has."""
+    scoring on a 2-core node; on CPU the scorer should use the cores the node has. `device` is the
+    model's (job.json's): resolving it fails an actor told cuda that sees no GPU (GpuUnavailableError)."""
     import torch
 
-    if not torch.cuda.is_available():
+    if resolve_device(device).type == "cpu":
         torch.set_num_threads(threads or os.cpu_count() or 1)
 
 

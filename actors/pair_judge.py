@@ -52,8 +52,9 @@ class PairJudge:
     def __init__(self, model: dict, decode: dict, checklist_json: str, cpu_threads: int | None = None,
                  storage: dict | None = None):
         t0 = time.perf_counter()
-        model_cfg = local_model(ModelConfig.model_validate(model), StorageConfig.model_validate(storage or {}))
-        _set_cpu_threads(cpu_threads)
+        given = ModelConfig.model_validate(model)
+        _set_cpu_threads(cpu_threads, given.device)  # cuda without a GPU fails here, before the model is fetched
+        model_cfg = local_model(given, StorageConfig.model_validate(storage or {}))
         self.checklist = Checklist.model_validate_json(checklist_json)
         decode_cfg = DecodeConfig.model_validate(decode)
         self.reader = PairReader(model_cfg, decode_cfg, self.checklist)

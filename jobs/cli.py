@@ -90,16 +90,18 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 
 def _systemic_stop(exc: BaseException) -> str | None:
-    """The message of a SystemicScoringError behind `exc`. Ray Data hands a stage's error to
-    the driver as a UserCodeException that keeps only the text of the original traceback, so
-    the text is searched where the type is gone."""
+    """The message of a SystemicScoringError (or a scorer told cuda without a GPU) behind `exc`.
+    Ray Data hands a stage's error to the driver as a UserCodeException that keeps only the text
+    of the original traceback, so the text is searched where the type is gone."""
+    from actors.adapters.devices import GpuUnavailableError
     from actors.systemic_failure import SystemicScoringError
 
-    found = _in_chain(exc, (SystemicScoringError,))
+    stops = (SystemicScoringError, GpuUnavailableError)
+    found = _in_chain(exc, stops)
     if found is not None:
         return str(found)
-    marker = f"{SystemicScoringError.__module__}.{SystemicScoringError.__name__}: "
-    return next((line.split(marker, 1)[1] for line in str(exc).splitlines() if marker in line), None)
+    markers = [f"{t.__module__}.{t.__name__}: " for t in stops]
+    return next((line.split(m, 1)[1] for line in str(exc).splitlines() for m in markers if m in line), None)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist, load_checklist_file
 from schemas.checklist_set import checklists_to_json
 from schemas.job_config import JobConfig
+from schemas.model_placement import resolve_placement
 from schemas.judge_output import ITEMS_DIR, MASS_FIELDS, PAIRS_DIR, pairs_schema
 from schemas.status import OK
 from schemas.user_error import UserError
@@ -153,6 +154,7 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
     cfg = cfg.model_copy(update={"id_column": info.id_column})
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
     cfg = cfg.model_copy(update={"model": pin_model(resolve_readout_config(cfg.model, cfg.storage), cfg.storage)})
+    cfg = resolve_placement(cfg)  # device and dtype from the resources, recorded in job.json (as `vrscore score`)
     record = _judge_record(cfg, opts)
     job_json = json.dumps({**json.loads(job_record(cfg)), "judge": record}, indent=2)
     checklists_json = checklists_to_json({checklist.media_type: checklist})

@@ -19,6 +19,7 @@ from pipeline.storage import fsspec_filesystem, join
 from schemas.checklist import Checklist
 from schemas.checklist_set import all_dimensions, checklists_to_json, resolve_checklists
 from schemas.job_config import JobConfig
+from schemas.model_placement import resolve_placement
 from schemas.scores import dimension_columns, is_z_column, scores_schema
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,10 @@ def run_score_job(cfg: JobConfig, *, ray_address: str | None = None, quiet: bool
         log.info("the answer is read after the prompt rendered with chat_template_kwargs=%s and answer_prefix=%r "
                  "(the checkpoint's defaults; set model.* to change them)",
                  cfg.model.chat_template_kwargs, cfg.model.answer_prefix)
+    # where and in which precision the scorer runs, from its resources, recorded in job.json: every actor and
+    # every resume uses these, not what its node happens to have
+    cfg = resolve_placement(cfg)
+    log.info("the scorer runs on %s in %s", cfg.model.device, cfg.model.dtype)
     # job.json records the fingerprints of the model's files and chat template: a resume refuses changed ones
     cfg = cfg.model_copy(update={"model": pin_model(cfg.model, cfg.storage)})
     dims = all_dimensions(checklists)

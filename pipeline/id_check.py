@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import ray
 
 from pipeline.manifest_files import FOOTER_THREADS, Manifest
-from pipeline.parquet_source import ColumnReader, ParquetManifestSource
+from pipeline.parquet_source import ColumnReader, ParquetManifestSource, read_as_planned
 from schemas.job_config import GENERATED_IDS
 from schemas.manifest import STRING_READ_TYPE, ManifestError
 
@@ -51,7 +51,7 @@ def _id_problems_on_driver(manifest: Manifest, column: str) -> tuple[int, list[d
 def _id_problems_distributed(manifest: Manifest, column: str) -> tuple[int, list[dict]]:
     source = ParquetManifestSource(manifest, pa.schema([pa.field(column, STRING_READ_TYPE)]))
     problems = (
-        ray.data.read_datasource(source).rename_columns({column: "id"})
+        read_as_planned(source).rename_columns({column: "id"})
         # A shuffle partition per CPU: Ray's default of 200 costs tens of seconds on small jobs.
         .groupby("id", num_partitions=_cluster_cpus()).count()
         .map_batches(_id_problems, batch_format="pyarrow").materialize()

@@ -9,7 +9,9 @@ written another way (a relative local path for an absolute one) is the same job:
 paths are stored and compared absolute. A manifest edited in place is a different job: its
 fingerprint (file sizes and ETags, or mtimes where the store has no ETag) is in `job.json`, and
 so are those of the model's files and chat template file (`actors/model_store.py`): a checkpoint
-re-exported or a template edited at the same path is a different job too.
+re-exported or a template edited at the same path is a different job too. `job.json` holds the
+model's device and dtype as resolved from the resources (schemas/model_placement.py), so a resume
+that would score in another precision is refused with the settings that continue it.
 An output that holds no committed row (its run failed before finishing a file) holds nothing
 to mix with: a changed job takes it over and rewrites `job.json` and `checklist.json`.
 One run at a time writes into an output (`pipeline/output_lease.py`). A question's `calibration` is
@@ -33,6 +35,7 @@ from pipeline.scores_input import PENDING_SUFFIX
 from pipeline.storage import join, protocol_of
 from schemas.checklist import Checklist
 from schemas.job_config import JobConfig
+from schemas.model_placement import AUTO, PLACEMENT_KEYS, placement_hint
 from schemas.resume_rules import resume_rules, rule_for
 from schemas.user_error import UserError
 
@@ -48,6 +51,11 @@ FILE_FINGERPRINTS = {"model.fingerprint": ("model files at", "model.model"),
 LEGACY_VALUES = {"decode.resize_rule": "smart_resize",
                  # rendered without template options or an answer prefix
                  "model.chat_template_kwargs": None, "model.answer_prefix": None}
+# Keys older versions recorded unresolved, as 'auto' (each actor chose from what its node had): such a
+# record resumes as what this run resolves, with a warning. The first run's 'auto' took the side (GPU
+# or CPU) of its resources.num_gpus_per_actor, which a resume may not move to or from 0, so this
+# run's resolves alike, as long as those actors saw the GPUs they reserved.
+UNRESOLVED_LEGACY = dict.fromkeys(PLACEMENT_KEYS, AUTO)
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +118,30 @@ def _difference(key: str, old: dict, new: dict) -> str | None:
             f"{str(new.get(key))[:12]}...): the same path now holds other files")
 
 
+def _comparable_pair(old_job: dict, new_job: dict) -> tuple[dict, dict]:
+    old, new = _comparable(old_job), _comparable(new_job)
+    for key, unresolved in UNRESOLVED_LEGACY.items():
+        if old.get(key) == unresolved:
+            old[key] = new.get(key)
+    return old, new
+
+
+def unresolved_legacy(old_job: dict, new_job: dict) -> str | None:
+    """A warning when `old_job` (a job.json of an older version) left a key of UNRESOLVED_LEGACY
+    unresolved that this run resolves; None when it recorded them all."""
+    old, new = _comparable(old_job), _comparable(new_job)
+    keys = [key for key, unresolved in UNRESOLVED_LEGACY.items() if old.get(key) == unresolved]
+    if not keys:
+        return None
+    return (f"the first run of this output recorded {' and '.join(keys)} as 'auto' (an older vrscore, where "
+            f"each scorer actor chose from what its node had): continuing it with "
+            f"{', '.join(f'{key}={new.get(key)}' for key in keys)}, as its resources resolve. Its rows are of "
+            "that precision only if every actor of it saw the GPUs it reserved (or none)")
+
+
 def result_differences(old_job: dict, new_job: dict, old_checklists: dict, new_checklists: dict) -> list[str]:
     """Human-readable differences that would change scores; empty = safe to resume."""
-    old, new = _comparable(old_job), _comparable(new_job)
+    old, new = _comparable_pair(old_job, new_job)
     diffs = []
     for k in sorted(set(old) | set(new)):
         a, b, zero_is_a_change = old.get(k), new.get(k), rule_for(RESUME_RULES, k)
@@ -182,13 +211,17 @@ def check_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checkli
     job_path, checklist_path = join(out, JOB_FILE), join(out, CHECKLIST_FILE)
     scores = join(out, data_dir)  # the rows: scores/, or pairs/ of a judge job
     if fs.exists(job_path):
+        old_job, new_job = json.loads(fs.cat_file(job_path)), json.loads(job_json)
         diffs = result_differences(
-            json.loads(fs.cat_file(job_path)), json.loads(job_json),
+            old_job, new_job,
             json.loads(fs.cat_file(checklist_path)) if fs.exists(checklist_path) else {}, json.loads(checklists_json),
         )
         if diffs and may_hold_rows(fs, out, data_dir):
+            old, new = _comparable_pair(old_job, new_job)
+            placement = [key for key in PLACEMENT_KEYS if old.get(key) != new.get(key)]
+            hint = f" {placement_hint(old, placement)}." if placement else ""
             raise OutputMismatchError(
-                f"{out} holds scores of a different job ({'; '.join(diffs)}). "
+                f"{out} holds scores of a different job ({'; '.join(diffs)}).{hint} "
                 "Use a new --out, or delete the old output to start over."
             )
         if diffs:
@@ -228,6 +261,10 @@ def open_output(fs: fsspec.AbstractFileSystem, out: str, job_json: str, checklis
         resumed = check_output(fs, out, job_json, checklists_json, lease.owner, data_dir)
         if not resumed:
             create_output(fs, out, job_json, checklists_json)
+        else:  # said once, by the check that decides (the one before it, outside the lease, may be repeated)
+            warning = unresolved_legacy(json.loads(fs.cat_file(join(out, JOB_FILE))), json.loads(job_json))
+            if warning:
+                log.warning("%s: %s", out, warning)
     except BaseException:
         lease.release()
         raise

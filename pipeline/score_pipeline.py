@@ -16,7 +16,7 @@ from pipeline.decode_pool import decode_pool
 from pipeline.embedded_source import EmbeddedParquetSource, embedded_columns
 from pipeline.manifest_files import Manifest, open_manifest
 from pipeline.null_columns import nulls_as_none
-from pipeline.parquet_source import ParquetManifestSource
+from pipeline.parquet_source import ParquetManifestSource, read_as_planned
 from pipeline.stage_clock import timed
 from pipeline.storage import storage_options
 from pipeline.webdataset_source import WebDatasetSource
@@ -102,7 +102,7 @@ def read_manifest(cfg: JobConfig, columns: list[str], info: ManifestInfo | None 
         keep = [c for c in columns if c not in (*_EMBEDDED_OWN, opened.media.name, id_column)]  # type: ignore[union-attr]
         return ray.data.read_datasource(EmbeddedParquetSource(opened.files, opened.filesystem, opened.media,  # type: ignore[arg-type]
                                                               id_column, keep, _block_bytes()))
-    return ray.data.read_datasource(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
+    return read_as_planned(ParquetManifestSource(opened, manifest.read_schema(opened.schema, columns)))
 
 
 # Columns the embedded source makes itself from the manifest's.

@@ -121,9 +121,14 @@ class ModelConfig(_Strict):
         "into cache_dir, with the job's storage settings.",
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="'auto' = bfloat16 on GPU, float32 on CPU (bf16 on CPU is slower and noisier)."
+        "auto", description="'auto' = bfloat16 where the scorer actors reserve GPUs (resources.num_gpus_per_actor "
+        "> 0), float32 where they reserve none (bf16 on CPU is slower and noisier). Resolved once on the driver and "
+        "recorded in job.json (schemas/model_placement.py); a resume that resolves to another dtype is refused."
     )
-    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="'auto' = cuda when a GPU is visible to the actor.")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="'auto' = cuda where the scorer actors reserve GPUs (resources.num_gpus_per_actor > 0), "
+        "else cpu; resolved on the driver and recorded in job.json. An actor told cuda that sees no GPU fails at "
+        "start rather than scoring on its CPU.")
     engine: Literal["transformers", "vllm"] = Field(
         "transformers",
         description="What runs the model. 'transformers': vrscore's own engine (one prefix forward per item, "

@@ -81,7 +81,9 @@ def _with(job: dict, key: str, value) -> dict:
 def test_a_resume_may_change_exactly_the_marked_settings():
     assert set(RESUME_RULES) == MAY_CHANGE
     # fingerprints set: a job.json without one is of a version that took none (nothing to compare)
-    model = ModelConfig(model="m", fingerprint="f1", chat_template="t.jinja", chat_template_fingerprint="f2")
+    # device and dtype resolved, as a job records them (schemas/model_placement.py)
+    model = ModelConfig(model="m", fingerprint="f1", chat_template="t.jinja", chat_template_fingerprint="f2",
+                        device="cuda", dtype="bfloat16")
     first = json.loads(JobConfig(manifest="m.parquet", out="o", model=model,
                                  resources=ResourcesConfig(num_gpus_per_actor=1)).model_dump_json())
     keys = _flat(first)

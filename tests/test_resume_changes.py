@@ -74,6 +74,6 @@ def test_a_lower_token_budget_resumes_and_a_changed_scoring_setting_is_refused(t
     files = sorted(p.name for p in (out / SCORES_DIR).iterdir())
     assert vrscore_cli.main(args + ["--set", "model.token_budget=64", "--set", "model.dtype=bfloat16"]) == 2
     err = capsys.readouterr().err
-    assert "holds scores of a different job (model.dtype: 'auto' -> 'bfloat16')" in err
+    assert "holds scores of a different job (model.dtype: 'float32' -> 'bfloat16')" in err
     assert sorted(p.name for p in (out / SCORES_DIR).iterdir()) == files
 

@@ -28,7 +28,7 @@ import torch
 
 from actors.adapters.base import AnswerKind, MediaInput, Readout
 from actors.adapters.checklist_prompts import ChecklistPrompts
-from actors.adapters.devices import resolve_dtype
+from actors.adapters.devices import resolve_device, resolve_dtype
 from actors.adapters.packing import AnswerGroups, read_kinds
 from actors.adapters.vllm_support import check_vllm_family, import_vllm
 from pipeline.resize_policy import MODEL_SIZE_RULES, RESIZE_RULES
@@ -98,7 +98,8 @@ class VllmChecklistEngine:
         if self.text.config.model_type == "internvl":
             tok = self.text.tokenizer
             self.aliases[tok.convert_tokens_to_ids(self.family.video)] = tok.convert_tokens_to_ids(self.family.context)
-        on_gpu = model.device == "cuda" or (model.device == "auto" and torch.cuda.is_available())
+        # the same rule as our engine's: cuda without a GPU fails here, 'auto' only in process (devices.py)
+        on_gpu = resolve_device(model.device).type == "cuda"
         self.llm = start_llm(model, self.family.media_types, on_gpu)
         self._params = import_vllm().SamplingParams
 
