@@ -10,7 +10,8 @@ from pipeline.storage import add_storage_args, storage_flags
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--manifest", help="Parquet manifest of the items (file or directory; local path or URI)")
+    p.add_argument("--manifest", help="manifest of the items, any source `score` reads: Parquet of uris or of "
+                   "media bytes (file or directory), or WebDataset shards; local path or URI")
     p.add_argument("--pairs", help="Parquet of pairs: columns a, b (ids of the manifest), optional id, prompt, group; "
                    "without it, pairs come from the manifest's 'group' column by --schedule")
     p.add_argument("--schedule", default="all", help="pairs per group without --pairs: 'all' (every pair) or "
@@ -24,6 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="job config YAML (any JobConfig field; flags and --set override it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, e.g. resources.batch_size=32")
+    p.add_argument("--media-column", help="manifest column holding the media bytes (binary, or a {bytes, path} "
+                   "struct); default: 'image' or 'video' when there is no 'uri' column")
+    p.add_argument("--id-column", help="manifest column of the item ids when it is not 'id' (manifests holding "
+                   "the media; without one, ids are '<file>#<row>')")
+    p.add_argument("--prompt-field", help="WebDataset shards: the json member's field holding the prompt "
+                   "(default: the txt member)")
     p.add_argument("--frames", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
     p.add_argument("--max-error-fraction", type=float, help="exit non-zero above this fraction of failed pairs")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
@@ -35,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.judge_job import JudgeOptions, run_judge_job  # imports Ray; keep `--help` fast
 
     flags = {"manifest": args.manifest, "checklist": args.checklist, "model.model": args.model, "out": args.out,
+             "media_column": args.media_column, "id_column": args.id_column, "prompt_field": args.prompt_field,
              "decode.frames": args.frames, "max_error_fraction": args.max_error_fraction, **storage_flags(args)}
     cfg = build_job_config(args.config, flags, args.set)
     opts = JudgeOptions(pairs=args.pairs, schedule=args.schedule, seed=args.seed, bt_l2=args.bt_l2)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import ray
 from ray.data import DataContext
 from ray.data.checkpoint import CheckpointConfig
 
@@ -24,15 +25,17 @@ from actors.file_fingerprint import file_version, summary
 from actors.model_store import pin_model
 from pipeline.answer_mass import JUDGE_CAUSES, JUDGE_HEADING, low_mass_warning, mass_by_question, mass_lines
 from pipeline.bradley_terry import write_items
+from pipeline.judge_items import manifest_items
 from pipeline.judge_pipeline import build_judge_dataset
 from pipeline.judge_plan import build_plan, decode_counts, given_pairs, shuffle_partitions, unit_partitions
+from pipeline.media_readback import job_source
 from pipeline.model_family import resolve_decode, resolve_readout_config
 from pipeline.output_dir import (CHECKPOINT_DIR, JOB_FILE, OutputMismatchError, check_output, job_record,
                                  may_hold_rows, normalise_local_path, normalised_config, open_output)
 from pipeline.pair_schedule import pairs_from_groups
 from pipeline.ray_runtime import init_ray
 from pipeline.run_stats import STATS_FILE, record_run
-from pipeline.score_pipeline import inspect_manifest, read_manifest
+from pipeline.score_pipeline import inspect_manifest
 from pipeline.scores_input import committed_files
 from pipeline.storage import arrow_filesystem, fsspec_filesystem, join
 from schemas.checklist import Checklist, load_checklist_file
@@ -113,25 +116,23 @@ def _check_judge_options(fs, out: str, record: dict) -> None:
 
 
 def _plan(cfg: JobConfig, opts: JudgeOptions, info) -> pa.Table:
-    """The pairs joined with the manifest's items (the manifest's id, uri, media_type, prompt, group)."""
-    fs, path = arrow_filesystem(cfg.manifest, cfg.storage)
-    names = set(pq.ParquetDataset(path, filesystem=fs).schema.names)
-    items = pq.ParquetDataset(path, filesystem=fs).read(
-        columns=[c for c in ("id", "uri", "media_type", "prompt", "group") if c in names])
-    items = items.set_column(0, "id", pc.cast(items["id"], pa.string()))
+    """The pairs joined with the manifest's items (id, uri, media_type, prompt, group and where each
+    item's bytes are: pipeline/judge_items.py)."""
+    items = manifest_items(cfg, info.manifest, info.id_column)
     if opts.pairs is not None:
         pfs, ppath = arrow_filesystem(opts.pairs, cfg.storage)
         pairs = given_pairs(pq.ParquetDataset(ppath, filesystem=pfs).read(), opts.pairs)
         # a pair without its own prompt or group takes a's from the manifest
         where = {key: k for k, key in enumerate(items["id"].to_pylist())}
         for col in ("prompt", "group"):
-            if col in items.column_names:
-                own, of_a = pairs[col].to_pylist(), items[col].to_pylist()
-                filled = [x if x is not None else of_a[where[a]] if a in where else None
-                          for x, a in zip(own, pairs["a"].to_pylist())]
-                pairs = pairs.set_column(pairs.schema.get_field_index(col), col, pa.array(filled, pa.string()))
+            own, of_a = pairs[col].to_pylist(), items[col].to_pylist()
+            filled = [x if x is not None else of_a[where[a]] if a in where else None
+                      for x, a in zip(own, pairs["a"].to_pylist())]
+            pairs = pairs.set_column(pairs.schema.get_field_index(col), col, pa.array(filled, pa.string()))
     else:
-        ds = pairs_from_groups(read_manifest(cfg, info.columns, info), opts.schedule, opts.seed,
+        if info.manifest.kind != "webdataset" and "group" not in info.manifest.schema.names:
+            raise UserError("pairs from a schedule need a 'group' column in the manifest (or give --pairs)")
+        ds = pairs_from_groups(ray.data.from_arrow(items.select(["id", "group", "prompt"])), opts.schedule, opts.seed,
                                num_partitions=shuffle_partitions(items.num_rows))
         tables = [t for t in ds.iter_batches(batch_format="pyarrow") if t.num_rows]
         if not tables:
@@ -149,9 +150,8 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
     cfg = normalised_config(cfg)
     checklist = load_pairwise_checklist(cfg.checklist)
     info = inspect_manifest(cfg, {})
-    if info.media is not None or info.webdataset:
-        raise UserError("vrscore judge reads manifests of media URIs (Parquet with id and uri columns); a manifest "
-                        "holding the media bytes, or WebDataset shards, is not supported yet")
+    # where the ids come from ('<file>#<row>' when no column holds them), recorded in job.json
+    cfg = cfg.model_copy(update={"id_column": info.id_column})
     cfg = cfg.model_copy(update={"decode": resolve_decode(cfg.model, cfg.decode, cfg.storage)})
     cfg = cfg.model_copy(update={"model": pin_model(resolve_readout_config(cfg.model, cfg.storage), cfg.storage)})
     cfg = resolve_placement(cfg)  # device and dtype from the resources, recorded in job.json (as `vrscore score`)
@@ -191,7 +191,8 @@ def run_judge_job(cfg: JobConfig, opts: JudgeOptions, *, ray_address: str | None
             delete_checkpoint_on_success=False, override_filesystem=ckpt_fs)
         if pending.num_rows:
             ds = build_judge_dataset(cfg, checklist, join(plan_dir, PLAN_FILE), schema, resuming=resumed,
-                                     unit_partitions=unit_partitions(pending))
+                                     unit_partitions=unit_partitions(pending),
+                                     media=job_source(cfg, info.manifest, info.id_column))
             run_start = time.time()
             ds.write_parquet(path, filesystem=fs, schema=schema)
             recorded = record_run(ds, out_fs, cfg.out, run_start) is not None

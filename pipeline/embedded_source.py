@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
@@ -71,7 +72,10 @@ class RowGroupReader:
         self._keep, self._block_bytes = keep, block_bytes
 
     def read(self, path: str, name: str, group: int, first_row: int) -> Iterator[pa.Table]:
-        pf = open_parquet(self._fs, path)
+        yield from self.read_opened(open_parquet(self._fs, path), name, group, first_row)
+
+    def read_opened(self, pf: pq.ParquetFile, name: str, group: int, first_row: int) -> Iterator[pa.Table]:
+        """`read` of a file already open: a reader of several of its row groups opens it once."""
         names = set(pf.schema_arrow.names)
         wanted = [self._media.name, *(c for c in _STRINGS if c in names), *self._keep]
         if self._id_column != GENERATED_IDS:

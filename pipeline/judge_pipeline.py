@@ -1,5 +1,6 @@
 """Wire the judge stages into a Ray Data pipeline: the plan (OUT/plan/) -> units -> decode each
-unit's items once (CPU actors) -> judge both orders (model actors) -> pair_score -> write.
+unit's items once (CPU actors; from a manifest that holds the media, the unit's items are read
+back there first, pipeline/media_readback.py) -> judge both orders (model actors) -> pair_score -> write.
 
 Pairs of a unit meet in one `map_groups` call (a shuffle of the plan's small rows, never of media);
 the decoded unit then travels as one row to the judge.
@@ -12,6 +13,7 @@ import pyarrow.compute as pc
 from ray.data import ActorPoolStrategy, Dataset
 
 from pipeline.decode_pool import decode_pool
+from pipeline.media_readback import MediaReadback, MediaSource
 from pipeline.parquet_reader import read_parquet
 from pipeline.score_pipeline import cluster_shape
 from pipeline.storage import arrow_filesystem, storage_options
@@ -50,9 +52,11 @@ class PairAssembler:
 
 
 def build_judge_dataset(cfg: JobConfig, checklist: Checklist, plan_path: str, out_schema: pa.Schema, *,
-                        resuming: bool = False, unit_partitions: int | None = None) -> Dataset:
+                        resuming: bool = False, unit_partitions: int | None = None,
+                        media: MediaSource | None = None) -> Dataset:
     """The lazy dataset of output pair rows (`out_schema`) of the plan at `plan_path` (OUT/plan/);
-    `unit_partitions`: the shuffle partitions that gather units (pipeline/judge_plan.py)."""
+    `unit_partitions`: the shuffle partitions that gather units (pipeline/judge_plan.py); `media`:
+    the manifest that holds the media, read back per unit (None: a manifest of URIs)."""
     from actors.pair_judge import PairJudge  # heavy imports stay out of the driver's startup
     from actors.pair_units import UnitDecoder
 
@@ -66,7 +70,8 @@ def build_judge_dataset(cfg: JobConfig, checklist: Checklist, plan_path: str, ou
     ds = ds.groupby("unit", num_partitions=unit_partitions).map_groups(
         UnitDecoder,
         fn_constructor_kwargs={"decode": cfg.decode.model_dump(), "storage_options": media_opts,
-                               "threads": pool.threads},
+                               "threads": pool.threads,
+                               "media": None if media is None else MediaReadback(media, cfg.storage)},
         compute=ActorPoolStrategy(min_size=pool.min_size, max_size=pool.max_size),
         num_cpus=res.decode_cpus,
         batch_format="pyarrow",

@@ -1,9 +1,15 @@
 """The plan of a judge job (pure pyarrow): which pairs, in which units, with what each item is read from.
 
 The plan is one row per pair: id, a, b, group, prompt, unit, and per side the item's uri and
-media_type from the manifest. It is written once into OUT/plan/ and read back by the job, so that
-Ray Data's checkpoint (ids of written pairs) skips finished pairs on resume exactly as `score`
-skips finished rows, and a resumed job judges the very pairs the first run planned.
+media_type from the manifest and where its bytes are when the manifest holds them (`file`: the
+Parquet data file or tar shard as the manifest's filesystem names it; `row_group`: the Parquet row
+group, null for shards), so that a unit reads only the row groups and shards its items are in
+(pipeline/media_readback.py). The plan never holds media bytes; plans written before the places
+were recorded (manifests of URIs only) lack those columns, which then read as null.
+
+The plan is written once into OUT/plan/ and read back by the job, so that Ray Data's checkpoint
+(ids of written pairs) skips finished pairs on resume exactly as `score` skips finished rows, and
+a resumed job judges the very pairs the first run planned.
 
 Units. The pairs of a group travel together: a unit is a group's pairs, cut into units of at most
 `unit_pairs` pairs where a group is larger, so that a unit's decoded items fit one actor's memory.
@@ -31,6 +37,8 @@ PLAN_SCHEMA = pa.schema([
     pa.field("unit", pa.int64(), nullable=False),
     pa.field("a_uri", pa.string()), pa.field("a_media_type", pa.string()),
     pa.field("b_uri", pa.string()), pa.field("b_media_type", pa.string()),
+    pa.field("a_file", pa.string()), pa.field("a_row_group", pa.int64()),
+    pa.field("b_file", pa.string()), pa.field("b_row_group", pa.int64()),
 ])
 
 
@@ -76,11 +84,14 @@ def assign_units(groups: list[str | None], unit_pairs: int = UNIT_PAIRS) -> np.n
 
 def build_plan(pairs: pa.Table, items: pa.Table, unit_pairs: int = UNIT_PAIRS) -> pa.Table:
     """The plan of `pairs` (given_pairs' columns) over the manifest's `items` (id, uri, optional
-    media_type); UserError for a pair naming an id the manifest lacks."""
+    media_type, file, row_group: pipeline/judge_items.py); UserError for a pair naming an id the
+    manifest lacks."""
     ids = pc.cast(items["id"], pa.string()).to_pylist()
-    uris = pc.cast(items["uri"], pa.string()).to_pylist()
-    kinds = pc.cast(items["media_type"], pa.string()).to_pylist() if "media_type" in items.column_names \
-        else [None] * len(ids)
+
+    def column(name: str) -> list:
+        return items[name].to_pylist() if name in items.column_names else [None] * len(ids)
+
+    uris, kinds, files, groups = column("uri"), column("media_type"), column("file"), column("row_group")
     where = {key: k for k, key in enumerate(ids)}
     if len(where) != len(ids):
         seen: set[str] = set()
@@ -95,6 +106,8 @@ def build_plan(pairs: pa.Table, items: pa.Table, unit_pairs: int = UNIT_PAIRS) -
         rows = [where[x] for x in named]
         cols[f"{side}_uri"] = [uris[r] for r in rows]
         cols[f"{side}_media_type"] = [kinds[r] for r in rows]
+        cols[f"{side}_file"] = [files[r] for r in rows]
+        cols[f"{side}_row_group"] = [groups[r] for r in rows]
     units = assign_units(pairs["group"].to_pylist(), unit_pairs)
     table = {c: pairs[c] for c in ("id", "a", "b", "group", "prompt")}
     table.update(unit=units, **cols)

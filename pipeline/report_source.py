@@ -24,25 +24,14 @@ import pyarrow.parquet as pq
 from actors.media_io import MediaError, uri_protocol
 from actors.report_media_policy import refusal
 from pipeline.manifest_fingerprint import FINGERPRINT_KEY, manifest_fingerprint
+from pipeline.media_readback import MediaSource
 from pipeline.storage import arrow_filesystem
 from pipeline.webdataset_shards import webdataset_shards
-from schemas.embedded_media import MediaColumn, media_column
+from schemas.embedded_media import media_column
 from schemas.job_config import JobConfig, StorageConfig
 from schemas.manifest import ManifestError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ReportSource:
-    """A manifest that holds the media, as the scoring job read it."""
-
-    kind: Literal["parquet", "webdataset"]
-    manifest: str
-    media: MediaColumn | None = None  # parquet: the media column
-    id_column: str | None = None  # parquet: the ids' column (None: 'id'), or GENERATED_IDS
-    prompt_field: str | None = None  # webdataset: as the job chose a sample's members
-    media_extensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,7 +40,7 @@ class SourceCheck:
     for every row when `holds_media` (the manifest is known to hold the media), else for the
     rows that have no uri (the others are read from their uri, as for a manifest of URIs)."""
 
-    source: ReportSource | None = None
+    source: MediaSource | None = None
     refused: str | None = None
     holds_media: bool = False
 
@@ -104,7 +93,7 @@ def check_source(record: dict | None, storage: StorageConfig, media_roots: list[
     changed = _changed(record, job, storage, files, media_roots)
     if changed is not None:
         return SourceCheck(refused=f"{where} {changed}", holds_media=True)
-    return SourceCheck(ReportSource(kind, job.manifest, media, job.id_column, job.prompt_field,
+    return SourceCheck(MediaSource(kind, job.manifest, media, job.id_column, job.prompt_field,
                                     tuple(job.media_extensions)), holds_media=True)
 
 

@@ -129,14 +129,14 @@ def test_lookup_finds_rows_by_an_id_column_across_row_groups(images, tmp_path):
     """An id column (integers: read as the job reads them, as strings) is read alone to find the
     row groups; each wanted row comes back with its own bytes, an unknown id as a read error."""
     from pipeline.report_media_lookup import MediaLookup
-    from pipeline.report_source import ReportSource
+    from pipeline.media_readback import MediaSource
     from schemas.embedded_media import BYTES_COLUMN, READ_ERROR_COLUMN, MediaColumn
     from schemas.job_config import StorageConfig
 
     raw = [images[n].read_bytes() for n in NAMES]
     pq.write_table(pa.table({"uid": [10 * k for k in range(len(NAMES))], "jpg": pa.array(raw, pa.binary())}),
                    tmp_path / "m.parquet", row_group_size=2)
-    source = ReportSource("parquet", str(tmp_path / "m.parquet"), MediaColumn("jpg", "binary", False), "uid")
+    source = MediaSource("parquet", str(tmp_path / "m.parquet"), MediaColumn("jpg", "binary", False), "uid")
     wanted = ["40", "10", "999"]
     got = MediaLookup(source, StorageConfig().model_dump())(
         {"id": np.array(wanted, dtype=object), "uri": np.array([None] * 3, dtype=object),
