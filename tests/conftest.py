@@ -1,7 +1,8 @@
 """Shared fixtures: tiny random-weight checkpoints built once per test session. And no wait
 between writing an output lease and reading it back (pipeline/output_lease.py): a run of this
 suite has its output to itself, except the runs that race for one, which set the real wait
-(tests/test_one_run_per_out.py). Several hundred commands each waited a second."""
+(tests/test_one_run_per_out.py). Each command that writes an output waited a second: some
+30 in the fast tests' own process, more in the slow ones and in every job process."""
 from __future__ import annotations
 
 import importlib.util
