@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from jobs.job_config_loading import build_job_config
-from jobs.score_command import add_console_args
+from jobs.score_command import add_console_args, add_media_source_args
 from pipeline.storage import add_storage_args, storage_flags
 
 
@@ -25,12 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="job config YAML (any JobConfig field; flags and --set override it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, e.g. resources.batch_size=32")
-    p.add_argument("--media-column", help="manifest column holding the media bytes (binary, or a {bytes, path} "
-                   "struct); default: 'image' or 'video' when there is no 'uri' column")
-    p.add_argument("--id-column", help="manifest column of the item ids when it is not 'id' (manifests holding "
-                   "the media; without one, ids are '<file>#<row>')")
-    p.add_argument("--prompt-field", help="WebDataset shards: the json member's field holding the prompt "
-                   "(default: the txt member)")
+    add_media_source_args(p)
     p.add_argument("--frames", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
     p.add_argument("--max-error-fraction", type=float, help="exit non-zero above this fraction of failed pairs")
     p.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else a local Ray)")

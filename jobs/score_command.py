@@ -18,6 +18,16 @@ def add_console_args(p: argparse.ArgumentParser) -> None:
                    help="also show Ray's INFO logs and the workers' output (otherwise in Ray's log directory)")
 
 
+def add_media_source_args(p: argparse.ArgumentParser) -> None:
+    """Where a manifest that holds the media keeps it (`score` and `judge` read the same manifests)."""
+    p.add_argument("--media-column", help="manifest column holding the media bytes (binary, or a {bytes, path} "
+                   "struct); default: 'image' or 'video' when there is no 'uri' column")
+    p.add_argument("--id-column", help="manifest column of the item ids when it is not 'id' (manifests holding "
+                   "the media; without one, ids are '<file>#<row>')")
+    p.add_argument("--prompt-field", help="WebDataset shards: the json member's field holding the prompt "
+                   "(default: the txt member)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", help="Parquet manifest (file or directory; local path or URI)")
     p.add_argument("--checklist", action="append",
@@ -31,12 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="job config YAML (any JobConfig field; flags and --set override it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by dotted path, e.g. resources.batch_size=32")
-    p.add_argument("--media-column", help="manifest column holding the media bytes (binary, or a {bytes, path} "
-                   "struct); default: 'image' or 'video' when there is no 'uri' column")
-    p.add_argument("--id-column", help="manifest column of the row ids when it is not 'id' (manifests holding "
-                   "the media; without one, ids are '<file>#<row>')")
-    p.add_argument("--prompt-field", help="WebDataset shards: the json member's field holding the prompt "
-                   "(default: the txt member)")
+    add_media_source_args(p)
     p.add_argument("--keep-columns", help="comma-separated manifest columns to carry into the output")
     p.add_argument("--alignment-column", help="manifest column with an external alignment probability")
     p.add_argument("--frames", help="video frame sampling: uniform:N, visionreward[:M] or fps:F[:MAX]")
