@@ -15,7 +15,6 @@ the kept ones) plus `media_bytes`, which the decode stage consumes and drops.
 """
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -25,7 +24,7 @@ import pyarrow.parquet as pq
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
-from pipeline.manifest_files import ManifestFile, parquet_paths
+from pipeline.manifest_files import ManifestFile, file_name, parquet_paths
 from pipeline.parquet_source import open_parquet
 from schemas import manifest
 from schemas.embedded_media import BYTES_COLUMN, MediaColumn, embedded_media_type, row_id
@@ -134,8 +133,7 @@ def manifest_files(path: str, fs: pafs.FileSystem | None) -> list[tuple[str, str
     """(path, name relative to the manifest) of each data file, in a stable order (a listing: no
     file is opened; a score job takes them from its opened manifest, pipeline/manifest_files.py)."""
     root = path.rstrip("/")
-    return [(f, posixpath.relpath(f, root) if f != root else posixpath.basename(f))
-            for f in sorted(parquet_paths(path, fs))]
+    return [(f, file_name(f, root)) for f in sorted(parquet_paths(path, fs))]
 
 
 def embedded_columns(schema: pa.Schema, media: MediaColumn, id_column: str | None, *, needs_prompt: bool,

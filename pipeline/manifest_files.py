@@ -68,6 +68,12 @@ class Manifest:
         return [f.path for f in self.files]
 
 
+def file_name(path: str, root: str) -> str:
+    """A data file as the job names it (generated ids, shard uris): relative to the manifest's
+    root, or its base name when the manifest is that one file."""
+    return posixpath.relpath(path, root) if path != root else posixpath.basename(path)
+
+
 def _footer(fs: pafs.FileSystem | None, path: str, name: str) -> ManifestFile:
     meta = pq.ParquetFile(fs.open_input_file(path) if fs is not None else path).metadata  # one open
     groups = [meta.row_group(g) for g in range(meta.num_row_groups)]
@@ -97,7 +103,7 @@ def shards_fingerprint(fs: AbstractFileSystem, paths: list[str]) -> dict:
 def _open_shards(uri: str, shards: tuple[AbstractFileSystem, list[str]]) -> Manifest:
     fs, paths = shards
     root = shard_root(fs, uri, paths)
-    files = tuple(ManifestFile(p, posixpath.relpath(p, root) if p != root else posixpath.basename(p)) for p in paths)
+    files = tuple(ManifestFile(p, file_name(p, root)) for p in paths)
     return Manifest(uri=uri, kind="webdataset", filesystem=fs, files=files, schema=pa.schema([]),
                     fingerprint=shards_fingerprint(fs, paths), root=root)
 
@@ -114,7 +120,7 @@ def open_manifest(uri: str, storage: StorageConfig, media_column_name: str | Non
         if not paths:
             raise FileNotFoundError(f"no Parquet files in {path}")
         root = path.rstrip("/")
-        names = [posixpath.relpath(p, root) if p != root else posixpath.basename(p) for p in paths]
+        names = [file_name(p, root) for p in paths]
         with ThreadPoolExecutor(max_workers=max(1, min(FOOTER_THREADS, len(paths)))) as pool:
             files = tuple(pool.map(lambda p, n: _footer(fs, p, n), paths, names))
     except (FileNotFoundError, OSError, pa.ArrowInvalid) as exc:
@@ -125,4 +131,5 @@ def open_manifest(uri: str, storage: StorageConfig, media_column_name: str | Non
                     fingerprint=fingerprint(uri, storage, paths), media=media, root=root)
 
 
-__all__ = ["Manifest", "ManifestFile", "fingerprint", "open_manifest", "parquet_paths", "shards_fingerprint"]
+__all__ = ["Manifest", "ManifestFile", "file_name", "fingerprint", "open_manifest", "parquet_paths",
+           "shards_fingerprint"]

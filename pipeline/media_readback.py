@@ -15,7 +15,6 @@ found in the manifest ..."), never as another item's bytes.
 """
 from __future__ import annotations
 
-import posixpath
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
@@ -26,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.embedded_source import RowGroupReader
-from pipeline.manifest_files import Manifest, parquet_paths
+from pipeline.manifest_files import Manifest, file_name, parquet_paths
 from pipeline.parquet_source import open_parquet
 from pipeline.storage import arrow_filesystem
 from pipeline.webdataset_shards import shard_root, webdataset_shards
@@ -97,7 +96,7 @@ class MediaReadback:
         if unplaced:  # looked for file by file
             for file in sorted(parquet_paths(path, fs)):
                 pf = opened[file] = open_parquet(fs, file)
-                located = self._locate(pf, _name(file, root), unplaced)
+                located = self._locate(pf, file_name(file, root), unplaced)
                 for key, group in located.items():
                     groups[file][group].add(key)
                 unplaced -= located.keys()
@@ -112,7 +111,7 @@ class MediaReadback:
             starts = _starts(pf)
             for group in sorted(g for g in by_group if 0 <= g < pf.metadata.num_row_groups):
                 keys = by_group[group]
-                for table in reader.read_opened(pf, _name(file, root), group, int(starts[group])):
+                for table in reader.read_opened(pf, file_name(file, root), group, int(starts[group])):
                     hits = table.filter(pc.is_in(table["id"], value_set=pa.array(sorted(keys), pa.string())))
                     found.update((r["id"], _row(r)) for r in hits.to_pylist())
         return found
@@ -161,11 +160,6 @@ def _starts(pf: pq.ParquetFile) -> np.ndarray:
     """The first row of each row group, and the file's row count last."""
     meta = pf.metadata
     return np.cumsum([0] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
-
-
-def _name(file: str, root: str) -> str:
-    """A data file as generated ids name it: relative to the manifest (its base name for a manifest of one file)."""
-    return posixpath.relpath(file, root) if file != root else posixpath.basename(file)
 
 
 def _row(row: dict) -> dict:

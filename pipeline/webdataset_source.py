@@ -24,6 +24,7 @@ from fsspec.spec import AbstractFileSystem
 from ray.data import Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
+from pipeline.manifest_files import file_name
 from schemas.embedded_media import BYTES_COLUMN, READ_ERROR_COLUMN
 from schemas.manifest import infer_media_type
 
@@ -74,7 +75,7 @@ class ShardReader:
 
     def name(self, shard: str) -> str:
         """The shard as rows name it (their `uri` is `<name>/<key>.<ext>`): relative to the root."""
-        return posixpath.relpath(shard, self._root) if shard != self._root else posixpath.basename(shard)
+        return file_name(shard, self._root)
 
     def samples(self, shard: str) -> Iterator[dict]:
         """The shard's rows one by one (dicts of the source's columns), in the shard's order."""
